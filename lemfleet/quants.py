@@ -1,0 +1,139 @@
+"""GGUF quant names: read them out of file names, and choose one for a memory budget.
+
+Hub GGUF repos name each file ``<stem>-<QUANT>.gguf`` (``LEM-Gemma3-1B-Q4_K_M.gguf``).
+The quant names are llama.cpp's file types, as ``llama-quantize`` spells them;
+they are taken from the ``gguf`` package's ``LlamaFileType`` so that a new
+llama.cpp quant is recognised without a change here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import gguf
+
+from roles.settings import SettingsError
+
+# The quants published for LEM-Gemma3-1B (model card), smallest first.
+LEM_QUANTS = (
+    "IQ3_XXS",
+    "IQ3_XS",
+    "Q3_K_S",
+    "Q3_K_M",
+    "IQ4_XS",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "BF16",
+)
+DEFAULT_QUANT = "Q4_K_M"
+AUTO = "auto"
+
+
+def _known_quants() -> tuple[str, ...]:
+    names = {"F32", "F16", "BF16", *LEM_QUANTS}
+    for member in gguf.LlamaFileType.__members__:
+        if member.startswith("MOSTLY_"):
+            names.add(member.removeprefix("MOSTLY_"))
+    # Longest first, so that Q4_K_M wins over Q4_K when both could match a name.
+    return tuple(sorted(names, key=lambda name: (-len(name), name)))
+
+
+KNOWN_QUANTS = _known_quants()
+_NAME = re.compile(
+    r"^(?P<stem>.+?)[-._](?P<quant>" + "|".join(map(re.escape, KNOWN_QUANTS)) + r")\.gguf$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class GgufFile:
+    """One GGUF in a repo: its file name, the stem and quant read from it, and its size."""
+
+    filename: str
+    stem: str
+    quant: str
+    size: int
+
+
+def parse_gguf_name(filename: str) -> tuple[str, str] | None:
+    """``(stem, QUANT)`` for ``<stem>-<QUANT>.gguf``, or ``None`` when the name carries no quant."""
+    match = _NAME.match(filename.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return match["stem"], match["quant"].upper()
+
+
+def gguf_files(files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]) -> list[GgufFile]:
+    """The GGUFs among ``(filename, size)`` pairs whose names carry a quant, smallest first."""
+    pairs = files_with_sizes.items() if isinstance(files_with_sizes, Mapping) else files_with_sizes
+    found = []
+    for filename, size in pairs:
+        parsed = parse_gguf_name(filename)
+        if parsed is not None:
+            found.append(GgufFile(filename, parsed[0], parsed[1], int(size)))
+    return sorted(found, key=lambda f: (f.size, f.filename))
+
+
+def human_bytes(size: int) -> str:
+    """``967 MB`` style, in the decimal units the hub shows sizes in."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} B"
+
+
+def pick_auto_quant(
+    files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]],
+    memory_budget_bytes: int,
+    context_bytes_estimate: int,
+) -> tuple[str, str]:
+    """The largest listed quant whose file plus context fits the budget: ``(filename, reason)``.
+
+    ``context_bytes_estimate`` covers the KV cache and compute buffers for the
+    planned context (see :func:`kv_cache_bytes`). Raises :class:`SettingsError`
+    when even the smallest quant does not fit, naming what it would need.
+    """
+    files = gguf_files(files_with_sizes)
+    if not files:
+        raise SettingsError(["model_quant='auto': the repo lists no <stem>-<QUANT>.gguf files"])
+    fitting = [f for f in files if f.size + context_bytes_estimate <= memory_budget_bytes]
+    budget, context = human_bytes(memory_budget_bytes), human_bytes(context_bytes_estimate)
+    if not fitting:
+        smallest = files[0]
+        need = human_bytes(smallest.size + context_bytes_estimate)
+        raise SettingsError(
+            [
+                f"model_quant='auto': no quant fits the memory budget of {budget}; the smallest, "
+                f"{smallest.quant} ({human_bytes(smallest.size)}), needs {need} with {context} "
+                f"for context; accepted: a host with at least {need} free, a smaller context, "
+                f"or a named model_quant"
+            ]
+        )
+    chosen = fitting[-1]
+    reason = (
+        f"model_quant=auto chose {chosen.quant}: {human_bytes(chosen.size)} + {context} context "
+        f"fits the {budget} budget"
+    )
+    larger = [f for f in files if f.size > chosen.size]
+    if larger:
+        nxt = larger[0]
+        reason += f"; {nxt.quant} would need {human_bytes(nxt.size + context_bytes_estimate)}"
+    return chosen.filename, reason
+
+
+def kv_cache_bytes(
+    *, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, bytes_per_element: int = 2
+) -> int:
+    """Bytes of llama.cpp's K and V caches: 2 x layers x context x kv_heads x head_dim x size.
+
+    ``n_ctx`` is llama-server's ``-c``, the total shared by all ``-np`` slots.
+    ``bytes_per_element`` is 2 for the default f16 cache (``--cache-type-k f16``).
+    Gemma 3 1B has 26 layers and 1 KV head of 256, so 4096 tokens take 109 MB.
+    """
+    return 2 * n_layer * n_ctx * n_head_kv * head_dim * bytes_per_element

@@ -1,0 +1,183 @@
+"""``lemfleet smoke``: check endpoints (or an inventory's hosts), print a table, write reports.
+
+Exit status: 0 when every check passed, 1 when any failed, 2 for a usage or setup error. The
+API key comes from a file or an environment variable so that it never sits on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lemfleet.junit import write_junit
+from lemfleet.report import render_table, results_document
+from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
+
+HELP = "check llama-server endpoints: health, models, chat, streamed chat"
+
+
+def load_api_key(
+    *, key_file: str | os.PathLike[str] | None = None, env_var: str | None = None
+) -> str | None:
+    """Read the API key from a file (llama-server's ``--api-key-file`` format) or an env var.
+
+    The file holds one key a line with ``#`` comments; the first key is used. Errors name the
+    source, never the key.
+    """
+    if key_file is not None:
+        path = Path(key_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise ValueError(f"cannot read API key file {path}: {err.strerror}") from err
+        keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not keys:
+            raise ValueError(f"API key file {path} holds no key (one key a line, # comments)")
+        return keys[0]
+    if env_var is not None:
+        value = os.environ.get(env_var, "").strip()
+        if not value:
+            raise ValueError(f"environment variable {env_var} is unset or empty; set it to the key")
+        return value
+    return None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid; accepted: an integer of 1 or more"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted: seconds above 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("urls", nargs="*", metavar="URL", help="base URL, e.g. http://h:8080")
+    parser.add_argument(
+        "--inventory",
+        metavar="INV.py",
+        help="pyinfra inventory; each host is reached through an SSH port forward",
+    )
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
+    key.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    parser.add_argument("--model", metavar="ALIAS", help="model id /v1/models must list")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N")
+    parser.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S")
+    parser.add_argument("--health-timeout", type=_positive_float, default=300.0, metavar="S")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    parser.add_argument("--junit", metavar="OUT", help="write JUnit XML, one case per host+check")
+    parser.add_argument(
+        "--load",
+        type=_positive_int,
+        metavar="N",
+        help="instead: send N chat requests at once to one endpoint",
+    )
+
+
+def _smoke_target(target: Any, options: dict[str, Any]) -> SmokeResult:
+    """Smoke one inventory host through its forward; a failed tunnel fails the host."""
+    from lemfleet.sshtunnel import TunnelError, forward, read_deploy_record
+
+    record = read_deploy_record(target) or {}
+    backend = record.get("backend")
+    try:
+        with forward(target) as url:
+            result = smoke_check(url, host=target.name, backend=backend, **options)
+    except TunnelError as err:
+        via = target.ssh.hostname if target.ssh else "localhost"
+        result = SmokeResult(host=target.name, url=f"ssh://{via}", backend=backend)
+        result.steps = [Step("tunnel", "failed", str(err))]
+        result.steps += [Step(n, "skipped", "not run: no tunnel") for n in CHECKS]
+        return result
+    if target.ssh is not None:
+        where = f"{target.server_host}:{target.server_port} on {target.ssh.hostname}"
+        result.steps.insert(0, Step("tunnel", "passed", f"forwarded to {where}"))
+    return result
+
+
+def _targets(args: argparse.Namespace) -> list[Any]:
+    targets: list[Any] = list(args.urls)
+    if args.inventory:
+        from lemfleet.sshtunnel import load_inventory_targets
+
+        targets += load_inventory_targets(args.inventory)
+    if not targets:
+        raise ValueError("give at least one URL or --inventory INV.py")
+    return targets
+
+
+def _smoke_one(target: Any, options: dict[str, Any]) -> SmokeResult:
+    if isinstance(target, str):
+        return smoke_check(target, **options)
+    return _smoke_target(target, options)
+
+
+def _write_outputs(args: argparse.Namespace, results: list[SmokeResult], **extra: Any) -> None:
+    if args.json:
+        document = results_document(results, **extra)
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    if args.junit:
+        write_junit(results, args.junit)
+
+
+def _run_load(args: argparse.Namespace, target: Any, api_key: str | None) -> int:
+    from lemfleet.smoke_load import load_test
+
+    options = {"api_key": api_key, "model_alias": args.model}
+    options["health_timeout"] = args.health_timeout
+    if isinstance(target, str):
+        name, url = target, target
+        load = load_test(url, requests=args.load, timeout=args.timeout, **options)
+    else:
+        from lemfleet.sshtunnel import forward
+
+        name = target.name
+        with forward(target) as url:
+            load = load_test(url, requests=args.load, timeout=args.timeout, **options)
+    print(f"{name}: {load.summary()}")
+    for problem, count in load.problems.items():
+        print(f"  {count}x {problem}")
+    result = SmokeResult(host=name, url=load.url, steps=[load.to_step()])
+    _write_outputs(args, [result], load=load.to_json())
+    return 0 if load.ok else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    api_key = load_api_key(key_file=args.api_key_file, env_var=args.api_key_env)
+    targets = _targets(args)
+    if args.load:
+        if len(targets) != 1:
+            raise ValueError(f"--load takes exactly one endpoint, got {len(targets)}")
+        try:
+            return _run_load(args, targets[0], api_key)
+        except CheckFailed as err:
+            print(f"{targets[0]}: not healthy, no load sent: {err}", file=sys.stderr)
+            return 1
+    options = {
+        "api_key": api_key,
+        "model_alias": args.model,
+        "timeout": args.timeout,
+        "health_timeout": args.health_timeout,
+    }
+    results = run_bounded(lambda t: _smoke_one(t, options), targets, args.concurrency)
+    print(render_table(results), end="")
+    _write_outputs(args, results)
+    return 0 if all(result.ok for result in results) else 1

@@ -1,0 +1,41 @@
+"""A fleet of real systemd hosts on one machine, for testing lemfleet for real.
+
+Each host is a debootstrapped Debian booted with ``systemd-nspawn --boot`` in
+its own network namespace, reached over SSH exactly as a real fleet host is.
+Use it from the CLI (``python -m lemfleet.testbed up 3``), from pytest
+fixtures (``tests/testbed/conftest.py``) or from ``inventories/testbed.py``.
+"""
+
+from lemfleet.testbed.bed import (
+    add,
+    cut_link,
+    down,
+    find,
+    freeze,
+    kill,
+    leftovers,
+    load,
+    restore_link,
+    ssh,
+    status,
+    thaw,
+    up,
+)
+from lemfleet.testbed.hosts import HostRecord
+
+__all__ = [
+    "HostRecord",
+    "add",
+    "cut_link",
+    "down",
+    "find",
+    "freeze",
+    "kill",
+    "leftovers",
+    "load",
+    "restore_link",
+    "ssh",
+    "status",
+    "thaw",
+    "up",
+]

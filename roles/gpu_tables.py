@@ -1,0 +1,243 @@
+"""Reviewed tables that GPU detection and the GPU plan rely on.
+
+Each table is data, not logic, so that a reviewer can check it against its
+source in one place. Every table carries the date it was last reviewed.
+
+- PCI device ids -> gfx target / compute capability, so that a GPU seen only by
+  ``lspci`` (no driver yet) still gets an architecture.
+- The AMD gfx targets that are integrated GPUs (APUs).
+- The gfx targets ROCm's libraries ship kernels for, and the OS releases where
+  a new enough HIP can be installed.
+- Known-good ``HSA_OVERRIDE_GFX_VERSION`` values.
+- Vulkan header versions per OS release.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+REVIEWED = "2026-11"
+
+# -- AMD ------------------------------------------------------------------------
+
+
+class AmdPart(NamedTuple):
+    gfx: str
+    name: str
+    integrated: bool = False
+
+
+# PCI device id (vendor 1002) -> part. Rows marked "fixture" were read from the
+# recorded outputs in tests/fixtures/gpu/ (rocminfo "Chip ID", rocm-smi "DID",
+# lspci, vulkaninfo); the others come from pci.ids and AMD's product pages.
+AMD_PCI: dict[str, AmdPart] = {
+    "66a1": AmdPart("gfx906", "AMD Instinct MI50/MI60"),  # fixture (rocm-smi DID)
+    "66af": AmdPart("gfx906", "AMD Radeon VII"),
+    "738c": AmdPart("gfx908", "AMD Instinct MI100"),  # fixture
+    "7408": AmdPart("gfx90a", "AMD Instinct MI250X"),
+    "740c": AmdPart("gfx90a", "AMD Instinct MI250/MI250X"),
+    "740f": AmdPart("gfx90a", "AMD Instinct MI210"),  # fixture
+    "74a0": AmdPart("gfx942", "AMD Instinct MI300A"),  # fixture
+    "74a1": AmdPart("gfx942", "AMD Instinct MI300X"),  # fixture
+    "74a2": AmdPart("gfx942", "AMD Instinct MI308X"),  # fixture
+    "74a5": AmdPart("gfx942", "AMD Instinct MI325X"),
+    "74b5": AmdPart("gfx942", "AMD Instinct MI300X VF"),  # fixture
+    "73bf": AmdPart("gfx1030", "AMD Radeon RX 6800/6900 (Navi 21)"),  # fixture
+    "73df": AmdPart("gfx1031", "AMD Radeon RX 6700/6750 XT (Navi 22)"),  # fixture
+    "73ff": AmdPart("gfx1032", "AMD Radeon RX 6600/6650 XT (Navi 23)"),  # fixture
+    "744c": AmdPart("gfx1100", "AMD Radeon RX 7900 XTX/XT (Navi 31)"),  # fixture
+    "747e": AmdPart("gfx1101", "AMD Radeon RX 7800 XT/7700 XT (Navi 32)"),
+    "7480": AmdPart("gfx1102", "AMD Radeon RX 7600/7600S/7700S (Navi 33)"),  # fixture
+    "7590": AmdPart("gfx1200", "AMD Radeon RX 9060 XT (Navi 44)"),
+    "7550": AmdPart("gfx1201", "AMD Radeon RX 9070/9070 XT (Navi 48)"),  # fixture
+    "1681": AmdPart("gfx1035", "AMD Radeon 680M (Rembrandt)", True),
+    "164e": AmdPart("gfx1036", "AMD Radeon Graphics (Raphael)", True),  # fixture
+    "13c0": AmdPart("gfx1036", "AMD Radeon Graphics (Granite Ridge)", True),  # fixture
+    "15bf": AmdPart("gfx1103", "AMD Radeon 780M (Phoenix1)", True),  # fixture
+    "15c8": AmdPart("gfx1103", "AMD Radeon 740M (Phoenix2)", True),
+    "150e": AmdPart("gfx1150", "AMD Radeon 890M (Strix Point)", True),
+    "1586": AmdPart("gfx1151", "AMD Radeon 8060S (Strix Halo)", True),
+}
+
+# gfx targets that only exist as integrated GPUs: LLVM's AMDGPUUsage processor
+# table lists each of them as "APU". KFD sysfs has no reliable iGPU flag of its
+# own (kfd_topology.c hard-codes local_mem_size to 0, and cpu_cores_count is 0
+# for the iGPU node of modern APUs), so the architecture decides.
+# gfx942 is deliberately absent: it is both MI300X (discrete) and MI300A.
+APU_GFX = frozenset(
+    {
+        "gfx801",
+        "gfx902",
+        "gfx909",
+        "gfx90c",
+        "gfx1013",
+        "gfx1033",
+        "gfx1035",
+        "gfx1036",
+        "gfx1037",
+        "gfx1103",
+        "gfx1150",
+        "gfx1151",
+        "gfx1152",
+        "gfx1153",
+    }
+)
+
+GFX_RE = re.compile(r"gfx[0-9]{1,2}[0-9a-f]{2}")
+
+
+def gfx_from_target_version(value: int) -> str | None:
+    """KFD's ``gfx_target_version`` (major*10000 + minor*100 + stepping) as a gfx name.
+
+    90402 -> gfx942, 90010 -> gfx90a, 110000 -> gfx1100, 100300 -> gfx1030. 0
+    (a CPU node) gives None.
+    """
+    if value <= 0:
+        return None
+    major, rest = divmod(value, 10000)
+    minor, stepping = divmod(rest, 100)
+    if minor > 15 or stepping > 15:
+        return None
+    return f"gfx{major}{minor:x}{stepping:x}"
+
+
+def gfx_from_override(version: str) -> str | None:
+    """``HSA_OVERRIDE_GFX_VERSION`` ("10.3.0", "9.0.10") as the gfx name it makes ROCm report."""
+    match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{1,2})", version)
+    if not match:
+        return None
+    major, minor, stepping = (int(g) for g in match.groups())
+    return gfx_from_target_version(major * 10000 + minor * 100 + stepping)
+
+
+# gfx targets that ROCm's math libraries (rocBLAS/hipBLAS, which ggml-hip links)
+# ship kernels for in ROCm 6.4 to 7.x, following the ROCm "System requirements
+# (Linux)" matrix and llama.cpp's .devops/rocm.Dockerfile ROCM_DOCKER_ARCH list
+# ("mostly tied to rocBLAS supported archs"). gfx803/gfx900/gfx1010/gfx1032 are
+# in that list only as unofficial builds, so they are left out here.
+ROCM_GFX: dict[str, str] = {
+    "gfx906": "Instinct MI50/MI60, Radeon VII (deprecated by AMD)",
+    "gfx908": "Instinct MI100",
+    "gfx90a": "Instinct MI210/MI250/MI250X",
+    "gfx942": "Instinct MI300X/MI300A/MI308X/MI325X",
+    "gfx950": "Instinct MI350X/MI355X",
+    "gfx1030": "Radeon RX 6800/6900, PRO W6800, V620",
+    "gfx1100": "Radeon RX 7900 XTX/XT/GRE, PRO W7900",
+    "gfx1101": "Radeon RX 7800 XT/7700 XT, PRO W7800/W7700",
+    "gfx1102": "Radeon RX 7600, PRO W7600",
+    "gfx1151": "Ryzen AI Max (Strix Halo)",
+    "gfx1200": "Radeon RX 9060 XT",
+    "gfx1201": "Radeon RX 9070/9070 XT, AI PRO R9700",
+}
+
+# Known-good HSA_OVERRIDE_GFX_VERSION values for parts ROCm's libraries do not
+# ship kernels for: the override makes ROCm treat the part as the listed,
+# supported sibling of the same ISA family (llama.cpp docs/build.md: "10.3.0 for
+# RDNA2, 11.0.0 for RDNA3"). Used only when the user opts in.
+HSA_OVERRIDE_KNOWN_GOOD: dict[str, str] = {
+    "gfx1031": "10.3.0",
+    "gfx1032": "10.3.0",
+    "gfx1033": "10.3.0",
+    "gfx1034": "10.3.0",
+    "gfx1035": "10.3.0",
+    "gfx1036": "10.3.0",
+    "gfx1103": "11.0.0",
+}
+
+
+class RocmRoute(NamedTuple):
+    """How (or why not) HIP >= 6.1, which ggml-hip needs, gets onto an OS release."""
+
+    ok: bool
+    how: str
+
+
+# Keyed by (os_id, release) where release is the Ubuntu version, the Debian
+# major version, or "sid". ggml/src/ggml-hip/CMakeLists.txt stops below HIP 6.1.
+ROCM_ROUTES: dict[tuple[str, str], RocmRoute] = {
+    ("ubuntu", "22.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, jammy)"),
+    ("ubuntu", "24.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, noble)"),
+    ("debian", "sid"): RocmRoute(True, "Debian's own ROCm packages (HIP >= 7.0 in sid)"),
+    ("debian", "12"): RocmRoute(False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"),
+    ("debian", "13"): RocmRoute(False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"),
+}
+
+# Vulkan headers shipped per release. ggml-vulkan uses vk::LayerSettingEXT
+# (VK_EXT_layer_settings), which needs headers >= 1.3.261 (measured: Debian 12's
+# 1.3.239 fails to compile, Debian 13's 1.4.309 works).
+VULKAN_MIN_HEADERS = (1, 3, 261)
+VULKAN_HEADERS: dict[tuple[str, str], str] = {
+    ("debian", "12"): "1.3.239",
+    ("debian", "13"): "1.4.309",
+    ("ubuntu", "22.04"): "1.3.204",
+    ("ubuntu", "24.04"): "1.3.275",
+}
+
+# -- NVIDIA ---------------------------------------------------------------------
+
+
+class NvidiaPart(NamedTuple):
+    name: str
+    compute_capability: str
+
+
+# PCI device id (vendor 10de) -> part, from pci.ids and NVIDIA's CUDA GPU list
+# (https://developer.nvidia.com/cuda-gpus). "fixture" rows were seen in the
+# recorded lspci / vulkaninfo outputs.
+NVIDIA_PCI: dict[str, NvidiaPart] = {
+    "1db1": NvidiaPart("Tesla V100-SXM2-16GB", "7.0"),
+    "1db4": NvidiaPart("Tesla V100-PCIE-16GB", "7.0"),
+    "1db5": NvidiaPart("Tesla V100-SXM2-32GB", "7.0"),
+    "1db6": NvidiaPart("Tesla V100-PCIE-32GB", "7.0"),
+    "1c8c": NvidiaPart("GeForce GTX 1050 Ti Mobile", "6.1"),  # fixture
+    "1eb8": NvidiaPart("Tesla T4", "7.5"),
+    "1f08": NvidiaPart("GeForce RTX 2060", "7.5"),  # fixture
+    "20b0": NvidiaPart("A100-SXM4-40GB", "8.0"),
+    "20b2": NvidiaPart("A100-SXM4-80GB", "8.0"),
+    "20b5": NvidiaPart("A100 80GB PCIe", "8.0"),
+    "20f1": NvidiaPart("A100-PCIE-40GB", "8.0"),
+    "2204": NvidiaPart("GeForce RTX 3090", "8.6"),
+    "2236": NvidiaPart("A10", "8.6"),
+    "2684": NvidiaPart("GeForce RTX 4090", "8.9"),
+    "26b9": NvidiaPart("L40S", "8.9"),
+    "27b8": NvidiaPart("L4", "8.9"),
+    "2330": NvidiaPart("H100 SXM5 80GB", "9.0"),  # fixture
+    "2331": NvidiaPart("H100 PCIe", "9.0"),
+    "2335": NvidiaPart("H200", "9.0"),
+    "2901": NvidiaPart("B200", "10.0"),
+    "2b85": NvidiaPart("GeForce RTX 5090", "12.0"),
+}
+
+# Product-name patterns -> compute capability, for nvidia-smi older than 510
+# (no compute_cap field) and for names the table output truncates
+# ("NVIDIA GeForce RTX 4080 ..."). First match wins.
+NVIDIA_NAME_CC: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), cc)
+    for pattern, cc in (
+        (r"\bG?B300\b", "10.3"),
+        (r"\bG?B[12]00\b", "10.0"),
+        (r"RTX 50\d\d|RTX PRO \d{4} Blackwell", "12.0"),
+        (r"\bG?H(100|200|800|20)\b", "9.0"),
+        (r"\bA(100|800|30)\b", "8.0"),
+        (r"\bL(4|40S?)\b|RTX 40\d\d|Ada Generation|RTX \d{4} Ada", "8.9"),
+        (r"\bA(10G?|40|16|2)\b|RTX 30\d\d|RTX A\d{4}", "8.6"),
+        (r"\bT4\b|RTX 20\d\d|TITAN RTX|Quadro RTX|GTX 16\d\d", "7.5"),
+        (r"\bV100\b|TITAN V\b", "7.0"),
+        (r"\bP100\b", "6.0"),
+        (r"\bP4\b|\bP40\b|GTX 10\d\d|TITAN Xp?\b", "6.1"),
+        (r"\bK80\b", "3.7"),
+        (r"GRID K520|\bK10\b", "3.0"),
+    )
+)
+
+# CUDA 12.x builds for compute capability 5.0 and later (CUDA 13 raises that to
+# 7.5); older parts have no supported toolkit.
+CUDA_MIN_CC = (5, 0)
+
+
+def nvidia_cc_from_name(name: str) -> str | None:
+    for pattern, cc in NVIDIA_NAME_CC:
+        if pattern.search(name):
+            return cc
+    return None

@@ -1,0 +1,182 @@
+"""Typed, documented settings shared by every role.
+
+Each role declares its tunables as a tuple of :class:`Setting`, all named with
+the role's prefix. ``DEFAULTS`` dictionaries for ``@deploy(data_defaults=...)``
+are derived from them, the README's settings table is checked against them,
+and :func:`validate` turns a host's data into a clean mapping or a list of
+errors that name the setting, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid. ``str(err)`` is meant for people."""
+
+    def __init__(self, problems: list[str], host: str | None = None) -> None:
+        self.problems = problems
+        self.host = host
+        where = f" for host {host}" if host else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid lemfleet settings{where}:\n{lines}")
+
+
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    doc: str
+    check: Check | None = None
+    secret: bool = False
+
+    def clean(self, value: Any) -> Any:
+        if self.check is None:
+            return value
+        return self.check(self.name, value)
+
+
+def _fail(name: str, value: Any, accepted: str) -> ValueError:
+    return ValueError(f"{name}={value!r} is not valid; accepted: {accepted}")
+
+
+# -- checks -----------------------------------------------------------------
+
+
+def one_of(*choices: Any) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise _fail(name, value, ", ".join(repr(c) for c in choices))
+        return value
+
+    return check
+
+
+def integer(minimum: int | None = None, maximum: int | None = None, *, none_ok: bool = False) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value is None and none_ok:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+                value = int(value)
+            else:
+                raise _fail(name, value, _range_text(minimum, maximum, none_ok))
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise _fail(name, value, _range_text(minimum, maximum, none_ok))
+        return value
+
+    return check
+
+
+def _range_text(minimum: int | None, maximum: int | None, none_ok: bool) -> str:
+    if minimum is not None and maximum is not None:
+        text = f"an integer from {minimum} to {maximum}"
+    elif minimum is not None:
+        text = f"an integer of at least {minimum}"
+    elif maximum is not None:
+        text = f"an integer of at most {maximum}"
+    else:
+        text = "an integer"
+    return text + (" or None (automatic)" if none_ok else "")
+
+
+def boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "yes", "on", "1", "false", "no", "off", "0"}:
+        return value.lower() in {"true", "yes", "on", "1"}
+    raise _fail(name, value, "true or false")
+
+
+def text(pattern: str | None = None, accepted: str = "a non-empty string", *, none_ok: bool = False) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value is None and none_ok:
+            return None
+        if not isinstance(value, str) or not value or (pattern and not re.fullmatch(pattern, value)):
+            raise _fail(name, value, accepted + (" or None" if none_ok else ""))
+        return value
+
+    return check
+
+
+def sha256(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    raise _fail(name, value, "64 hexadecimal characters (a sha256) or None")
+
+
+def string_list(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _fail(name, value, "a list of strings or a comma-separated string")
+    return list(value)
+
+
+def str_mapping(name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(name, value, "a mapping of strings to strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# -- collection --------------------------------------------------------------
+
+
+def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
+    return {s.name: s.default for s in settings}
+
+
+def all_settings() -> tuple[Setting, ...]:
+    """Every setting of every role, in deploy order."""
+    from roles import ROLE_SETTINGS
+
+    return tuple(s for group in ROLE_SETTINGS for s in group)
+
+
+def validate(data: Mapping[str, Any] | Any, host: str | None = None) -> dict[str, Any]:
+    """Return the cleaned settings for one host, or raise :class:`SettingsError`.
+
+    ``data`` is a mapping or pyinfra's ``host.data``; missing keys take their
+    defaults. Cross-setting rules live here too, so that every rule runs
+    before any host is touched.
+    """
+    problems: list[str] = []
+    clean: dict[str, Any] = {}
+    for setting in all_settings():
+        value = _get(data, setting.name, setting.default)
+        try:
+            clean[setting.name] = setting.clean(value)
+        except ValueError as err:
+            problems.append(str(err))
+    if not problems:
+        from roles.rules import cross_checks
+
+        problems.extend(cross_checks(clean))
+    if problems:
+        raise SettingsError(problems, host)
+    return clean
+
+
+def _get(data: Any, key: str, default: Any) -> Any:
+    if isinstance(data, Mapping):
+        return data.get(key, default)
+    return data.get(key, default) if hasattr(data, "get") else getattr(data, key, default)
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy that is safe to print: secret settings are masked."""
+    secret = {s.name for s in all_settings() if s.secret}
+    return {k: ("***" if k in secret and v else v) for k, v in settings.items()}
