@@ -18,6 +18,9 @@ import datetime
 import json
 import logging
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,30 @@ MAGIC_VARS = {
 logger = logging.getLogger(__name__)
 
 Groups = dict[str, list[tuple[str, dict[str, Any]]]]
+
+
+@contextmanager
+def _quiet_ansible_import() -> Iterator[None]:
+    """Import ansible with the unpatched ``socket.getaddrinfo`` when gevent (pyinfra) patched it.
+
+    ansible-core 2.19 probes ``getaddrinfo`` at import time
+    (module_utils/_internal/_patches/_socket_patch.py); under gevent the probe's expected
+    failure is printed as a traceback on every pyinfra run.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        yield
+        return
+    if not monkey.is_object_patched("socket", "getaddrinfo"):
+        yield
+        return
+    patched = socket.getaddrinfo
+    socket.getaddrinfo = monkey.get_original("socket", "getaddrinfo")
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = patched
 
 
 def inventory_path_from_env() -> str:
@@ -139,10 +166,11 @@ def load_ansible_inventory(path: str | os.PathLike[str]) -> Groups:
 
     ``all`` is left to pyinfra, which builds it from the other groups; empty groups are dropped.
     """
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-    from ansible.vars.manager import VariableManager
+    with _quiet_ansible_import():
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.template import Templar
+        from ansible.vars.manager import VariableManager
 
     source = Path(path)
     if not source.exists():

@@ -80,6 +80,51 @@ def gguf_files(files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]) 
     return sorted(found, key=lambda f: (f.size, f.filename))
 
 
+def choose_file(
+    repo: str,
+    files: list[tuple[str, int]],
+    filename: str | None,
+    quant: str | None,
+    memory_budget_bytes: int | None = None,
+    context_bytes_estimate: int = 0,
+) -> tuple[str, str]:
+    """Pick ``(filename, reason)`` among a repo's ``(filename, size)`` GGUFs.
+
+    ``filename`` wins; else ``quant`` by name, or ``auto`` within the memory
+    budget; with neither, :data:`DEFAULT_QUANT` or the repo's only GGUF. Quants
+    are matched among files whose stem is the repo's name less ``-GGUF`` (so a
+    projector such as ``mmproj-F16.gguf`` is not taken for the model) when any are.
+    """
+    names = sorted(name for name, _ in files)
+    if filename:
+        if filename not in names:
+            accepted = ", ".join(names) or "none"
+            raise SettingsError([f"model_file={filename!r} is not in {repo}; accepted: {accepted}"])
+        return filename, f"model_file={filename}"
+    quants = gguf_files(files)
+    stem = repo.rsplit("/", 1)[-1].removesuffix("-GGUF")
+    main = [f for f in quants if f.stem == stem] or quants
+    if quant and quant.lower() == AUTO:
+        if memory_budget_bytes is None:
+            raise SettingsError(["model_quant='auto' needs the host's memory budget to choose"])
+        pairs = [(f.filename, f.size) for f in main]
+        return pick_auto_quant(pairs, memory_budget_bytes, context_bytes_estimate)
+    wanted = (quant or DEFAULT_QUANT).upper()
+    matches = [f for f in main if f.quant == wanted]
+    if len(matches) == 1:
+        return matches[0].filename, f"model_quant={wanted}"
+    if not quant and len(names) == 1:
+        return names[0], "the repo's only GGUF"
+    accepted = ", ".join(dict.fromkeys(f.quant for f in main)) or "none"
+    if matches:
+        also = ", ".join(f.filename for f in matches)
+        raise SettingsError(
+            [f"model_quant={wanted!r} matches several files in {repo} ({also}); set model_file"]
+        )
+    setting = "model_quant" if quant else "model_quant (default)"
+    raise SettingsError([f"{setting}={wanted!r} is not in {repo}; accepted: {accepted}"])
+
+
 def human_bytes(size: int) -> str:
     """``967 MB`` style, in the decimal units the hub shows sizes in."""
     for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):

@@ -12,7 +12,10 @@ from lemfleet.testbed import rootfs
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lemfleet.testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in (("up", "tear down, then boot N fresh hosts"), ("add", "boot N more hosts")):
+    for name, helptext in (
+        ("up", "tear down, then boot N fresh hosts"),
+        ("add", "boot N more hosts"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("count", type=int, nargs="?", default=1)
         p.add_argument("--suite", choices=rootfs.SUITES, default=rootfs.DEFAULT_SUITE)
@@ -33,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             print("no test-bed hosts are up")
         for row in rows:
-            print(f"{row.name}\t{row.address}\t{row.suite}\t{row.process}\tlink {row.link}\t{row.system}")
+            print(
+                f"{row.name}\t{row.address}\t{row.suite}\t{row.process}\tlink {row.link}\t{row.system}"
+            )
     elif args.command == "down":
         testbed.down()
         left = testbed.leftovers()

@@ -172,9 +172,15 @@ def add(
             raise RuntimeError(f"{rec.name}: systemd-nspawn exited during boot:\n{tail}")
         # Early in boot systemctl may answer "unknown" (no bus yet) or "starting".
         states: list[str] = []
-        wait_for(lambda r=rec: states.append(_system_state(r, wait=True)) or  # type: ignore[misc]
-                 states[-1] in ("running", "degraded", "maintenance", "stopping"),
-                 timeout=BOOT_TIMEOUT, interval=0.5, what=f"{rec.name} to finish booting")
+        wait_for(
+            lambda r=rec: (
+                states.append(_system_state(r, wait=True))  # type: ignore[misc]
+                or states[-1] in ("running", "degraded", "maintenance", "stopping")
+            ),
+            timeout=BOOT_TIMEOUT,
+            interval=0.5,
+            what=f"{rec.name} to finish booting",
+        )
         if states[-1] not in ("running", "degraded"):
             raise RuntimeError(f"{rec.name}: systemctl is-system-running said {states[-1]!r}")
     log(
@@ -265,6 +271,17 @@ def down(quiet: bool = False) -> None:
     SSH_CONFIG.unlink(missing_ok=True)
     if not quiet:
         log("test bed is down")
+
+
+def remove(name: str) -> None:
+    """Power one host off and remove its namespace, link, mount and files."""
+    rec = find(name)
+    _stop(rec)
+    run(["umount", rec.root], check=False)
+    run(["ip", "netns", "delete", rec.netns], check=False)
+    run(["ip", "link", "delete", rec.veth], check=False)
+    shutil.rmtree(Path(rec.root).parent, ignore_errors=True)
+    save([r for r in load() if r.name != name])
 
 
 def _stop(rec: HostRecord) -> None:

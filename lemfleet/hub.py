@@ -1,0 +1,396 @@
+"""Find a GGUF on the Hugging Face hub (or a mirror) and bring it into the controller's cache.
+
+:func:`resolve_model` turns the model settings (repo, file or quant, revision)
+into one exact file: its commit, URL, sha256 and size, taken from the hub's own
+metadata (for an LFS file the ``X-Linked-Etag`` is its sha256). :func:`download`
+brings that file into the ``huggingface_hub`` cache and checks its sha256.
+
+``huggingface_hub`` supplies the protocol, the cache, ``HF_TOKEN``,
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, the retries within one call and the
+progress bar. It deletes its partial file when a download fails, though, so a
+1 GB transfer cut off near its end would start again from zero. Here the bytes
+go to a partial file of our own beside the cache's blobs, through the client's
+``http_get`` with a ``Range`` from where the last run stopped, and the file is
+only moved into the cache once its sha256 matches.
+
+Errors are :class:`HubError` (or :class:`roles.settings.SettingsError` for a
+setting that names something the repo lacks) with a message saying what to do.
+The token never appears in them, nor in the logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx2
+from huggingface_hub import (
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    scan_cache_dir,
+    try_to_load_from_cache,
+)
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.file_download import http_get, repo_folder_name
+from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_token
+
+from lemfleet.quants import choose_file, gguf_files
+from roles.settings import SettingsError
+
+DEFAULT_REPO = "lthn/LEM-Gemma3-1B-GGUF"
+DEFAULT_FILE = "LEM-Gemma3-1B-Q4_K_M.gguf"
+PARTIAL_SUFFIX = ".lemfleet-partial"
+logger = logging.getLogger(__name__)
+_OFFLINE = (httpx2.ConnectError, httpx2.TimeoutException, hf_errors.OfflineModeIsEnabled)
+
+
+class HubError(RuntimeError):
+    """The hub or the cache cannot provide the model; the message says what to do."""
+
+
+class IntegrityError(HubError):
+    """A file's sha256 or size is not the one the hub (or a pin) promised."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One exact GGUF: ``revision`` is a commit id, ``url`` resolves at that commit."""
+
+    repo: str
+    revision: str
+    filename: str
+    url: str
+    sha256: str
+    size: int
+    quants_available: tuple[str, ...]
+    files: tuple[tuple[str, int], ...] = ()  # every GGUF in the repo, for quant=auto
+    ref: str = "main"  # the branch, tag or commit asked for
+    reason: str = ""  # why this file, in words for the plan
+
+
+def resolve_model(
+    repo: str = DEFAULT_REPO,
+    filename: str | None = None,
+    quant: str | None = None,
+    revision: str = "main",
+    endpoint: str | None = None,
+    token: str | None = None,
+    *,
+    sha256: str | None = None,
+    memory_budget_bytes: int | None = None,
+    context_bytes_estimate: int = 0,
+    cache_dir: Path | str | None = None,
+) -> ResolvedModel:
+    """Resolve the settings to one file, online or, offline or unreachable, from the cache.
+
+    ``filename`` wins over ``quant``; with neither, the repo's Q4_K_M (or its
+    only GGUF). ``sha256`` is a pin: the hub must agree with it.
+    """
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    if constants.HF_HUB_OFFLINE:
+        return _resolve_cached(repo, filename, quant, revision, endpoint, sha256, cache_dir, None)
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(
+            repo, revision=revision, files_metadata=True
+        )
+        files = [
+            (s.rfilename, s.lfs.size if s.lfs else s.size or 0)
+            for s in info.siblings or []
+            if s.rfilename.endswith(".gguf")
+        ]
+        chosen, reason = choose_file(
+            repo, files, filename, quant, memory_budget_bytes, context_bytes_estimate
+        )
+        url = hf_hub_url(repo, chosen, revision=info.sha, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+    except _OFFLINE as err:
+        return _resolve_cached(repo, filename, quant, revision, endpoint, sha256, cache_dir, err)
+    except hf_errors.HfHubHTTPError as err:
+        raise explain(err, repo, filename, revision, endpoint, token) from err
+    hub_sha256 = meta.etag or ""
+    if len(hub_sha256) != 64:
+        if not sha256:
+            raise HubError(
+                f"{repo}/{chosen} is not an LFS file, so the hub gives no sha256; set model_sha256"
+            )
+        hub_sha256 = sha256
+    if sha256 and sha256.lower() != hub_sha256:
+        raise IntegrityError(
+            f"model_sha256={sha256!r} does not match {repo}/{chosen} at {info.sha}, "
+            f"whose sha256 is {hub_sha256}; fix the pin, or set model_revision to the reviewed commit"
+        )
+    quants = tuple(f.quant for f in gguf_files(files))
+    return ResolvedModel(
+        repo,
+        str(info.sha),
+        chosen,
+        url,
+        hub_sha256,
+        int(meta.size or 0),
+        quants,
+        tuple(files),
+        revision,
+        reason,
+    )
+
+
+def _resolve_cached(
+    repo: str,
+    filename: str | None,
+    quant: str | None,
+    revision: str,
+    endpoint: str,
+    sha256: str | None,
+    cache_dir: Path | str | None,
+    error: Exception | None,
+) -> ResolvedModel:
+    why = (
+        "HF_HUB_OFFLINE is set"
+        if error is None
+        else f"{endpoint} cannot be reached ({type(error).__name__})"
+    )
+    found = _cached_revision(repo, revision, cache_dir)
+    if found is None:
+        raise HubError(
+            f"{why} and {repo}@{revision} is not in the cache at {_cache_root(cache_dir)}; "
+            "warm the cache by running once where the hub or HF_ENDPOINT mirror is reachable, "
+            "set HF_ENDPOINT to a reachable mirror, or use a local model path"
+        )
+    commit, cached = found
+    files = [(name, size) for name, (size, _) in cached.items()]
+    chosen, reason = choose_file(repo, files, filename, quant)
+    blob_sha = cached[chosen][1]
+    if sha256 and sha256.lower() != blob_sha:
+        raise IntegrityError(
+            f"model_sha256={sha256!r} does not match the cached {chosen} ({blob_sha})"
+        )
+    logger.warning("%s: using %s/%s at %s from the cache", why, repo, chosen, commit)
+    url = hf_hub_url(repo, chosen, revision=commit, endpoint=endpoint)
+    quants = tuple(f.quant for f in gguf_files(files))
+    reason += " (from the cache: offline)"
+    return ResolvedModel(
+        repo,
+        commit,
+        chosen,
+        url,
+        blob_sha,
+        cached[chosen][0],
+        quants,
+        tuple(files),
+        revision,
+        reason,
+    )
+
+
+def explain(
+    err: Exception, repo: str, filename: str | None, revision: str, endpoint: str, token: str | None
+) -> Exception:
+    """Turn a ``huggingface_hub`` error into one that tells people what to do."""
+    has_token = bool(token or get_token())
+    page = f"{endpoint}/{repo}"
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, hf_errors.GatedRepoError):
+        if status == 401 or not has_token:
+            return HubError(
+                f"{repo} is a gated repo and no token was sent (401): create a read token at "
+                f"{endpoint}/settings/tokens, set HF_TOKEN on the controller, "
+                f"and accept the terms at {page}"
+            )
+        return HubError(
+            f"{repo} is a gated repo and the token's account has not been granted access (403): "
+            f"accept the terms at {page} with that account, or use a token of an account that has"
+        )
+    if isinstance(err, hf_errors.RevisionNotFoundError):
+        return SettingsError(
+            [
+                f"model_revision={revision!r} does not exist in {repo}; "
+                "accepted: a branch, tag or commit of the repo"
+            ]
+        )
+    if isinstance(err, hf_errors.RemoteEntryNotFoundError):
+        return SettingsError(
+            [f"model_file={filename!r} is not in {repo} at {revision}; check the file name"]
+        )
+    if isinstance(err, hf_errors.RepositoryNotFoundError):
+        hint = "check the token's permissions" if has_token else "set HF_TOKEN on the controller"
+        return HubError(
+            f"model_repo={repo!r} was not found at {endpoint} ({status}): check the name; "
+            f"if it is private, {hint} (a token of an account that can read it)"
+        )
+    if status == 401:
+        return HubError(
+            f"the hub rejected the token (401): HF_TOKEN is wrong, expired or revoked; "
+            f"create a new read token at {endpoint}/settings/tokens"
+        )
+    if status == 403:
+        return HubError(
+            f"the token may not read {repo} (403): give the token read access to this repo "
+            "(fine-grained tokens list their repos), or use another token"
+        )
+    return HubError(
+        f"the hub at {endpoint} answered {status} for {repo}: "
+        "retry later, or set HF_ENDPOINT to a mirror"
+    )
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(
+    resolved: ResolvedModel, cache_dir: Path | str | None = None, token: str | None = None
+) -> Path:
+    """The verified file in the controller's cache, downloading or resuming it if needed.
+
+    ``HF_HUB_OFFLINE=1`` serves only from the cache. A cached copy whose
+    sha256 is wrong is removed and fetched again; a fetched file whose sha256
+    is wrong is removed and :class:`IntegrityError` is raised.
+    """
+    root = _cache_root(cache_dir)
+    endpoint = f"{urlsplit(resolved.url).scheme}://{urlsplit(resolved.url).netloc}"
+    cached = _cached_file(resolved, root)
+    if cached is not None:
+        if sha256_file(cached) == resolved.sha256:
+            return cached
+        logger.warning(
+            "cached %s does not match sha256 %s; fetching it again", cached, resolved.sha256
+        )
+        _forget(resolved, root)
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(
+            f"HF_HUB_OFFLINE is set and {resolved.repo}/{resolved.filename} is not in the cache "
+            f"at {root}; warm the cache by running once with the hub or a mirror reachable"
+        )
+    blob = (
+        root
+        / repo_folder_name(repo_id=resolved.repo, repo_type="model")
+        / "blobs"
+        / resolved.sha256
+    )
+    try:
+        if not blob.is_file():
+            _fetch(resolved, blob, token, endpoint)
+        path = hf_hub_download(
+            resolved.repo,
+            resolved.filename,
+            revision=resolved.ref,
+            cache_dir=root,
+            token=token,
+            endpoint=endpoint,
+        )
+    except _OFFLINE as err:
+        raise HubError(
+            f"{endpoint} cannot be reached ({type(err).__name__}) while fetching "
+            f"{resolved.filename}; check the network or proxy, or set HF_ENDPOINT to a reachable "
+            "mirror; a partial file is kept and the next run resumes it"
+        ) from err
+    except hf_errors.HfHubHTTPError as err:
+        raise explain(err, resolved.repo, resolved.filename, resolved.ref, endpoint, token) from err
+    if sha256_file(path) != resolved.sha256:
+        raise IntegrityError(
+            f"{resolved.repo}/{resolved.filename} changed on the hub after it was resolved; run again"
+        )
+    return Path(path)
+
+
+def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str) -> None:
+    """Fill ``<blob>.lemfleet-partial`` from where it stopped, verify it, move it to ``blob``."""
+    partial = blob.with_name(blob.name + PARTIAL_SUFFIX)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    meta = get_hf_file_metadata(resolved.url, token=token, endpoint=endpoint)
+    if (meta.etag or "") != resolved.sha256:
+        raise IntegrityError(
+            f"{resolved.url} now has ETag {meta.etag}, not {resolved.sha256}; resolve again"
+        )
+    headers = build_hf_headers(token=token)
+    if urlsplit(meta.location).netloc != urlsplit(resolved.url).netloc:
+        headers.pop("authorization", None)  # a signed CDN URL; the token stays with the hub
+    with WeakFileLock(str(partial) + ".lock"):
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > resolved.size:
+            partial.unlink()
+            have = 0
+        if have:
+            logger.info("resuming %s at byte %d of %d", resolved.filename, have, resolved.size)
+        with partial.open("ab") as handle:
+            try:
+                http_get(
+                    meta.location,
+                    handle,
+                    resume_size=have,
+                    headers=headers,
+                    expected_size=resolved.size,
+                    displayed_filename=resolved.filename,
+                )
+            except OSError as err:
+                if isinstance(err, hf_errors.HfHubHTTPError):
+                    raise
+                raise HubError(
+                    f"the transfer of {resolved.filename} stopped ({err}); the partial file "
+                    f"is kept at {partial} and the next run resumes it"
+                ) from err
+        actual = sha256_file(partial)
+        if actual != resolved.sha256:
+            partial.unlink()
+            raise IntegrityError(
+                f"{resolved.repo}/{resolved.filename} arrived with sha256 {actual}, not "
+                f"{resolved.sha256}; the file was removed: run again, and check any HF_ENDPOINT mirror"
+            )
+        os.replace(partial, blob)
+
+
+# -- the huggingface_hub cache, read through its public API ------------------
+
+
+def _cache_root(cache_dir: Path | str | None) -> Path:
+    return Path(cache_dir or constants.HF_HUB_CACHE)
+
+
+def _cached_file(resolved: ResolvedModel, root: Path) -> Path | None:
+    found = try_to_load_from_cache(
+        resolved.repo, resolved.filename, cache_dir=root, revision=resolved.revision
+    )
+    return Path(found) if isinstance(found, str) else None
+
+
+def _forget(resolved: ResolvedModel, root: Path) -> None:
+    """Remove a cached file that failed verification: its snapshot link and its blob."""
+    pointer = _cached_file(resolved, root)
+    if pointer is not None:
+        pointer.resolve().unlink(missing_ok=True)
+        pointer.unlink(missing_ok=True)
+
+
+def _cached_revision(
+    repo: str, revision: str, cache_dir: Path | str | None
+) -> tuple[str, dict[str, tuple[int, str]]] | None:
+    """``(commit, {filename: (size, sha256)})`` of the cached GGUFs of ``repo`` at ``revision``."""
+    try:
+        cache = scan_cache_dir(_cache_root(cache_dir))
+    except hf_errors.CacheNotFound:
+        return None
+    for cached_repo in cache.repos:
+        if cached_repo.repo_id != repo or cached_repo.repo_type != "model":
+            continue
+        for rev in cached_repo.revisions:
+            if revision in rev.refs or rev.commit_hash == revision:
+                files = {}
+                for file in rev.files:
+                    name = file.file_path.relative_to(rev.snapshot_path).as_posix()
+                    if name.endswith(".gguf"):
+                        sha = file.blob_path.name
+                        sha = sha if len(sha) == 64 else sha256_file(file.blob_path)
+                        files[name] = (file.size_on_disk, sha)
+                return rev.commit_hash, files
+    return None

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: unit tests, then the test-bed tests (real hosts; needs root).
+# With no arguments it leaves out the `slow` tests (extra llama.cpp compiles, GiB transfers);
+# any arguments go to pytest instead, e.g. `scripts/test.sh -m slow` or `scripts/test.sh tests/unit`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || ./scripts/setup.sh
+if [ $# -eq 0 ]; then set -- -m "not slow"; fi
+exec .venv/bin/python -m pytest "$@"
