@@ -41,7 +41,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get, repo_folder_name
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_token
 
-from lemfleet.quants import choose_file, gguf_files
+from lemfleet.quants import choose_file, model_files
 from roles.settings import SettingsError
 
 DEFAULT_REPO = "lthn/LEM-Gemma3-1B-GGUF"
@@ -70,7 +70,7 @@ class ResolvedModel:
     sha256: str
     size: int
     quants_available: tuple[str, ...]
-    files: tuple[tuple[str, int], ...] = ()  # every GGUF in the repo, for quant=auto
+    files: tuple[tuple[str, int], ...] = ()  # the repo's model GGUFs and sizes, for quant=auto
     ref: str = "main"  # the branch, tag or commit asked for
     reason: str = ""  # why this file, in words for the plan
 
@@ -88,74 +88,74 @@ def resolve_model(
     context_bytes_estimate: int = 0,
     cache_dir: Path | str | None = None,
 ) -> ResolvedModel:
-    """Resolve the settings to one file, online or, offline or unreachable, from the cache.
+    """Resolve the settings to one file: online, or from the cache when offline or unreachable.
 
     ``filename`` wins over ``quant``; with neither, the repo's Q4_K_M (or its
-    only GGUF). ``sha256`` is a pin: the hub must agree with it.
+    only GGUF). ``quant="auto"`` needs ``memory_budget_bytes``. ``sha256`` is a
+    pin that the hub must agree with.
     """
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    choice = (filename, quant, memory_budget_bytes, context_bytes_estimate)
     if constants.HF_HUB_OFFLINE:
-        return _resolve_cached(repo, filename, quant, revision, endpoint, sha256, cache_dir, None)
+        return _resolve_cached(repo, choice, revision, endpoint, sha256, cache_dir, None)
     try:
-        info = HfApi(endpoint=endpoint, token=token).model_info(
-            repo, revision=revision, files_metadata=True
-        )
+        api = HfApi(endpoint=endpoint, token=token)
+        info = api.model_info(repo, revision=revision, files_metadata=True)
         files = [
             (s.rfilename, s.lfs.size if s.lfs else s.size or 0)
             for s in info.siblings or []
             if s.rfilename.endswith(".gguf")
         ]
-        chosen, reason = choose_file(
-            repo, files, filename, quant, memory_budget_bytes, context_bytes_estimate
-        )
+        chosen, reason = choose_file(repo, files, *choice)
         url = hf_hub_url(repo, chosen, revision=info.sha, endpoint=endpoint)
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
     except _OFFLINE as err:
-        return _resolve_cached(repo, filename, quant, revision, endpoint, sha256, cache_dir, err)
+        return _resolve_cached(repo, choice, revision, endpoint, sha256, cache_dir, err)
     except hf_errors.HfHubHTTPError as err:
         raise explain(err, repo, filename, revision, endpoint, token) from err
     hub_sha256 = meta.etag or ""
-    if len(hub_sha256) != 64:
+    if len(hub_sha256) != 64:  # a git (non-LFS) file: its ETag is a sha1
         if not sha256:
-            raise HubError(
-                f"{repo}/{chosen} is not an LFS file, so the hub gives no sha256; set model_sha256"
-            )
-        hub_sha256 = sha256
+            raise HubError(f"{repo}/{chosen} is not an LFS file, so set model_sha256 for it")
+        hub_sha256 = sha256.lower()
     if sha256 and sha256.lower() != hub_sha256:
         raise IntegrityError(
-            f"model_sha256={sha256!r} does not match {repo}/{chosen} at {info.sha}, "
-            f"whose sha256 is {hub_sha256}; fix the pin, or set model_revision to the reviewed commit"
+            f"model_sha256={sha256!r} does not match {repo}/{chosen} at {info.sha}, whose "
+            f"sha256 is {hub_sha256}; fix the pin, or set model_revision to the commit you checked"
         )
-    quants = tuple(f.quant for f in gguf_files(files))
-    return ResolvedModel(
-        repo,
-        str(info.sha),
-        chosen,
-        url,
-        hub_sha256,
-        int(meta.size or 0),
-        quants,
-        tuple(files),
-        revision,
-        reason,
-    )
+    size = int(meta.size or 0)
+    return _resolved(repo, str(info.sha), chosen, url, hub_sha256, size, files, revision, reason)
+
+
+def _resolved(
+    repo: str,
+    commit: str,
+    chosen: str,
+    url: str,
+    sha256: str,
+    size: int,
+    files: list[tuple[str, int]],
+    ref: str,
+    reason: str,
+) -> ResolvedModel:
+    models = model_files(repo, files)
+    quants = tuple(dict.fromkeys(f.quant for f in models))
+    pairs = tuple((f.filename, f.size) for f in models)
+    return ResolvedModel(repo, commit, chosen, url, sha256, size, quants, pairs, ref, reason)
 
 
 def _resolve_cached(
     repo: str,
-    filename: str | None,
-    quant: str | None,
+    choice: tuple[str | None, str | None, int | None, int],
     revision: str,
     endpoint: str,
     sha256: str | None,
     cache_dir: Path | str | None,
     error: Exception | None,
 ) -> ResolvedModel:
-    why = (
-        "HF_HUB_OFFLINE is set"
-        if error is None
-        else f"{endpoint} cannot be reached ({type(error).__name__})"
-    )
+    why = "HF_HUB_OFFLINE is set"
+    if error is not None:
+        why = f"{endpoint} cannot be reached ({type(error).__name__})"
     found = _cached_revision(repo, revision, cache_dir)
     if found is None:
         raise HubError(
@@ -165,28 +165,14 @@ def _resolve_cached(
         )
     commit, cached = found
     files = [(name, size) for name, (size, _) in cached.items()]
-    chosen, reason = choose_file(repo, files, filename, quant)
-    blob_sha = cached[chosen][1]
+    chosen, reason = choose_file(repo, files, *choice)
+    size, blob_sha = cached[chosen]
     if sha256 and sha256.lower() != blob_sha:
-        raise IntegrityError(
-            f"model_sha256={sha256!r} does not match the cached {chosen} ({blob_sha})"
-        )
+        raise IntegrityError(f"model_sha256={sha256!r} does not match the cached {chosen}")
     logger.warning("%s: using %s/%s at %s from the cache", why, repo, chosen, commit)
     url = hf_hub_url(repo, chosen, revision=commit, endpoint=endpoint)
-    quants = tuple(f.quant for f in gguf_files(files))
     reason += " (from the cache: offline)"
-    return ResolvedModel(
-        repo,
-        commit,
-        chosen,
-        url,
-        blob_sha,
-        cached[chosen][0],
-        quants,
-        tuple(files),
-        revision,
-        reason,
-    )
+    return _resolved(repo, commit, chosen, url, blob_sha, size, files, revision, reason)
 
 
 def explain(
@@ -258,7 +244,7 @@ def download(
     is wrong is removed and :class:`IntegrityError` is raised.
     """
     root = _cache_root(cache_dir)
-    endpoint = f"{urlsplit(resolved.url).scheme}://{urlsplit(resolved.url).netloc}"
+    endpoint = resolved.url.split(f"/{resolved.repo}/resolve/", 1)[0]
     cached = _cached_file(resolved, root)
     if cached is not None:
         if sha256_file(cached) == resolved.sha256:
@@ -278,8 +264,9 @@ def download(
         / "blobs"
         / resolved.sha256
     )
+    fetched = not blob.is_file()
     try:
-        if not blob.is_file():
+        if fetched:
             _fetch(resolved, blob, token, endpoint)
         path = hf_hub_download(
             resolved.repo,
@@ -295,11 +282,18 @@ def download(
             f"{resolved.filename}; check the network or proxy, or set HF_ENDPOINT to a reachable "
             "mirror; a partial file is kept and the next run resumes it"
         ) from err
+    except hf_errors.RevisionNotFoundError as err:
+        raise HubError(
+            f"{resolved.repo} no longer has commit {resolved.revision} (resolved from "
+            f"{resolved.ref!r}): its history was rewritten; run again to resolve it anew"
+        ) from err
     except hf_errors.HfHubHTTPError as err:
         raise explain(err, resolved.repo, resolved.filename, resolved.ref, endpoint, token) from err
-    if sha256_file(path) != resolved.sha256:
+    # A blob fetched here was verified before it was moved in; one found there is checked now.
+    verified = fetched and Path(path).resolve().name == resolved.sha256
+    if not verified and sha256_file(path) != resolved.sha256:
         raise IntegrityError(
-            f"{resolved.repo}/{resolved.filename} changed on the hub after it was resolved; run again"
+            f"{resolved.repo}/{resolved.filename} changed on the hub after resolving; run again"
         )
     return Path(path)
 
@@ -316,7 +310,10 @@ def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str
     headers = build_hf_headers(token=token)
     if urlsplit(meta.location).netloc != urlsplit(resolved.url).netloc:
         headers.pop("authorization", None)  # a signed CDN URL; the token stays with the hub
-    with WeakFileLock(str(partial) + ".lock"):
+    # The lock huggingface_hub itself takes for this blob, so neither writes it twice at once.
+    lock = blob.parents[2] / ".locks" / blob.parents[1].name / f"{resolved.sha256}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
         have = partial.stat().st_size if partial.exists() else 0
         if have > resolved.size:
             partial.unlink()
@@ -333,19 +330,20 @@ def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str
                     expected_size=resolved.size,
                     displayed_filename=resolved.filename,
                 )
-            except OSError as err:
-                if isinstance(err, hf_errors.HfHubHTTPError):
-                    raise
+            except (OSError, httpx2.TransportError) as err:
+                status = getattr(getattr(err, "response", None), "status_code", None)
+                why = f"HTTP {status}" if status else f"{type(err).__name__}: {err}"
                 raise HubError(
-                    f"the transfer of {resolved.filename} stopped ({err}); the partial file "
-                    f"is kept at {partial} and the next run resumes it"
+                    f"the transfer of {resolved.filename} stopped at byte {handle.tell()} of "
+                    f"{resolved.size} ({why}); the partial file is kept at {partial} and the "
+                    "next run resumes it"
                 ) from err
         actual = sha256_file(partial)
         if actual != resolved.sha256:
             partial.unlink()
             raise IntegrityError(
                 f"{resolved.repo}/{resolved.filename} arrived with sha256 {actual}, not "
-                f"{resolved.sha256}; the file was removed: run again, and check any HF_ENDPOINT mirror"
+                f"{resolved.sha256}; the file was removed: run again, check any HF_ENDPOINT mirror"
             )
         os.replace(partial, blob)
 

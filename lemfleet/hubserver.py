@@ -32,10 +32,11 @@ import json
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -81,11 +82,13 @@ class _Entry:
         return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-@dataclass
-class _Faults:
+@dataclass(frozen=True)
+class Fault:
+    """What happens to one file body: cut after N bytes, first byte flipped, or refused."""
+
     cut_after: int | None = None
     corrupt: bool = False
-    refuse: list[int] = field(default_factory=list)
+    status: int | None = None
 
 
 class HubServer:
@@ -110,7 +113,9 @@ class HubServer:
         self.gated = {repo: frozenset(t) for repo, t in (gated or {}).items()}
         self.tokens = frozenset(tokens).union(*self.private.values(), *self.gated.values())
         self.requests: list[Request] = []
-        self._faults = _Faults()
+        self.bytes_sent = 0  # file-body bytes written by both servers
+        self._faults: list[Fault] = []
+        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
         self._hashes: dict[tuple[Path, int, int], str] = {}
@@ -130,15 +135,20 @@ class HubServer:
     def start(self) -> HubServer:
         for server in (self._hub, self._cdn):
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop kept-alive connections, as a vanished hub would."""
         for server in (self._hub, self._cdn):
             server.shutdown()
             server.server_close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -149,19 +159,32 @@ class HubServer:
     # -- faults -------------------------------------------------------------
 
     def cut_next_body(self, after_bytes: int) -> None:
-        """Close the connection after ``after_bytes`` bytes of the next file body."""
-        with self._lock:
-            self._faults.cut_after = after_bytes
+        """Close the connection after ``after_bytes`` bytes of a file body.
+
+        Faults queue up: each file-body request (GET) takes the oldest one.
+        """
+        self._add_fault(Fault(cut_after=after_bytes))
 
     def corrupt_next_body(self) -> None:
-        """Flip the bits of the first byte of the next file body (headers stay right)."""
-        with self._lock:
-            self._faults.corrupt = True
+        """Flip the bits of the first byte of a file body; its headers stay right."""
+        self._add_fault(Fault(corrupt=True))
 
     def refuse_next(self, count: int = 1, status: int = 503) -> None:
-        """Answer the next ``count`` file-body requests with ``status`` and no body."""
+        """Answer ``count`` file-body requests with ``status`` and no body."""
+        for _ in range(count):
+            self._add_fault(Fault(status=status))
+
+    def _add_fault(self, fault: Fault) -> None:
         with self._lock:
-            self._faults.refuse.extend([status] * count)
+            self._faults.append(fault)
+
+    def take_fault(self) -> Fault:
+        with self._lock:
+            return self._faults.pop(0) if self._faults else Fault()
+
+    def track(self, connection: socket.socket, alive: bool) -> None:
+        with self._lock:
+            (self._connections.add if alive else self._connections.discard)(connection)
 
     # -- repository view ----------------------------------------------------
 
@@ -214,15 +237,9 @@ class HubServer:
             return 403, "GatedRepo", f"Access to model {repo} is restricted; ask for access."
         return None
 
-    def take_faults(self) -> tuple[int | None, int | None, bool]:
+    def count(self, sent: int) -> None:
         with self._lock:
-            faults = self._faults
-            refuse = faults.refuse.pop(0) if faults.refuse else None
-            if refuse is not None:
-                return refuse, None, False
-            cut, corrupt = faults.cut_after, faults.corrupt
-            faults.cut_after, faults.corrupt = None, False
-            return None, cut, corrupt
+            self.bytes_sent += sent
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -231,6 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hub: HubServer
     role: str
+
+    def setup(self) -> None:
+        super().setup()
+        self.hub.track(self.connection, alive=True)
+
+    def finish(self) -> None:
+        self.hub.track(self.connection, alive=False)
+        super().finish()
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s %s", self.role, format % args)
@@ -304,10 +329,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._file(entry, {"ETag": f'"{entry.sha256}"', "Content-Disposition": disposition}, body)
 
     def _file(self, entry: _Entry, headers: dict[str, str], body: bool) -> None:
-        refuse, cut, corrupt = self.hub.take_faults() if body else (None, None, False)
-        if refuse is not None:
-            self._error(refuse, "", "Service unavailable (injected fault)", body=body)
+        fault = self.hub.take_fault() if body else Fault()
+        if fault.status is not None:
+            self._error(fault.status, "", "Unavailable (injected fault)", body=body)
             return
+        cut, corrupt = fault.cut_after, fault.corrupt
         start, end, status = 0, entry.size - 1, 200
         if (wanted := self.headers.get("Range")) is not None:
             match = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
@@ -338,9 +364,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if cut is not None and len(chunk) >= cut:
                     self.wfile.write(chunk[:cut])
                     self.wfile.flush()
+                    self.hub.count(cut)
                     self.close_connection = True
                     return
                 self.wfile.write(chunk)
+                self.hub.count(len(chunk))
                 remaining -= len(chunk)
                 cut = None if cut is None else cut - len(chunk)
 

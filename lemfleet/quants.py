@@ -80,6 +80,16 @@ def gguf_files(files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]) 
     return sorted(found, key=lambda f: (f.size, f.filename))
 
 
+def model_files(
+    repo: str, files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]
+) -> list[GgufFile]:
+    """The repo's model GGUFs, smallest first: those named after the repo (less ``-GGUF``)
+    when any are, so that a projector such as ``mmproj-F16.gguf`` is not taken for a quant."""
+    quants = gguf_files(files_with_sizes)
+    stem = repo.rsplit("/", 1)[-1].removesuffix("-GGUF")
+    return [f for f in quants if f.stem == stem] or quants
+
+
 def choose_file(
     repo: str,
     files: list[tuple[str, int]],
@@ -92,8 +102,7 @@ def choose_file(
 
     ``filename`` wins; else ``quant`` by name, or ``auto`` within the memory
     budget; with neither, :data:`DEFAULT_QUANT` or the repo's only GGUF. Quants
-    are matched among files whose stem is the repo's name less ``-GGUF`` (so a
-    projector such as ``mmproj-F16.gguf`` is not taken for the model) when any are.
+    are looked up among :func:`model_files`.
     """
     names = sorted(name for name, _ in files)
     if filename:
@@ -101,9 +110,7 @@ def choose_file(
             accepted = ", ".join(names) or "none"
             raise SettingsError([f"model_file={filename!r} is not in {repo}; accepted: {accepted}"])
         return filename, f"model_file={filename}"
-    quants = gguf_files(files)
-    stem = repo.rsplit("/", 1)[-1].removesuffix("-GGUF")
-    main = [f for f in quants if f.stem == stem] or quants
+    main = model_files(repo, files)
     if quant and quant.lower() == AUTO:
         if memory_budget_bytes is None:
             raise SettingsError(["model_quant='auto' needs the host's memory budget to choose"])

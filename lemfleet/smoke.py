@@ -60,7 +60,8 @@ def wait_for_health(
 
 
 def _check_health(client: httpx.Client, base: str, deadline: float, poll_s: float) -> str:
-    waited_for = "no answer yet"
+    started = time.monotonic()
+    waited_for, loading = "no answer yet", 0
     while True:
         try:
             response = client.get(f"{base}/health")
@@ -71,14 +72,18 @@ def _check_health(client: httpx.Client, base: str, deadline: float, poll_s: floa
                 body = response.json()
                 if body.get("status") != "ok":
                     raise CheckFailed(f"HTTP 200 but status is {body.get('status')!r}, not 'ok'")
-                return "ok"
+                waited = time.monotonic() - started
+                if waited < poll_s:
+                    return "ok"
+                return f"ok after {waited:.1f} s ({loading} answers 'Loading model')"
             if response.status_code != 503:
                 raise CheckFailed(_describe(response))
             # tools/server/server-http.cpp: every route answers 503 "Loading model" until ready.
-            waited_for = _describe(response)
-        if time.monotonic() + poll_s > deadline:
+            waited_for, loading = _describe(response), loading + 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise CheckFailed(f"not healthy before the deadline; last answer: {waited_for}")
-        time.sleep(poll_s)
+        time.sleep(min(poll_s, remaining))
 
 
 def _check_models(

@@ -14,10 +14,11 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT_SERVER_HOST = "127.0.0.1"
@@ -80,17 +81,42 @@ def _url_host(address: str) -> str:
 
 
 def load_inventory_targets(inventory_path: str) -> list[InventoryTarget]:
-    """Read a pyinfra inventory with pyinfra's own loader (group_data included)."""
+    """Read a pyinfra inventory with pyinfra's own loader, in a child process.
+
+    Importing ``pyinfra_cli`` monkey-patches the whole process for gevent (sockets, threads,
+    ssl), which must not happen under the smoke client's threads and httpx; a child keeps that
+    apart. pyinfra's own warnings are passed on to stderr.
+    """
+    if not os.path.exists(inventory_path):
+        raise ValueError(f"inventory file {inventory_path} does not exist")
+    done = subprocess.run(
+        [sys.executable, "-m", "lemfleet.sshtunnel", inventory_path],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    messages = done.stderr.strip().splitlines()
+    if done.returncode != 0:
+        raise ValueError(messages[-1] if messages else f"cannot read inventory {inventory_path}")
+    if messages:
+        print("\n".join(messages), file=sys.stderr)
+    targets = []
+    for entry in json.loads(done.stdout):
+        ssh_entry = entry.pop("ssh")
+        ssh = SshOptions(**ssh_entry) if ssh_entry else None
+        targets.append(InventoryTarget(ssh=ssh, **entry))
+    return targets
+
+
+def read_inventory_in_process(inventory_path: str) -> list[InventoryTarget]:
+    """Read the inventory here (only in a process that may be patched by gevent)."""
     from pyinfra.api import State
+    from pyinfra.api.exceptions import PyinfraError
     from pyinfra.connectors.local import LocalConnector
     from pyinfra.connectors.ssh import SSHConnector
     from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    if not os.path.exists(inventory_path):
-        raise ValueError(f"inventory file {inventory_path} does not exist")
-    from pyinfra.api.exceptions import PyinfraError
     from pyinfra_cli.exceptions import UnexpectedExternalError
+    from pyinfra_cli.inventory import make_inventory
 
     try:
         with ctx_state.use(State()):
@@ -198,3 +224,15 @@ def read_deploy_record(target: InventoryTarget, *, timeout: float = 30.0) -> dic
     except json.JSONDecodeError:
         return None
     return record if isinstance(record, dict) else None
+
+
+if __name__ == "__main__":
+    try:
+        found = read_inventory_in_process(sys.argv[1])
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:  # the inventory file is user code: report, don't trace back
+        print(f"inventory {sys.argv[1]}: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps([asdict(target) for target in found]))

@@ -4,6 +4,13 @@
 together before any host is touched and checked against the README.
 """
 
-from roles import apt_proxy
+from roles import apt_proxy, gpu_plan, llama_cpp, model, server, smoke
 
-ROLE_SETTINGS = (apt_proxy.SETTINGS,)
+ROLE_SETTINGS = (
+    apt_proxy.SETTINGS,
+    gpu_plan.SETTINGS,
+    llama_cpp.SETTINGS,
+    model.SETTINGS,
+    server.SETTINGS,
+    smoke.SETTINGS,
+)

@@ -159,8 +159,12 @@ ROCM_ROUTES: dict[tuple[str, str], RocmRoute] = {
     ("ubuntu", "22.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, jammy)"),
     ("ubuntu", "24.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, noble)"),
     ("debian", "sid"): RocmRoute(True, "Debian's own ROCm packages (HIP >= 7.0 in sid)"),
-    ("debian", "12"): RocmRoute(False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"),
-    ("debian", "13"): RocmRoute(False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"),
+    ("debian", "12"): RocmRoute(
+        False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"
+    ),
+    ("debian", "13"): RocmRoute(
+        False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"
+    ),
 }
 
 # Vulkan headers shipped per release. ggml-vulkan uses vk::LayerSettingEXT
@@ -241,3 +245,48 @@ def nvidia_cc_from_name(name: str) -> str | None:
         if pattern.search(name):
             return cc
     return None
+
+
+# -- OS releases ------------------------------------------------------------------
+
+
+def os_release(os_id: str, version: str, codename: str) -> tuple[str, str]:
+    """The key the tables above use: ("ubuntu", "24.04"), ("debian", "12"), ("debian", "sid")."""
+    if os_id == "debian":
+        if codename == "sid" or version in ("", "unstable", "sid"):
+            return ("debian", "sid")
+        return ("debian", version.split(".")[0])
+    return (os_id, version)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text))
+
+
+def vulkan_headers_ok(release: tuple[str, str]) -> tuple[bool | None, str]:
+    """Whether ggml-vulkan compiles with the release's packaged Vulkan headers.
+
+    None means unknown (a release not in the table)."""
+    minimum = ".".join(map(str, VULKAN_MIN_HEADERS))
+    label = " ".join(release).capitalize()
+    if release in VULKAN_HEADERS:
+        have = VULKAN_HEADERS[release]
+        ok = _version(have) >= VULKAN_MIN_HEADERS
+        verdict = "new enough" if ok else "too old"
+        return ok, f"{label} ships Vulkan headers {have}, {verdict} for ggml-vulkan (>= {minimum})"
+    os_id, version = release
+    newer = (os_id == "debian" and (version == "sid" or _version(version) > (13,))) or (
+        os_id == "ubuntu" and _version(version) > (24, 4)
+    )
+    if newer:
+        return True, f"{label} ships Vulkan headers newer than {minimum}"
+    return (
+        None,
+        f"the Vulkan headers version of {label} is not known (ggml-vulkan needs >= {minimum})",
+    )
+
+
+def cuda_installable(release: tuple[str, str]) -> bool:
+    """Ubuntu (nvidia-driver-*-server, or NVIDIA's CUDA repository) and Debian
+    (non-free nvidia-driver, or NVIDIA's CUDA repository) both have a route."""
+    return release[0] in ("ubuntu", "debian")

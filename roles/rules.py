@@ -5,7 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-def cross_checks(settings: Mapping[str, Any]) -> list[str]:
+
+def cross_checks(s: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
+    if s["server_host"] not in LOOPBACK and not (s["server_api_key"] or s["server_api_key_file"]):
+        problems.append(
+            f"server_host={s['server_host']!r} listens beyond loopback, which needs an API key; "
+            "accepted: set server_api_key or server_api_key_file, or keep server_host='127.0.0.1'"
+        )
+    if s["server_api_key"] and s["server_api_key_file"]:
+        problems.append("server_api_key and server_api_key_file are both set; accepted: one of them")
+    if s["llama_cpp_source"] == "tarball" and not (s["llama_cpp_tarball"] and s["llama_cpp_tarball_sha256"]):
+        problems.append(
+            "llama_cpp_source='tarball' needs llama_cpp_tarball (a URL or path) and llama_cpp_tarball_sha256"
+        )
+    source = s["model_source"]
+    if source == "local" and not s["model_path"]:
+        problems.append("model_source='local' needs model_path, a GGUF on the controller")
+    if source == "url" and not (s["model_url"] and s["model_sha256"]):
+        problems.append("model_source='url' needs model_url and model_sha256")
+    if source == "host" and not (s["model_path"] and s["model_sha256"]):
+        problems.append("model_source='host' needs model_path (on the host) and model_sha256")
+    if source == "host" and s["model_delivery"] == "host":
+        problems.append("model_delivery='host' downloads a file; with model_source='host' it is already there")
     return problems

@@ -107,9 +107,11 @@ def _lspci_name(vendor: Vendor, device_id: str, desc: str) -> str:
         if desc.startswith(prefix):
             desc = desc[len(prefix) :].strip()
     bracket = re.search(r"\[([^\]]+)\]\s*$", desc)
+    if not bracket and table_name(vendor, device_id):  # a bare codename such as "Phoenix1"
+        return table_name(vendor, device_id) or desc
     model = bracket.group(1) if bracket else desc
     brand = "AMD" if vendor == "amd" else "NVIDIA"
-    return f"{brand} {model}".strip() if model else (table_name(vendor, device_id) or brand)
+    return f"{brand} {model}".strip()
 
 
 def parse_lspci(lines: Iterable[str]) -> GpuReport:

@@ -1,0 +1,38 @@
+"""lemfleet: detect, plan, drivers, llama.cpp, model, server, smoke — for each host.
+
+    pyinfra inventories/<fleet>.py deploy.py [--dry] [--limit H] [--serial]
+
+This file only puts the steps in order; each lives in its own module under roles/.
+"""
+
+from pyinfra import host
+
+from roles import apt_proxy, detect, model_source
+from roles.controller import once, source_for, validate_hosts
+from roles.llama_cpp import BINARY, install_llama_cpp
+from roles.model import install_model, prune_models
+from roles.plan import ModelInfo, plan_host
+from roles.record import deploy_record
+from roles.server import install_server
+from roles.smoke import smoke
+
+settings = validate_hosts([host])[host.name]
+facts = detect.gather()
+model = once("model", model_source.model_key(settings, facts),
+             lambda: model_source.resolve_for_host(settings, facts))  # fmt: skip
+plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
+source = source_for(settings)
+
+apt_proxy.configure_apt_proxy()
+build_switched = install_llama_cpp(plan, source)
+model_path, model_placed = install_model(model, facts.disk_free_bytes)
+install_server(
+    plan,
+    binary=BINARY,
+    model_path=model_path,
+    restart_when=[build_switched] + ([model_placed] if model_placed else []),
+    record=deploy_record(plan, source, model, model_path),
+)
+if model_placed:
+    prune_models(settings["model_dir"], model_path, settings["model_keep"], when=model_placed)
+smoke(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend)

@@ -1,0 +1,82 @@
+"""detect: learn what a host is, without changing it.
+
+One round trip for the host probe and one for the GPU probe. The result is a
+:class:`roles.hostinfo.HostFacts`, which the plan reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from roles.facts.host import (
+    HostProbe,
+    parse_cpuinfo,
+    parse_df,
+    parse_lscpu_cores,
+    parse_meminfo,
+    parse_os_release,
+)
+from roles.hostinfo import Gpu, GpuRuntime, HostFacts
+
+# The paths whose filesystems receive builds and models.
+TARGET_PATHS = ("/opt/lemfleet", "/var/lib/lemfleet")
+
+
+def facts_from_sections(
+    sections: Mapping[str, list[str]],
+    gpus: tuple[Gpu, ...] = (),
+    gpu_runtime: GpuRuntime | None = None,
+) -> HostFacts:
+    """Build :class:`HostFacts` from the host probe's sections (pure)."""
+    os_release = parse_os_release(sections.get("os", []))
+    physical, logical = parse_lscpu_cores(sections.get("lscpu", []))
+    model, flags = parse_cpuinfo(sections.get("cpuinfo", []))
+    mem = parse_meminfo(sections.get("meminfo", []))
+    systemd = (sections.get("systemd") or ["offline"])[0].strip()
+    virt = (sections.get("virt") or ["none"])[0].strip()
+    container = (sections.get("container") or ["none"])[0].strip()
+    id_like = os_release.get("ID_LIKE", "").split()
+    os_id = os_release.get("ID", "unknown")
+    return HostFacts(
+        hostname=(sections.get("hostname") or ["unknown"])[0].strip(),
+        os_id=os_id,
+        os_version=os_release.get("VERSION_ID", ""),
+        os_codename=os_release.get("VERSION_CODENAME", ""),
+        os_family=id_like[0] if id_like else os_id,
+        arch=(sections.get("arch") or ["unknown"])[0].strip(),
+        cpu_model=model,
+        # lscpu can be missing in minimal images; fall back to one core per CPU.
+        cpu_physical_cores=physical or logical or 1,
+        cpu_logical_cores=logical or physical or 1,
+        cpu_flags=flags,
+        mem_total_bytes=mem.get("MemTotal", 0),
+        mem_available_bytes=mem.get("MemAvailable", mem.get("MemTotal", 0)),
+        disk_free_bytes=parse_df(sections.get("disk", [])),
+        # "running" and "degraded" both mean a booted systemd that manages units.
+        systemd_running=systemd in ("running", "degraded", "starting", "initializing"),
+        virtualization=virt,
+        container=container != "none",
+        gpus=gpus,
+        gpu_runtime=gpu_runtime or GpuRuntime(),
+    )
+
+
+def gather() -> HostFacts:
+    """Probe the current pyinfra host (two SSH round trips in all)."""
+    from pyinfra import host
+
+    sections = host.get_fact(HostProbe, paths=TARGET_PATHS)
+    gpus, runtime = _gpu_probe(host)
+    return facts_from_sections(sections, gpus, runtime)
+
+
+def _gpu_probe(current_host) -> tuple[tuple[Gpu, ...], GpuRuntime]:  # type: ignore[no-untyped-def]
+    try:
+        from roles.facts.gpu import GpuProbe
+    except ImportError:  # the GPU facts module is optional until it lands
+        return (), GpuRuntime()
+    result = current_host.get_fact(GpuProbe)
+    if not result:
+        return (), GpuRuntime()
+    gpus, runtime = result
+    return tuple(gpus), runtime

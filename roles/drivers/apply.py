@@ -1,0 +1,132 @@
+"""Apply a :class:`DriverPlan` to a host with pyinfra operations.
+
+The plan has made every decision; this is a direct mapping of its fields to
+operations, in the order apt needs them: keys, sources and pins, one
+``apt-get update`` when any of them changed, then the kernel driver on its
+own (so that its ``did_change`` says whether to reboot), then the runtime and
+build packages, then the service user's groups.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import KernelVersion
+from pyinfra.operations import apt, files, server
+from pyinfra.operations.util import any_changed
+
+from roles.drivers.defaults import DEFAULTS
+from roles.drivers.model import DriverPlan
+
+DOWNLOADS = "/var/cache/lemfleet/drivers"
+# What fetching a key or keyring package needs on a bare host.
+FETCH_TOOLS = ["ca-certificates", "curl", "gpg"]
+
+
+def reboot_allowed(plan: DriverPlan, host_name: str) -> bool:
+    """Whether a changed kernel driver may reboot this host: never the machine lemfleet runs on."""
+    return plan.reboot and plan.reboot_may_be_needed and host_name != "@local"
+
+
+@deploy("Install GPU drivers and runtime", data_defaults=DEFAULTS)
+def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
+    """Install what ``plan`` lists; reboot only when its kernel driver changed.
+
+    ``service_user``, when given, is added to the plan's groups (render, video)
+    so that the service can open the GPU's device nodes.
+    """
+    if plan.empty:
+        host.noop(f"drivers: nothing to install for backend {plan.backend}")
+        return
+    if plan.needs_kernel_release:
+        plan = plan.for_kernel(host.get_fact(KernelVersion))
+
+    # An update inside the kernel driver's apt.packages would count as a change
+    # of the driver and reboot the host, so the lists are refreshed on their own.
+    apt.update(name="Refresh apt lists older than an hour", cache_time=3600)
+    repo_ops: list[OperationMeta] = []
+    if plan.keys or plan.keyring_debs:
+        apt.packages(name="Install the tools that fetch repository keys", packages=FETCH_TOOLS)
+    if plan.keyring_debs or any(key.sha256 for key in plan.keys):
+        files.directory(name=f"Create {DOWNLOADS}", path=DOWNLOADS, mode="755")
+    for key in plan.keys:
+        src = key.url
+        if key.sha256:
+            src = f"{DOWNLOADS}/{posixpath.basename(key.url)}"
+            files.download(name=f"Download {key.url}", src=key.url, dest=src, sha256sum=key.sha256)
+        repo_ops.append(apt.key(name=f"Install the apt key {key.dest}", src=src, dest=key.dest))
+    for url in plan.keyring_debs:
+        deb = f"{DOWNLOADS}/{posixpath.basename(url)}"
+        repo_ops.append(files.download(name=f"Download {url}", src=url, dest=deb))
+        repo_ops.append(apt.deb(name=f"Install {posixpath.basename(url)}", src=deb))
+    for source in plan.sources:
+        repo_ops.append(
+            apt.sources_file(
+                name=f"Add the apt source {source.path}",
+                filename=source.name,
+                uris=list(source.uris),
+                suites=list(source.suites),
+                components=list(source.components),
+                architectures=list(source.architectures) or None,
+                signed_by=source.signed_by,
+            )
+        )
+    for pin in plan.pins:
+        repo_ops.append(
+            files.put(name=f"Pin {pin.pin}", src=StringIO(pin.render()), dest=pin.path, mode="644")
+        )
+    if repo_ops:
+        apt.update(name="Read the new repositories", _if=any_changed(*repo_ops))
+
+    blacklist_ops: list[OperationMeta] = []
+    for config in plan.files:
+        blacklist_ops.append(
+            files.put(
+                name=f"Write {config.path}",
+                src=StringIO(config.content),
+                dest=config.path,
+                mode="644",
+            )
+        )
+    kernel_ops = list(blacklist_ops)
+    if plan.kernel_packages:
+        kernel_ops.append(
+            apt.packages(
+                name="Install the GPU kernel driver",
+                packages=list(plan.kernel_packages),
+            )
+        )
+    if plan.files:
+        server.shell(
+            name="Rebuild the initramfs with the new module options",
+            commands=["update-initramfs -u"],
+            _if=any_changed(*blacklist_ops),
+        )
+    if plan.packages:
+        apt.packages(
+            name=f"Install the {plan.backend} runtime and build packages",
+            packages=list(plan.packages),
+        )
+
+    for group in plan.service_groups:
+        server.group(name=f"Ensure the group {group}", group=group, system=True)
+    if service_user and plan.service_groups:
+        server.user(
+            name=f"Let {service_user} open the GPU",
+            user=service_user,
+            groups=list(plan.service_groups),
+            append=True,
+            system=True,
+            ensure_home=False,
+        )
+
+    if reboot_allowed(plan, host.name):
+        server.reboot(
+            name="Reboot to load the new kernel driver",
+            reboot_timeout=host.data.get("drivers_reboot_timeout"),
+            _if=any_changed(*kernel_ops),
+        )

@@ -1,0 +1,271 @@
+"""CUDA: the NVIDIA driver and toolkit from NVIDIA's repository or from the distribution.
+
+``drivers_cuda_source`` chooses. NVIDIA's repository is set up the way NVIDIA
+documents it, by installing the ``cuda-keyring`` package, which writes the
+key and the source itself. The distribution route uses Ubuntu's
+``nvidia-headless-<branch>-server`` packages or Debian's non-free driver.
+Headless packages are used throughout: a GPU server needs no X driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from roles.drivers import pins
+from roles.drivers.model import (
+    KERNEL_RELEASE,
+    NOUVEAU_BLACKLIST,
+    AptPin,
+    AptSource,
+    DriverPlan,
+    DriverPlanError,
+    DriverTarget,
+)
+
+HEADERS = f"linux-headers-{KERNEL_RELEASE}"
+# /dev/nvidia* are 0666 unless the module options narrow them to a group; Debian
+# and Ubuntu use "video" when they do.
+GROUPS = ("video",)
+# With the driver installed from NVIDIA's repo, its packages win over the
+# distribution's (NVIDIA's own cuda-<distro>.pin does the same).
+NVIDIA_PIN = AptPin("cuda-repository-pin-600", f"release l={pins.NVIDIA_REPO_LABEL}", 600)
+# With a working driver kept, NVIDIA's repo must never replace it on a later
+# upgrade, so its driver packages are pinned away; the toolkit is unaffected.
+KEEP_DRIVER_PIN = AptPin(
+    "lemfleet-keep-nvidia-driver",
+    f"release l={pins.NVIDIA_REPO_LABEL}",
+    -1,
+    packages="nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia*",
+)
+DEBIAN_COMPONENTS = ("contrib", "non-free", "non-free-firmware")
+
+
+def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
+    ccs = _compute_capabilities(target)
+    modules = _kernel_modules(settings["drivers_nvidia_kernel_modules"], ccs)
+    keep = target.runtime_working and not settings["drivers_manage_existing"]
+    reasons: list[str] = []
+    if keep:
+        reasons.append(
+            f"nvidia-smi already works (driver {target.runtime_version or 'of unknown version'}); "
+            "with drivers_manage_existing=false the driver is left alone, only CUDA is added"
+        )
+    elif target.container:
+        reasons.append(
+            "inside a container: the driver comes from the host (NVIDIA Container Toolkit); "
+            "only CUDA is installed here"
+        )
+    elif target.runtime_working:
+        reasons.append(
+            f"drivers_manage_existing=true: the working driver {target.runtime_version or ''} "
+            "may be upgraded or replaced"
+        )
+    install_driver = not keep and not target.container
+    source = settings["drivers_cuda_source"]
+    if source == "nvidia-repo":
+        plan = _nvidia_repo(target, settings, ccs, modules, install_driver)
+    elif target.os_id == "ubuntu" and target.release in pins.UBUNTU_CODENAMES:
+        plan = _ubuntu(target, settings, ccs, modules, install_driver)
+    elif target.os_id == "debian" and target.release in pins.DEBIAN_NVIDIA_DRIVER:
+        plan = _debian(target, settings, ccs, modules, install_driver)
+    else:
+        raise DriverPlanError(
+            f"drivers_cuda_source='distro' is not supported on {target.described}; accepted "
+            "releases: Ubuntu 22.04 and 24.04, Debian 12, 13 and sid"
+        )
+    return DriverPlan(
+        backend="cuda",
+        source=plan.source,
+        keyring_debs=plan.keyring_debs,
+        sources=plan.sources,
+        pins=plan.pins,
+        files=(NOUVEAU_BLACKLIST,) if install_driver else (),
+        kernel_packages=plan.kernel_packages if install_driver else (),
+        packages=plan.packages,
+        service_groups=GROUPS,
+        reasons=tuple(reasons) + plan.reasons,
+    )
+
+
+def _compute_capabilities(target: DriverTarget) -> list[tuple[int, int]]:
+    return [
+        (v[0], v[1] if len(v) > 1 else 0)
+        for v in map(pins.version_tuple, target.compute_capabilities)
+    ]
+
+
+def _cc_text(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def _kernel_modules(choice: str, ccs: list[tuple[int, int]]) -> str:
+    """'open' or 'proprietary': open needs Turing (7.5) or later, Blackwell (10.0+) needs open."""
+    old = [cc for cc in ccs if cc < pins.OPEN_MODULES_MIN_CC]
+    new = [cc for cc in ccs if cc >= pins.OPEN_ONLY_MIN_CC]
+    if old and new:
+        raise DriverPlanError(
+            f"GPUs with compute capability {_cc_text(old[0])} and {_cc_text(new[0])} on one host "
+            "need different NVIDIA kernel modules (proprietary and open); no value of "
+            "drivers_nvidia_kernel_modules serves both. Accepted: one GPU generation per host"
+        )
+    if choice == "auto":
+        return "proprietary" if old else "open"
+    if choice == "open" and old:
+        raise DriverPlanError(
+            f"drivers_nvidia_kernel_modules='open' cannot drive a GPU of compute capability "
+            f"{_cc_text(old[0])} (open modules need Turing, 7.5, or later); accepted here: "
+            "'proprietary' or 'auto'"
+        )
+    if choice == "proprietary" and new:
+        raise DriverPlanError(
+            f"drivers_nvidia_kernel_modules='proprietary' cannot drive a GPU of compute "
+            f"capability {_cc_text(new[0])} (Blackwell needs the open modules); accepted here: "
+            "'open' or 'auto'"
+        )
+    return choice
+
+
+def _check_toolkit(setting: str, toolkit: str, ccs: list[tuple[int, int]], fix: str) -> None:
+    low, high = pins.toolkit_cc_range(toolkit)
+    for cc in ccs:
+        if not low <= cc <= high:
+            raise DriverPlanError(
+                f"{setting}: CUDA {toolkit.replace('-', '.')} builds for compute capability "
+                f"{_cc_text(low)} to {_cc_text(high)}, not {_cc_text(cc)}; {fix}"
+            )
+
+
+def _check_branch(setting: str, branch: str, ccs: list[tuple[int, int]], fix: str) -> None:
+    blackwell = [cc for cc in ccs if cc >= (10, 0)]
+    if blackwell and int(branch) < pins.BLACKWELL_MIN_BRANCH:
+        raise DriverPlanError(
+            f"{setting}: driver branch {branch} predates Blackwell (compute capability "
+            f"{_cc_text(blackwell[0])} needs {pins.BLACKWELL_MIN_BRANCH} or later); {fix}"
+        )
+
+
+def _nvidia_repo(
+    target: DriverTarget,
+    settings: Mapping[str, Any],
+    ccs: list[tuple[int, int]],
+    modules: str,
+    install_driver: bool,
+) -> DriverPlan:
+    distro = pins.NVIDIA_REPO_DISTROS.get((target.os_id, target.release))
+    if distro is None:
+        fallback = (
+            "accepted there: drivers_cuda_source='distro'"
+            if (target.os_id, target.release) in pins.DISTRO_CUDA_TOOLKIT
+            else "use another release or backend"
+        )
+        raise DriverPlanError(
+            f"drivers_cuda_source='nvidia-repo' is not available on {target.described}: "
+            "NVIDIA's CUDA repository serves Ubuntu 22.04, Ubuntu 24.04, Debian 12 and "
+            f"Debian 13; {fallback}"
+        )
+    arch = pins.NVIDIA_REPO_ARCHES.get(target.arch)
+    if arch is None or (arch == "sbsa" and target.os_id != "ubuntu"):
+        raise DriverPlanError(
+            f"drivers_cuda_source='nvidia-repo' has no {target.arch} packages for "
+            f"{target.described}; accepted: x86_64 hosts, or aarch64 on Ubuntu"
+        )
+    pre_turing = any(cc < pins.OPEN_MODULES_MIN_CC for cc in ccs)
+    default = pins.CUDA_TOOLKIT_PRE_TURING if pre_turing else pins.CUDA_TOOLKIT
+    toolkit = settings["drivers_cuda_toolkit"] or default.value
+    _check_toolkit(
+        f"drivers_cuda_toolkit={toolkit!r}", toolkit, ccs, "accepted: a toolkit that covers it"
+    )
+    branch = settings["drivers_nvidia_branch"]
+    _check_branch(
+        f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}"
+    )
+    driver = f"nvidia-open-{branch}" if modules == "open" else f"cuda-drivers-{branch}"
+    reasons = [f"NVIDIA's CUDA repository for {distro}/{arch}, set up by {pins.CUDA_KEYRING_DEB}"]
+    if install_driver:
+        reasons.append(f"driver branch {branch} with the {modules} kernel modules ({driver})")
+    reasons.append(f"CUDA toolkit {toolkit.replace('-', '.')} (cuda-toolkit-{toolkit})")
+    return DriverPlan(
+        backend="cuda",
+        source="nvidia-repo",
+        keyring_debs=(pins.cuda_keyring_url(distro, arch),),
+        pins=(NVIDIA_PIN,) if install_driver else (KEEP_DRIVER_PIN,),
+        kernel_packages=(driver, HEADERS),
+        packages=(f"cuda-toolkit-{toolkit}",),
+        reasons=tuple(reasons),
+    )
+
+
+def _ubuntu(
+    target: DriverTarget,
+    settings: Mapping[str, Any],
+    ccs: list[tuple[int, int]],
+    modules: str,
+    install_driver: bool,
+) -> DriverPlan:
+    toolkit = pins.DISTRO_CUDA_TOOLKIT[("ubuntu", target.release)]
+    fix = "accepted: drivers_cuda_source='nvidia-repo'"
+    _check_toolkit(f"drivers_cuda_source='distro' on {target.described}", toolkit, ccs, fix)
+    branch = settings["drivers_nvidia_branch"]
+    _check_branch(
+        f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}"
+    )
+    suffix = "-open" if modules == "open" else ""
+    reasons = [f"Ubuntu's packages: CUDA toolkit {toolkit} (nvidia-cuda-toolkit, multiverse)"]
+    if install_driver:
+        reasons.append(f"driver branch {branch} server, {modules} kernel modules (restricted)")
+    return DriverPlan(
+        backend="cuda",
+        source="ubuntu",
+        kernel_packages=(
+            f"nvidia-headless-{branch}-server{suffix}",
+            f"nvidia-utils-{branch}-server",
+            HEADERS,
+        ),
+        packages=("nvidia-cuda-toolkit",),
+        reasons=tuple(reasons),
+    )
+
+
+def _debian(
+    target: DriverTarget,
+    settings: Mapping[str, Any],
+    ccs: list[tuple[int, int]],
+    modules: str,
+    install_driver: bool,
+) -> DriverPlan:
+    release = target.release
+    toolkit = pins.DISTRO_CUDA_TOOLKIT[("debian", release)]
+    branch = pins.DEBIAN_NVIDIA_DRIVER[release]
+    fix = (
+        "accepted: drivers_cuda_source='nvidia-repo'"
+        if ("debian", release) in pins.NVIDIA_REPO_DISTROS
+        else "no other source serves it on this release"
+    )
+    where = f"drivers_cuda_source='distro' on {target.described}"
+    _check_toolkit(where, toolkit, ccs, fix)
+    _check_branch(where, branch, ccs, fix)
+    codename = pins.DEBIAN_CODENAMES[release]
+    suites = (codename,) if release == "sid" else (codename, f"{codename}-updates")
+    kernel = "nvidia-open-kernel-dkms" if modules == "open" else "nvidia-kernel-dkms"
+    reasons = [
+        f"Debian's packages from contrib/non-free: CUDA toolkit {toolkit} (nvidia-cuda-toolkit)",
+    ]
+    if install_driver:
+        reasons.append(f"Debian's driver {branch} with the {modules} kernel modules ({kernel})")
+    return DriverPlan(
+        backend="cuda",
+        source="debian",
+        sources=(
+            AptSource(
+                "debian-nonfree",
+                (settings["drivers_debian_mirror"],),
+                suites,
+                DEBIAN_COMPONENTS,
+                pins.DEBIAN_ARCHIVE_KEYRING,
+            ),
+        ),
+        kernel_packages=(kernel, "nvidia-smi", "libcuda1", HEADERS),
+        packages=("nvidia-cuda-toolkit",),
+        reasons=tuple(reasons),
+    )

@@ -1,0 +1,172 @@
+"""HIP (ROCm): AMD's apt repository on Ubuntu, Debian's own packages on sid.
+
+ggml-hip needs HIP 6.1 or later (ggml/src/ggml-hip/CMakeLists.txt), which
+rules out the ROCm that Debian 12 (5.2.3) and 13 (5.7.1) package; those
+releases serve AMD GPUs through Vulkan instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from roles.drivers import pins
+from roles.drivers.model import (
+    BACKEND_SETTING,
+    KERNEL_RELEASE,
+    AptKey,
+    AptPin,
+    AptSource,
+    DriverPlan,
+    DriverPlanError,
+    DriverTarget,
+)
+
+# AMD recommends meta-packages over single ones ("Package manager integration"):
+# rocm-hip-runtime runs HIP programs, rocm-hip-runtime-dev builds them. llama.cpp
+# also links rocBLAS and hipBLAS, and finds HIP through hipconfig (hipcc).
+AMD_RUNTIME = ("rocm-hip-runtime", "rocminfo")
+AMD_BUILD = ("rocm-hip-runtime-dev", "hipcc", "hip-dev", "rocblas-dev", "hipblas-dev")
+# Ubuntu's documented prerequisites of amdgpu-dkms.
+AMD_KERNEL = (
+    "amdgpu-dkms",
+    f"linux-headers-{KERNEL_RELEASE}",
+    f"linux-modules-extra-{KERNEL_RELEASE}",
+)
+# Debian's names for the same pieces (apt-cache show in sid, 2026-11-29):
+# hipcc also ships hipconfig, libamdhip64-dev the hip CMake config.
+DEBIAN_RUNTIME = ("rocminfo",)
+DEBIAN_BUILD = ("hipcc", "libamdhip64-dev", "librocblas-dev", "libhipblas-dev")
+# /dev/kfd and /dev/dri/renderD* belong to these groups (ROCm prerequisites).
+GROUPS = ("render", "video")
+RADEON_PIN = AptPin("rocm-pin-600", "release o=repo.radeon.com", 600)
+
+
+def plan_hip(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
+    release = target.release
+    if target.os_id == "ubuntu" and release in pins.UBUNTU_CODENAMES:
+        return _amd_repo(target, settings)
+    if target.os_id == "debian" and release == "sid":
+        return _debian_sid(target)
+    if target.os_id == "debian" and release in pins.DEBIAN_HIP:
+        raise DriverPlanError(_debian_too_old(target))
+    raise DriverPlanError(
+        f"{BACKEND_SETTING}='hip' is not supported on {target.described}; accepted for hip: "
+        "Ubuntu 22.04 and 24.04 (AMD's repository) and Debian sid (Debian's packages). "
+        f"Other releases can use {BACKEND_SETTING}='vulkan' where their Vulkan headers are new "
+        "enough, or 'cpu'."
+    )
+
+
+def _debian_too_old(target: DriverTarget) -> str:
+    hip = pins.DEBIAN_HIP[target.release]
+    headers = pins.VULKAN_HEADERS[("debian", target.release)]
+    if pins.version_tuple(headers) >= pins.VULKAN_MIN_HEADERS:
+        offer = f"accepted there: 'vulkan' (RADV, Vulkan headers {headers}) or 'cpu'"
+    else:
+        offer = (
+            f"accepted there: 'cpu' only, since its Vulkan headers ({headers}) are too old as "
+            "well; Debian 13 serves AMD GPUs through 'vulkan'"
+        )
+    return (
+        f"{BACKEND_SETTING}='hip' cannot be served on {target.described}: its HIP is {hip} and "
+        f"llama.cpp's HIP backend needs 6.1 or later; {offer}. Ubuntu 22.04/24.04 and Debian "
+        "sid have a new enough ROCm."
+    )
+
+
+def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
+    rocm = settings["drivers_rocm_version"]
+    if pins.version_tuple(rocm) < pins.HIP_MIN:
+        raise DriverPlanError(
+            f"drivers_rocm_version={rocm!r} is too old: llama.cpp's HIP backend needs ROCm 6.1 "
+            f"or later; accepted: 6.1 or later, e.g. {pins.ROCM_VERSION.value!r}"
+        )
+    if target.arch != "x86_64":
+        raise DriverPlanError(
+            f"{BACKEND_SETTING}='hip' on {target.arch}: AMD's ROCm repository is amd64 only; "
+            f"accepted on {target.arch}: 'vulkan' or 'cpu'"
+        )
+    existing = target.runtime_version
+    if target.runtime_working and not settings["drivers_manage_existing"]:
+        if existing and pins.version_tuple(existing) < pins.HIP_MIN:
+            raise DriverPlanError(
+                f"ROCm {existing} already works on {target.described}, but llama.cpp needs HIP "
+                "6.1 or later; set drivers_manage_existing=true to install ROCm "
+                f"{rocm} from AMD's repository, or {BACKEND_SETTING}='vulkan'"
+            )
+        return DriverPlan(
+            backend="hip",
+            source="existing",
+            packages=AMD_BUILD,
+            service_groups=GROUPS,
+            reasons=(
+                f"rocminfo already works (ROCm {existing or 'of unknown version'}); with "
+                "drivers_manage_existing=false its packages and repositories are left alone",
+                "only the HIP build packages are added, from the repositories already configured",
+            ),
+        )
+
+    suite = pins.UBUNTU_CODENAMES[target.release]
+    sources = [_radeon_source("rocm", pins.rocm_repo_url(rocm), suite)]
+    if pins.version_tuple(rocm) >= (7, 0):
+        sources.append(_radeon_source("amdgraphics", pins.rocm_graphics_repo_url(rocm), suite))
+    reasons = [
+        f"ROCm {rocm} from AMD's repository for {target.described}, pinned above "
+        "Ubuntu's own ROCm packages with priority 600",
+    ]
+    if target.runtime_working:
+        reasons.append(
+            f"drivers_manage_existing=true: the working ROCm {existing or ''} may be upgraded"
+        )
+
+    kernel: tuple[str, ...] = ()
+    if target.container:
+        reasons.append("inside a container: the host's kernel provides amdgpu; no DKMS module")
+    elif target.kernel_driver_loaded and not settings["drivers_manage_existing"]:
+        reasons.append("/dev/kfd exists: the running kernel's amdgpu already serves ROCm")
+    else:
+        amdgpu = settings["drivers_amdgpu_version"] or pins.amdgpu_for_rocm(rocm)
+        if amdgpu is None:
+            known = ", ".join(f"{r} -> {a}" for r, a in pins.AMDGPU_FOR_ROCM.items())
+            raise DriverPlanError(
+                "drivers_amdgpu_version=None cannot be derived for drivers_rocm_version="
+                f"{rocm!r}; set drivers_amdgpu_version to the amdgpu repository release "
+                f"shipped with that ROCm (known: {known})"
+            )
+        sources.insert(0, _radeon_source("amdgpu", pins.amdgpu_repo_url(amdgpu), suite))
+        kernel = AMD_KERNEL
+        reasons.append(f"amdgpu-dkms {amdgpu} with headers for the running kernel")
+
+    return DriverPlan(
+        backend="hip",
+        source="amd-repo",
+        keys=(AptKey(pins.ROCM_KEY_URL, pins.ROCM_KEYRING),),
+        sources=tuple(sources),
+        pins=(RADEON_PIN,),
+        kernel_packages=kernel,
+        packages=AMD_RUNTIME + AMD_BUILD,
+        service_groups=GROUPS,
+        reasons=tuple(reasons),
+    )
+
+
+def _radeon_source(name: str, uri: str, suite: str) -> AptSource:
+    return AptSource(name, (uri,), (suite,), ("main",), pins.ROCM_KEYRING, ("amd64",))
+
+
+def _debian_sid(target: DriverTarget) -> DriverPlan:
+    hip = pins.DEBIAN_HIP["sid"]
+    reasons = [
+        f"Debian's own ROCm packages (HIP {hip} in sid, 2026-11-29), from the configured archive",
+        "Debian's kernel drives AMD GPUs itself (amdgpu with KFD): no DKMS module is needed",
+    ]
+    if target.runtime_working:
+        reasons.append("rocminfo already works; installed packages are not upgraded")
+    return DriverPlan(
+        backend="hip",
+        source="debian",
+        packages=DEBIAN_RUNTIME + DEBIAN_BUILD,
+        service_groups=GROUPS,
+        reasons=tuple(reasons),
+    )

@@ -1,0 +1,71 @@
+"""Vulkan: the loader, Mesa's drivers (RADV for AMD) and llama.cpp's Vulkan build packages.
+
+Everything comes from the distribution's own archive; there is no kernel
+package and so never a reboot. llama.cpp's docs/build.md lists the build
+packages for Debian and Ubuntu: ``libvulkan-dev glslc spirv-headers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from roles.drivers import pins
+from roles.drivers.model import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
+
+# Names checked with apt-cache madison against trixie, sid and bookworm on
+# 2026-11-29 (all in main); on Ubuntu 24.04 glslc and spirv-headers are in universe.
+RUNTIME = ("libvulkan1", "mesa-vulkan-drivers", "vulkan-tools")
+BUILD = ("libvulkan-dev", "glslc", "spirv-headers")
+# Render nodes (/dev/dri/renderD*) belong to "render"; older udev rules use "video".
+GROUPS = ("render", "video")
+
+
+def _accepted() -> str:
+    good = [
+        f"{os_id.capitalize()} {release}"
+        for (os_id, release), headers in pins.VULKAN_HEADERS.items()
+        if pins.version_tuple(headers) >= pins.VULKAN_MIN_HEADERS
+    ]
+    return ", ".join(good)
+
+
+def _alternatives(target: DriverTarget) -> str:
+    hip = target.os_id == "ubuntu" and target.release in pins.UBUNTU_CODENAMES
+    return (
+        "'hip' for AMD GPUs, 'cuda' for NVIDIA GPUs, or 'cpu'"
+        if hip
+        else ("'cuda' for NVIDIA GPUs, or 'cpu'")
+    )
+
+
+def plan_vulkan(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
+    headers = pins.VULKAN_HEADERS.get((target.os_id, target.release))
+    minimum = ".".join(map(str, pins.VULKAN_MIN_HEADERS))
+    if headers is None:
+        raise DriverPlanError(
+            f"{BACKEND_SETTING}='vulkan' is not supported on {target.described}; accepted "
+            f"releases for vulkan: {_accepted()}"
+        )
+    if pins.version_tuple(headers) < pins.VULKAN_MIN_HEADERS:
+        raise DriverPlanError(
+            f"{BACKEND_SETTING}='vulkan' cannot be built on {target.described}: its Vulkan "
+            f"headers ({headers}) are older than the {minimum} that llama.cpp's Vulkan backend "
+            f"needs (vk::LayerSettingEXT); accepted releases for vulkan: {_accepted()}. On "
+            f"this release use {_alternatives(target)}"
+        )
+    reasons = [
+        f"Vulkan from {target.described}'s archive: headers {headers} (>= {minimum}), "
+        "Mesa's drivers (RADV for AMD) and glslc",
+    ]
+    if target.os_id == "ubuntu":
+        reasons.append("glslc and spirv-headers come from Ubuntu's universe component")
+    if target.runtime_working:
+        reasons.append("vulkaninfo already works; installed packages are not upgraded")
+    return DriverPlan(
+        backend="vulkan",
+        source=target.os_id,
+        packages=RUNTIME + BUILD,
+        service_groups=GROUPS,
+        reasons=tuple(reasons),
+    )

@@ -1,0 +1,168 @@
+"""llama_cpp: build ``llama-server`` for the planned backend, once per build id, and switch to it.
+
+Layout on the host::
+
+    /opt/lemfleet/src/<source-id>/          the llama.cpp tree
+    /opt/lemfleet/build/<build-id>/         cmake's build tree and build.log
+    /opt/lemfleet/llama.cpp/<build-id>/     bin/llama-server, build.json
+    /opt/lemfleet/llama.cpp/current         -> the build the service runs
+    /opt/lemfleet/llama.cpp/previous        -> the one before, for rollback
+
+The build id hashes the source identity, backend, targets, cmake flags and
+the host's OS and CPU features, so an unchanged id means nothing to build
+and nothing to restart. A build is installed under a temporary name and
+renamed when complete; a failed build changes no link, so the old build
+keeps serving and the host fails with the tail of the build log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, git, server
+
+from roles.ops import atomic_link, q, script_unless_exists, verified_upload
+from roles.plan import HostPlan
+from roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
+from roles.sources import Source
+
+ROOT = "/opt/lemfleet"
+BUILDS = f"{ROOT}/llama.cpp"
+CURRENT = f"{BUILDS}/current"
+BINARY = f"{CURRENT}/bin/llama-server"
+
+SETTINGS = (
+    # -- source
+    Setting("llama_cpp_source", "pypi-sdist",
+            "Where llama.cpp comes from: 'pypi-sdist' (vendored in a pinned llama-cpp-python sdist, "
+            "fetched with pip; works air-gapped), 'git' (hosts clone a pinned tag) or 'tarball'.",
+            one_of("pypi-sdist", "git", "tarball")),
+    # llama-cpp-python 0.3.36 (reviewed 2026-11-29) vendors llama.cpp with ggml 0.25.3.
+    Setting("llama_cpp_sdist_version", "0.3.36", "llama-cpp-python sdist version (pypi-sdist).",
+            text(r"\d+\.\d+\.\d+([.-]?\w+)?", "a version such as 0.3.36")),
+    Setting("llama_cpp_sdist_sha256",
+            "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+            "sha256 of that sdist; the fetched file must match.", sha256),
+    Setting("llama_cpp_pip_index_url", None, "PyPI index (or mirror) for the sdist; None uses pip's own config.",
+            text(r"https?://\S+|file://\S+", "an http(s):// or file:// URL", none_ok=True)),
+    Setting("llama_cpp_git_url", "https://github.com/ggml-org/llama.cpp.git", "Repository for the git source.",
+            text()),
+    # b10760 is the 2026-09-02 release (reviewed 2026-11-29).
+    Setting("llama_cpp_git_ref", "b10760", "Tag the hosts check out (git source).", text(r"[\w./-]+", "a tag")),
+    Setting("llama_cpp_git_check_ref", True,
+            "Check on the controller, before any host is touched, that the tag exists.", boolean),
+    Setting("llama_cpp_tarball", None, "URL or controller path of a llama.cpp source tarball.",
+            text(accepted="a URL or a path", none_ok=True)),
+    Setting("llama_cpp_tarball_sha256", None, "sha256 of the tarball; required with llama_cpp_source=tarball.",
+            sha256),
+    # -- build
+    Setting("llama_cpp_cmake_flags", [], "Extra cmake -D flags, appended to the planned ones.", string_list),
+    Setting("llama_cpp_build_jobs", None, "Parallel compile jobs; None means the host's CPU count.",
+            integer(1, 512, none_ok=True)),
+    Setting("llama_cpp_keep_builds", 2, "Builds kept on the host (current and previous count).", integer(1, 20)),
+)  # fmt: skip
+DEFAULTS = defaults(SETTINGS)
+
+BUILD_PACKAGES = ["build-essential", "cmake"]
+
+
+def build_id(source: Source, plan: HostPlan) -> str:
+    identity = {
+        "source": source.source_id,
+        "backend": plan.backend,
+        "gpu_targets": list(plan.gpu_targets),
+        "cuda_architectures": list(plan.cuda_architectures),
+        "cmake_flags": list(plan.cmake_flags),
+        # A native build and its static C++ runtime belong to this OS and CPU.
+        "os": f"{plan.os_id}-{plan.os_version}-{plan.arch}",
+        "cpu_features": list(plan.cpu_features),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
+    """The shell that configures, builds, checks and installs one build (pure, unit-tested)."""
+    build_dir, dest, log = f"{ROOT}/build/{bid}", f"{BUILDS}/{bid}", f"{ROOT}/build/{bid}/build.log"
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.build_env.items())
+    record = json.dumps({"build_id": bid, "backend": plan.backend, "source": source.source_id,
+                         "gpu_targets": list(plan.gpu_targets),
+                         "cuda_architectures": list(plan.cuda_architectures),
+                         "cmake_flags": list(plan.cmake_flags)}, sort_keys=True)  # fmt: skip
+    fail = f'{{ echo "llama-server build {bid} failed; last lines of {log}:" >&2; tail -n 40 {log} >&2; exit 1; }}'
+    return "\n".join([
+        "set -u",
+        f"rm -rf {build_dir} {dest}.new && mkdir -p {build_dir} {dest}.new/bin",
+        f"( {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
+        f"&& cmake --build {build_dir} --config Release -t llama-server -j {jobs} ) > {log} 2>&1 || {fail}",
+        f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
+        f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
+        f"echo {q(record)} > {dest}.new/build.json",
+        f"mv -T {dest}.new {dest}",
+        # The tree is large and the log is kept beside the installed build.
+        f"cp {log} {dest}/build.log && rm -rf {build_dir}",
+    ])  # fmt: skip
+
+
+@deploy("Build llama-server", data_defaults=DEFAULTS)
+def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
+    """Build (or reuse) llama-server for ``plan`` and point ``current`` at it.
+
+    Returns the link operation, whose ``did_change`` tells the server step
+    that the binary changed.
+    """
+    data = host.data
+    bid = build_id(source, plan)
+    apt.packages(name="Install build dependencies", packages=BUILD_PACKAGES + (["git"] if source.git_url else []),
+                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    for path in (f"{ROOT}/src", f"{ROOT}/build", BUILDS):
+        files.directory(name=f"Directory {path}", path=path, mode="755")
+
+    src = f"{ROOT}/src/{source.source_id}"
+    if source.git_url:
+        git.repo(name=f"Clone llama.cpp {source.git_ref}", src=source.git_url, dest=src,
+                 branch=source.git_ref, pull=False, depth=1)  # fmt: skip
+    else:
+        assert source.archive and source.sha256
+        archive = f"{ROOT}/src/{source.archive.name}"
+        verified_upload(name=f"Push source {source.archive.name}", src=str(source.archive),
+                        dest=archive, sha256=source.sha256)  # fmt: skip
+        depth = len([p for p in source.strip_prefix.split("/") if p])
+        script_unless_exists(
+            name=f"Unpack {source.source_id}",
+            path=f"{src}/CMakeLists.txt",
+            why=f"source {source.source_id} already unpacked",
+            script=(f"rm -rf {src}.new && mkdir -p {src}.new && "
+                    f"tar -xzf {archive} -C {src}.new --strip-components={depth} {q(source.strip_prefix)} "
+                    f"&& mv -T {src}.new {src}"),
+        )  # fmt: skip
+
+    jobs = data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores
+    script_unless_exists(
+        name=f"Compile llama-server {bid} ({plan.backend})",
+        path=f"{BUILDS}/{bid}/bin/llama-server",
+        why=f"build {bid} is already installed",
+        script=build_script(bid, src, plan, source, jobs),
+    )
+    link = atomic_link(name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}",
+                       previous=f"{BUILDS}/previous")  # fmt: skip
+    keep = int(data.get("llama_cpp_keep_builds"))
+    server.shell(
+        name="Prune old builds",
+        commands=[_prune_script(keep)],
+        _if=link.did_change,
+    )
+    return link
+
+
+def _prune_script(keep: int) -> str:
+    """Remove builds beyond ``keep``, never the ones ``current`` or ``previous`` point at."""
+    return (
+        f"cd {BUILDS} && keep=$(readlink -f current; readlink -f previous); "
+        f"ls -1dt {BUILDS}/*/ 2>/dev/null | sed 's#/$##' | tail -n +{keep + 1} | "
+        'while read -r d; do echo "$keep" | grep -qx "$d" || rm -rf "$d"; done'
+    )

@@ -1,0 +1,143 @@
+"""Resolve a host's model settings to one exact, verified file, on the controller.
+
+This runs before any host is touched (see ``roles/controller.py``): a wrong
+path, URL, sha256, repo, file or quant stops the deploy with a message that
+says what to do. Each distinct model is fetched and hashed once per run.
+The Hugging Face token is read from ``HF_TOKEN`` by huggingface_hub on the
+controller and is never part of host data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lemfleet import hub
+from roles.model import ModelArtifact, default_alias
+from roles.settings import SettingsError
+from roles.sources import CACHE, file_sha256
+
+
+def _alias(settings: Mapping[str, Any], filename: str) -> str:
+    return settings["model_alias"] or default_alias(filename)
+
+
+def _local(settings: Mapping[str, Any]) -> ModelArtifact:
+    if not settings["model_path"]:
+        raise SettingsError(["model_source='local' needs model_path, a GGUF on the controller"])
+    path = Path(settings["model_path"]).expanduser().resolve()
+    if not path.is_file():
+        raise SettingsError([f"model_path={settings['model_path']!r} is not a file on the controller"])
+    actual = file_sha256(path)
+    if settings["model_sha256"] and settings["model_sha256"] != actual:
+        raise SettingsError([f"model_sha256={settings['model_sha256']!r} does not match "
+                             f"{path} (its sha256 is {actual})"])  # fmt: skip
+    return ModelArtifact(_alias(settings, path.name), path.name, actual, path.stat().st_size, local_path=path)
+
+
+def _url(settings: Mapping[str, Any]) -> ModelArtifact:
+    url, expected = settings["model_url"], settings["model_sha256"]
+    if not url or not expected:
+        raise SettingsError(["model_source='url' needs model_url and model_sha256"])
+    name = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+    dest = CACHE / "models" / expected / name
+    if settings["model_delivery"] == "host":
+        with httpx.Client(follow_redirects=True, timeout=60) as client:
+            size = int(client.head(url).raise_for_status().headers.get("content-length", 0))
+        return ModelArtifact(_alias(settings, name), name, expected, size, url=url)
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".partial")
+        try:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
+                resp.raise_for_status()
+                with partial.open("wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+        except httpx.HTTPError as err:
+            raise SettingsError([f"model_url={url!r} could not be fetched: {err}"]) from err
+        actual = file_sha256(partial)
+        if actual != expected:
+            partial.unlink()
+            raise SettingsError([f"model_sha256={expected!r} does not match {url} (got {actual}); "
+                                 "the file was rejected"])  # fmt: skip
+        partial.rename(dest)
+    return ModelArtifact(_alias(settings, name), name, expected, dest.stat().st_size, local_path=dest)
+
+
+def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
+    path, expected = settings["model_path"], settings["model_sha256"]
+    if not path or not path.startswith("/") or not expected:
+        raise SettingsError(["model_source='host' needs model_path (absolute, on the host) and model_sha256"])
+    name = path.rsplit("/", 1)[-1]
+    return ModelArtifact(_alias(settings, name), name, expected, 0, host_path=path)
+
+
+def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None,
+                context_bytes: int = 0) -> hub.ResolvedModel:  # fmt: skip
+    try:
+        return hub.resolve_model(
+            settings["model_repo"], settings["model_file"],
+            None if settings["model_file"] else settings["model_quant"], settings["model_revision"],
+            sha256=settings["model_sha256"], memory_budget_bytes=memory_budget,
+            context_bytes_estimate=context_bytes,
+        )  # fmt: skip
+    except hub.HubError as err:
+        raise SettingsError([str(err)]) from err
+
+
+def _hub(settings: Mapping[str, Any], resolved: hub.ResolvedModel) -> ModelArtifact:
+    alias = _alias(settings, resolved.filename)
+    common = dict(repo=resolved.repo, revision=resolved.revision)
+    if settings["model_delivery"] == "host":
+        return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, url=resolved.url, **common)
+    try:
+        path = hub.download(resolved)
+    except hub.HubError as err:
+        raise SettingsError([str(err)]) from err
+    return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, local_path=path, **common)
+
+
+def resolve(settings: Mapping[str, Any], memory_budget: int | None = None,
+            context_bytes: int = 0) -> ModelArtifact:  # fmt: skip
+    """The model for one host's settings. ``memory_budget`` is needed only for ``model_quant=auto``."""
+    source = settings["model_source"]
+    if source == "local":
+        return _local(settings)
+    if source == "url":
+        return _url(settings)
+    if source == "host":
+        return _on_host(settings)
+    return _hub(settings, hub_listing(settings, memory_budget, context_bytes))
+
+
+# What quant=auto keeps free beside the weights: the KV cache and compute
+# buffers of the planned context, plus (on a CPU plan) room for the OS.
+CONTEXT_RESERVE = {"cpu": 1024**3, "gpu": 512 * 1024**2}
+
+
+def memory_budget(settings: Mapping[str, Any], facts: Any) -> tuple[int, int]:
+    """(budget, context reserve) in bytes: VRAM of the chosen GPUs on a GPU plan, RAM on a CPU plan."""
+    from roles.gpu_plan import choose_gpu
+
+    gpu = choose_gpu(facts, settings)
+    if gpu.backend == "cpu":
+        return facts.mem_total_bytes, CONTEXT_RESERVE["cpu"]
+    return gpu.vram_budget_bytes, CONTEXT_RESERVE["gpu"]
+
+
+def model_key(settings: Mapping[str, Any], facts: Any) -> dict[str, Any]:
+    key = {k: v for k, v in settings.items() if k.startswith("model_") and k not in ("model_keep", "model_dir")}
+    if settings["model_source"] == "hub" and settings["model_quant"] == "auto" and not settings["model_file"]:
+        key["budget"] = memory_budget(settings, facts)
+    return key
+
+
+def resolve_for_host(settings: Mapping[str, Any], facts: Any) -> ModelArtifact:
+    if settings["model_source"] == "hub" and settings["model_quant"] == "auto" and not settings["model_file"]:
+        budget, reserve = memory_budget(settings, facts)
+        return resolve(settings, budget, reserve)
+    return resolve(settings)

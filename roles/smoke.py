@@ -1,0 +1,77 @@
+"""smoke: prove the host serves: health (503 while loading is fine), models, chat, streamed chat.
+
+The check runs on every deploy, through the deploy's own SSH connection, so
+a loopback-only server is tested as it is. A passing check changes nothing,
+so it does not spoil a no-change second run; a failing one fails the host
+with what went wrong. Each host's result, with its time to first token and
+decode tokens/s, is written to ``smoke_results_dir`` on the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pyinfra import host, logger, state
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from lemfleet.forward import forward
+from lemfleet.smoke import smoke_check
+from roles.settings import Setting, boolean, defaults, integer, text
+
+SETTINGS = (
+    Setting("smoke_enabled", True, "Smoke-test each host at the end of the deploy.", boolean),
+    Setting("smoke_health_timeout", 600, "Seconds to wait for the model to load (/health 503 -> 200).",
+            integer(1, 86400)),
+    Setting("smoke_max_tokens", 16, "Tokens asked of each test completion.", integer(1, 4096)),
+    Setting("smoke_results_dir", "out/smoke", "Controller directory for each host's smoke JSON.",
+            text(accepted="a path")),
+)  # fmt: skip
+DEFAULTS = defaults(SETTINGS)
+
+
+def _report_failure(message: str):  # type: ignore[no-untyped-def]
+    def failed(state, host) -> bool:  # type: ignore[no-untyped-def]
+        host.log_styled(message, fg="red", log_func=logger.error)
+        return False
+
+    return failed
+
+
+@operation(is_idempotent=False)
+def check_endpoint(port: int, listen_host: str, alias: str, backend: str):  # type: ignore[no-untyped-def]
+    """Run the smoke test at execution time; yield a failing command only when it fails."""
+    if not state.is_executing:
+        return
+    data = host.data
+    remote = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
+    key = data.get("server_api_key")
+    if not key and data.get("server_api_key_file"):
+        key = Path(data.get("server_api_key_file")).expanduser().read_text().split()[0]
+    with forward(host, remote, port) as base:
+        result = smoke_check(
+            base, api_key=key, model_alias=alias, host=host.name, backend=backend,
+            health_timeout=data.get("smoke_health_timeout"), max_tokens=data.get("smoke_max_tokens"),
+        )  # fmt: skip
+    result.url = f"http://{listen_host}:{port}"
+    out = Path(data.get("smoke_results_dir"))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{host.name}.json.tmp"
+    tmp.write_text(json.dumps(result.to_json(), indent=2))
+    os.replace(tmp, out / f"{host.name}.json")
+    if result.ok:
+        host.log_styled(
+            f"smoke passed: ttft {result.time_to_first_token_s}s, "
+            f"{result.decode_tokens_per_s} tokens/s, reply {result.reply!r}",
+            fg="green", log_func=logger.info,
+        )  # fmt: skip
+        return
+    problems = "; ".join(f"{s.name}: {s.message}" for s in result.failures())
+    yield FunctionCommand(_report_failure(f"smoke test failed: {problems}"), (), {})
+
+
+@deploy("Smoke-test the endpoint", data_defaults=DEFAULTS)
+def smoke(port: int, listen_host: str, alias: str, backend: str) -> None:
+    if host.data.get("smoke_enabled"):
+        check_endpoint(name="Smoke test", port=port, listen_host=listen_host, alias=alias, backend=backend)

@@ -1,0 +1,147 @@
+"""Controller side of the llama.cpp source: fetch once, verify, describe.
+
+The three methods give a :class:`Source`: what to push (or clone) and a
+``source_id`` that names its exact content, which goes into the build id.
+
+- ``pypi-sdist``: the llama.cpp vendored in a pinned ``llama-cpp-python``
+  sdist, fetched with pip from the configured index. Works air-gapped
+  behind a PyPI mirror.
+- ``tarball``: a URL or a local path, with a sha256 that must match.
+- ``git``: the hosts clone a pinned tag themselves; the controller checks
+  that the tag exists before any host is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from roles.settings import SettingsError
+
+CACHE = Path(os.environ.get("LEMFLEET_CACHE", Path.home() / ".cache" / "lemfleet"))
+
+
+@dataclass(frozen=True)
+class Source:
+    method: str
+    source_id: str
+    archive: Path | None = None  # tarball on the controller, pushed to hosts
+    strip_prefix: str = ""  # the llama.cpp tree's path inside the archive
+    git_url: str | None = None
+    git_ref: str | None = None
+    sha256: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha(path: Path, expected: str | None, setting: str, what: str) -> str:
+    actual = file_sha256(path)
+    if expected is None:
+        raise SettingsError(
+            [f"{setting} is not set, so {what} cannot be verified. "
+             f"The file fetched has sha256 {actual}; check it and pin it with {setting}."]
+        )  # fmt: skip
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        raise SettingsError(
+            [f"{setting}={expected!r} does not match {what} (its sha256 is {actual}); "
+             "the file was rejected. Check the source, or correct the pin."]
+        )  # fmt: skip
+    return actual
+
+
+def sdist_source(settings: dict[str, Any]) -> Source:
+    version = settings["llama_cpp_sdist_version"]
+    dest = CACHE / "sdist"
+    name = f"llama_cpp_python-{version}.tar.gz"
+    archive = dest / name
+    if not archive.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", "-d", str(dest), f"llama-cpp-python=={version}"]  # fmt: skip
+        if settings["llama_cpp_pip_index_url"]:
+            cmd += ["--index-url", settings["llama_cpp_pip_index_url"]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not archive.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise SettingsError(
+                [f"llama_cpp_sdist_version={version!r}: pip could not fetch llama-cpp-python "
+                 f"{version} from the package index: {' / '.join(tail)}"]
+            )  # fmt: skip
+    sha = _check_sha(archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256", name)
+    return Source(
+        method="pypi-sdist",
+        source_id=f"llama-cpp-python-{version}-{sha[:12]}",
+        archive=archive,
+        strip_prefix=f"llama_cpp_python-{version}/vendor/llama.cpp",
+        sha256=sha,
+    )
+
+
+def tarball_source(settings: dict[str, Any]) -> Source:
+    location = settings["llama_cpp_tarball"]
+    expected = settings["llama_cpp_tarball_sha256"]
+    if location.startswith(("http://", "https://")):
+        archive = CACHE / "tarballs" / (expected or "unverified") / Path(location).name
+        if not archive.exists():
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            partial = archive.with_suffix(".partial")
+            try:
+                with httpx.stream("GET", location, follow_redirects=True, timeout=60) as resp:
+                    resp.raise_for_status()
+                    with partial.open("wb") as fh:
+                        for chunk in resp.iter_bytes():
+                            fh.write(chunk)
+            except httpx.HTTPError as err:
+                raise SettingsError([f"llama_cpp_tarball={location!r} could not be fetched: {err}"]) from err
+            partial.rename(archive)
+    else:
+        archive = Path(location).expanduser()
+        if not archive.is_file():
+            raise SettingsError([f"llama_cpp_tarball={location!r} is not a file on the controller"])
+    sha = _check_sha(archive, expected, "llama_cpp_tarball_sha256", str(location))
+    with tarfile.open(archive) as tar:
+        first = tar.next()
+        top = first.name.split("/")[0] if first else ""
+    return Source("tarball", f"tarball-{sha[:12]}", archive=archive, strip_prefix=top, sha256=sha)
+
+
+def git_source(settings: dict[str, Any]) -> Source:
+    url, ref = settings["llama_cpp_git_url"], settings["llama_cpp_git_ref"]
+    if settings["llama_cpp_git_check_ref"] and shutil.which("git"):
+        proc = subprocess.run(
+            ["git", "ls-remote", "--exit-code", url, f"refs/tags/{ref}", f"refs/heads/{ref}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if proc.returncode == 2:
+            raise SettingsError([f"llama_cpp_git_ref={ref!r} does not exist in {url}"])
+        if proc.returncode != 0:
+            raise SettingsError(
+                [f"llama_cpp_git_url={url!r} could not be read to check llama_cpp_git_ref={ref!r} "
+                 f"({proc.stderr.strip()[-200:]}); set llama_cpp_git_check_ref=false to skip the check"]
+            )  # fmt: skip
+    return Source("git", f"git-{ref}", git_url=url, git_ref=ref)
+
+
+def prepare_source(settings: dict[str, Any]) -> Source:
+    method = settings["llama_cpp_source"]
+    if method == "pypi-sdist":
+        return sdist_source(settings)
+    if method == "tarball":
+        return tarball_source(settings)
+    return git_source(settings)

@@ -1,0 +1,220 @@
+"""The CUDA driver plan: NVIDIA's repository and the distributions' own packages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from roles.drivers import DriverPlanError, DriverTarget, plan_drivers
+from roles.drivers.model import NOUVEAU_BLACKLIST
+
+KERNEL = "6.12.48+deb13-amd64"
+DISTRO = {"drivers_cuda_source": "distro"}
+
+
+def cuda(os_id: str, version: str, codename: str, **kw: Any) -> DriverTarget:
+    return DriverTarget(os_id, version, codename, "cuda", kernel_release=KERNEL, **kw)
+
+
+@pytest.mark.parametrize(
+    ("os_id", "version", "codename", "distro"),
+    [
+        ("ubuntu", "22.04", "jammy", "ubuntu2204"),
+        ("ubuntu", "24.04", "noble", "ubuntu2404"),
+        ("debian", "12", "bookworm", "debian12"),
+        ("debian", "13", "trixie", "debian13"),
+    ],
+)
+def test_nvidia_repo(os_id: str, version: str, codename: str, distro: str) -> None:
+    plan = plan_drivers(cuda(os_id, version, codename, compute_capabilities=("9.0",)), {})
+    assert plan.source == "nvidia-repo"
+    assert plan.keyring_debs == (
+        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/"
+        "cuda-keyring_1.1-1_all.deb",
+    )
+    assert not plan.keys and not plan.sources  # cuda-keyring writes both itself
+    (pin,) = plan.pins
+    assert pin.path == "/etc/apt/preferences.d/cuda-repository-pin-600"
+    assert pin.render().endswith("Package: *\nPin: release l=NVIDIA CUDA\nPin-Priority: 600\n")
+    assert plan.kernel_packages == ("nvidia-open-580", f"linux-headers-{KERNEL}")
+    assert plan.packages == ("cuda-toolkit-13-1",)
+    assert plan.files == (NOUVEAU_BLACKLIST,)
+    assert plan.blacklists_nouveau
+    assert plan.service_groups == ("video",)
+    assert plan.reboot
+
+
+def test_nouveau_blacklist_file() -> None:
+    assert NOUVEAU_BLACKLIST.path == "/etc/modprobe.d/blacklist-nouveau.conf"
+    assert NOUVEAU_BLACKLIST.content == (
+        "# Managed by lemfleet (drivers).\nblacklist nouveau\noptions nouveau modeset=0\n"
+    )
+
+
+def test_pre_turing_gets_proprietary_modules_and_cuda_12() -> None:
+    plan = plan_drivers(cuda("ubuntu", "24.04", "noble", compute_capabilities=("6.1",)), {})
+    assert plan.kernel_packages[0] == "cuda-drivers-580"
+    assert plan.packages == ("cuda-toolkit-12-9",)
+
+
+def test_branch_and_toolkit_follow_the_settings() -> None:
+    settings = {"drivers_nvidia_branch": "590", "drivers_cuda_toolkit": "12-8"}
+    plan = plan_drivers(cuda("ubuntu", "22.04", "jammy"), settings)
+    assert plan.kernel_packages[0] == "nvidia-open-590"
+    assert plan.packages == ("cuda-toolkit-12-8",)
+
+
+def test_cuda_13_cannot_build_for_pascal() -> None:
+    target = cuda("debian", "12", "bookworm", compute_capabilities=("6.1",))
+    with pytest.raises(DriverPlanError, match=r"drivers_cuda_toolkit='13-1'.* not 6\.1"):
+        plan_drivers(
+            target, {"drivers_cuda_toolkit": "13-1", "drivers_nvidia_kernel_modules": "proprietary"}
+        )
+
+
+def test_blackwell_needs_a_new_branch_and_open_modules() -> None:
+    target = cuda("ubuntu", "24.04", "noble", compute_capabilities=("12.0",))
+    with pytest.raises(DriverPlanError, match=r"drivers_nvidia_branch='550'.* 570 or later"):
+        plan_drivers(target, {"drivers_nvidia_branch": "550"})
+    with pytest.raises(DriverPlanError, match="drivers_nvidia_kernel_modules='proprietary'"):
+        plan_drivers(target, {"drivers_nvidia_kernel_modules": "proprietary"})
+
+
+def test_open_modules_cannot_drive_volta() -> None:
+    target = cuda("ubuntu", "24.04", "noble", compute_capabilities=("7.0",))
+    with pytest.raises(DriverPlanError, match="accepted here: 'proprietary' or 'auto'"):
+        plan_drivers(target, {"drivers_nvidia_kernel_modules": "open"})
+
+
+def test_mixed_generations_on_one_host_are_refused() -> None:
+    target = cuda("ubuntu", "24.04", "noble", compute_capabilities=("6.1", "12.0"))
+    with pytest.raises(DriverPlanError, match="need different NVIDIA kernel modules"):
+        plan_drivers(target, {})
+
+
+def test_working_driver_is_left_alone_and_guarded() -> None:
+    target = cuda("ubuntu", "24.04", "noble", runtime_working=True, runtime_version="570.86.15")
+    plan = plan_drivers(target, {})
+    assert plan.kernel_packages == () and plan.files == ()
+    assert plan.keyring_debs  # the toolkit still comes from NVIDIA's repo
+    (pin,) = plan.pins
+    assert pin.priority == -1
+    assert pin.packages == "nvidia-* libnvidia-* cuda-drivers* xserver-xorg-video-nvidia*"
+    assert plan.packages == ("cuda-toolkit-13-1",)
+    assert not plan.reboot
+    assert any("570.86.15" in reason for reason in plan.reasons)
+
+
+def test_manage_existing_replaces_a_working_driver() -> None:
+    target = cuda("ubuntu", "24.04", "noble", runtime_working=True, runtime_version="535.1")
+    plan = plan_drivers(target, {"drivers_manage_existing": True})
+    assert plan.kernel_packages[0] == "nvidia-open-580"
+    assert plan.pins[0].priority == 600
+
+
+def test_container_gets_cuda_but_no_driver() -> None:
+    plan = plan_drivers(cuda("ubuntu", "24.04", "noble", container=True), {})
+    assert plan.kernel_packages == () and plan.files == ()
+    assert plan.packages == ("cuda-toolkit-13-1",)
+    assert not plan.reboot
+    assert any("NVIDIA Container Toolkit" in reason for reason in plan.reasons)
+
+
+def test_nvidia_repo_has_no_debian_sid() -> None:
+    with pytest.raises(DriverPlanError) as err:
+        plan_drivers(cuda("debian", "sid", "sid"), {})
+    assert "drivers_cuda_source='nvidia-repo'" in str(err.value)
+    assert "accepted there: drivers_cuda_source='distro'" in str(err.value)
+
+
+def test_nvidia_repo_arm64_only_on_ubuntu() -> None:
+    plan = plan_drivers(cuda("ubuntu", "24.04", "noble", arch="aarch64"), {})
+    assert "/ubuntu2404/sbsa/" in plan.keyring_debs[0]
+    with pytest.raises(DriverPlanError, match="no aarch64 packages"):
+        plan_drivers(cuda("debian", "13", "trixie", arch="aarch64"), {})
+
+
+@pytest.mark.parametrize(("version", "codename"), [("22.04", "jammy"), ("24.04", "noble")])
+def test_ubuntu_distro_packages(version: str, codename: str) -> None:
+    plan = plan_drivers(cuda("ubuntu", version, codename), DISTRO)
+    assert plan.source == "ubuntu"
+    assert not (plan.keys or plan.keyring_debs or plan.sources or plan.pins)
+    assert plan.kernel_packages == (
+        "nvidia-headless-580-server-open",
+        "nvidia-utils-580-server",
+        f"linux-headers-{KERNEL}",
+    )
+    assert plan.packages == ("nvidia-cuda-toolkit",)
+    assert plan.files == (NOUVEAU_BLACKLIST,)
+
+
+def test_ubuntu_distro_proprietary_headless() -> None:
+    settings = {**DISTRO, "drivers_nvidia_kernel_modules": "proprietary"}
+    plan = plan_drivers(cuda("ubuntu", "24.04", "noble"), settings)
+    assert plan.kernel_packages[0] == "nvidia-headless-580-server"
+
+
+def test_ubuntu_22_04_toolkit_is_too_old_for_ada() -> None:
+    target = cuda("ubuntu", "22.04", "jammy", compute_capabilities=("8.9",))
+    with pytest.raises(DriverPlanError) as err:
+        plan_drivers(target, DISTRO)
+    assert "CUDA 11.5" in str(err.value)
+    assert "accepted: drivers_cuda_source='nvidia-repo'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "codename", "suites"),
+    [
+        ("12", "bookworm", ("bookworm", "bookworm-updates")),
+        ("13", "trixie", ("trixie", "trixie-updates")),
+        ("sid", "sid", ("sid",)),
+    ],
+)
+def test_debian_distro_packages(version: str, codename: str, suites: tuple[str, ...]) -> None:
+    plan = plan_drivers(cuda("debian", version, codename), DISTRO)
+    assert plan.source == "debian"
+    (source,) = plan.sources
+    assert source.path == "/etc/apt/sources.list.d/debian-nonfree.sources"
+    assert source.deb822() == (
+        "Types: deb\n"
+        "URIs: http://deb.debian.org/debian\n"
+        f"Suites: {' '.join(suites)}\n"
+        "Components: contrib non-free non-free-firmware\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    assert plan.kernel_packages == (
+        "nvidia-open-kernel-dkms",
+        "nvidia-smi",
+        "libcuda1",
+        f"linux-headers-{KERNEL}",
+    )
+    assert plan.packages == ("nvidia-cuda-toolkit",)
+    assert plan.files == (NOUVEAU_BLACKLIST,)
+
+
+def test_debian_distro_mirror_and_proprietary_modules() -> None:
+    settings = {
+        **DISTRO,
+        "drivers_debian_mirror": "http://mirror.example/debian",
+        "drivers_nvidia_kernel_modules": "proprietary",
+    }
+    plan = plan_drivers(cuda("debian", "13", "trixie"), settings)
+    assert plan.sources[0].uris == ("http://mirror.example/debian",)
+    assert plan.kernel_packages[0] == "nvidia-kernel-dkms"
+
+
+def test_debian_13_driver_predates_blackwell() -> None:
+    target = cuda("debian", "13", "trixie", compute_capabilities=("12.0",))
+    with pytest.raises(DriverPlanError) as err:
+        plan_drivers(target, DISTRO)
+    assert "CUDA 12.4 builds for compute capability 5.0 to 9.0, not 12.0" in str(err.value)
+    assert "drivers_cuda_source='nvidia-repo'" in str(err.value)
+
+
+def test_debian_distro_keeps_a_working_driver() -> None:
+    target = cuda("debian", "13", "trixie", runtime_working=True, runtime_version="550.163.01")
+    plan = plan_drivers(target, DISTRO)
+    assert plan.kernel_packages == () and plan.files == ()
+    assert plan.sources  # the toolkit lives in non-free
+    assert plan.packages == ("nvidia-cuda-toolkit",)

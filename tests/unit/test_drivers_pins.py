@@ -1,0 +1,148 @@
+"""Every pinned version and URL form of the drivers step, spelled out.
+
+When a vendor moves a repository or a pin is bumped, one of these fails and
+says which; the review date must move with the pin.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from roles.drivers import DEFAULTS, SETTINGS, pins
+
+
+def test_pins_carry_the_review_date() -> None:
+    assert pins.REVIEWED == "2026-11-29"
+    for pin in (
+        pins.ROCM_VERSION,
+        pins.NVIDIA_BRANCH,
+        pins.CUDA_TOOLKIT,
+        pins.CUDA_TOOLKIT_PRE_TURING,
+        pins.AMDGPU_REVIEWED,
+    ):
+        assert pin.reviewed == "2026-11-29", pin
+        assert pin.source, pin
+
+
+def test_pinned_versions() -> None:
+    assert pins.ROCM_VERSION.value == "7.2.3"
+    assert pins.NVIDIA_BRANCH.value == "580"
+    assert pins.CUDA_TOOLKIT.value == "13-1"
+    assert pins.CUDA_TOOLKIT_PRE_TURING.value == "12-9"
+    assert pins.CUDA_KEYRING_DEB == "cuda-keyring_1.1-1_all.deb"
+
+
+def test_settings_defaults_are_the_pins() -> None:
+    assert DEFAULTS["drivers_rocm_version"] == pins.ROCM_VERSION.value
+    assert DEFAULTS["drivers_nvidia_branch"] == pins.NVIDIA_BRANCH.value
+    assert DEFAULTS["drivers_manage_existing"] is False
+    assert DEFAULTS["drivers_reboot"] is True
+    assert DEFAULTS["drivers_cuda_source"] == "nvidia-repo"
+    assert DEFAULTS["drivers_cuda_toolkit"] is None
+    assert DEFAULTS["drivers_amdgpu_version"] is None
+
+
+def test_every_setting_is_prefixed_documented_and_checked() -> None:
+    names = [s.name for s in SETTINGS]
+    assert len(names) == len(set(names))
+    for setting in SETTINGS:
+        assert setting.name.startswith("drivers_")
+        assert len(setting.doc) > 40
+        assert setting.check is not None
+        assert setting.clean(setting.default) == setting.default
+
+
+def test_rocm_url_forms() -> None:
+    assert pins.ROCM_KEY_URL == "https://repo.radeon.com/rocm/rocm.gpg.key"
+    assert pins.ROCM_KEYRING == "/etc/apt/keyrings/rocm.gpg"
+    assert pins.rocm_repo_url("7.2.3") == "https://repo.radeon.com/rocm/apt/7.2.3"
+    assert pins.rocm_graphics_repo_url("7.2.3") == "https://repo.radeon.com/graphics/7.2.3/ubuntu"
+    assert pins.amdgpu_repo_url("30.30.3") == "https://repo.radeon.com/amdgpu/30.30.3/ubuntu"
+
+
+@pytest.mark.parametrize(
+    ("rocm", "amdgpu"),
+    [
+        ("7.2.3", "30.30.3"),
+        ("7.2", "30.30"),
+        ("7.1", "30.20"),
+        ("7.0", "30.10"),
+        ("6.4.3", "6.4.3"),  # before 7.0 the driver repo used the ROCm number
+        ("7.9.9", None),  # unknown: the plan asks for drivers_amdgpu_version
+    ],
+)
+def test_amdgpu_driver_release_for_rocm(rocm: str, amdgpu: str | None) -> None:
+    assert pins.amdgpu_for_rocm(rocm) == amdgpu
+
+
+@pytest.mark.parametrize(
+    ("os_id", "release", "distro"),
+    [
+        ("ubuntu", "22.04", "ubuntu2204"),
+        ("ubuntu", "24.04", "ubuntu2404"),
+        ("debian", "12", "debian12"),
+        ("debian", "13", "debian13"),
+    ],
+)
+def test_cuda_keyring_url_form(os_id: str, release: str, distro: str) -> None:
+    assert pins.NVIDIA_REPO_DISTROS[(os_id, release)] == distro
+    url = pins.cuda_keyring_url(distro)
+    assert url == (
+        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/"
+        "cuda-keyring_1.1-1_all.deb"
+    )
+    # The 1.0-1 keyring answers 404 on current repos (ansible-role-nvidia-driver#81).
+    assert "cuda-keyring_1.0-1" not in url
+
+
+def test_cuda_keyring_arm64_uses_sbsa() -> None:
+    assert pins.cuda_keyring_url("ubuntu2404", pins.NVIDIA_REPO_ARCHES["aarch64"]) == (
+        "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/sbsa/"
+        "cuda-keyring_1.1-1_all.deb"
+    )
+
+
+def test_nvidia_repo_knows_only_checked_distros() -> None:
+    for distro in pins.NVIDIA_REPO_DISTROS.values():
+        assert re.fullmatch(r"(ubuntu\d{4}|debian\d{2})", distro)
+    assert ("debian", "sid") not in pins.NVIDIA_REPO_DISTROS
+
+
+def test_distro_packaged_versions() -> None:
+    # apt-cache madison on bookworm, trixie and sid, 2026-11-29.
+    assert pins.DEBIAN_HIP == {"12": "5.2.3", "13": "5.7.1", "sid": "6.4.3"}
+    assert pins.DEBIAN_NVIDIA_DRIVER == {"12": "535", "13": "550", "sid": "550"}
+    assert pins.DISTRO_CUDA_TOOLKIT[("debian", "12")] == "11.8"
+    assert pins.DISTRO_CUDA_TOOLKIT[("debian", "13")] == "12.4"
+    assert pins.DISTRO_CUDA_TOOLKIT[("ubuntu", "24.04")] == "12.0"
+    assert pins.VULKAN_HEADERS[("debian", "12")] == "1.3.239"
+    assert pins.VULKAN_HEADERS[("debian", "13")] == "1.4.309"
+    assert pins.VULKAN_MIN_HEADERS == (1, 3, 261)
+
+
+@pytest.mark.parametrize(
+    ("toolkit", "low", "high"),
+    [
+        ("11.5", (3, 5), (8, 6)),
+        ("11.8", (3, 5), (9, 0)),
+        ("12.0", (5, 0), (9, 0)),
+        ("12.4", (5, 0), (9, 0)),
+        ("12-8", (5, 0), (12, 0)),
+        ("12-9", (5, 0), (12, 1)),
+        ("13-1", (7, 5), (12, 1)),
+    ],
+)
+def test_toolkit_compute_capability_ranges(
+    toolkit: str, low: tuple[int, int], high: tuple[int, int]
+) -> None:
+    assert pins.toolkit_cc_range(toolkit) == (low, high)
+
+
+def test_version_tuple() -> None:
+    assert pins.version_tuple("7.2.3") == (7, 2, 3)
+    assert pins.version_tuple("13-1") == (13, 1)
+    assert pins.version_tuple("12.4.131~12.4.1-2") == (12, 4, 131)
+    assert pins.version_tuple("6.1") >= pins.HIP_MIN
+    assert pins.version_tuple("5.7.1") < pins.HIP_MIN

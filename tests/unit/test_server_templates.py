@@ -1,0 +1,76 @@
+"""The rendered unit and environment file, checked by systemd itself."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from roles.detect import facts_from_sections
+from roles.facts.host import split_sections
+from roles.plan import ModelInfo, plan_host
+from roles.server import render_env, render_unit
+from roles.settings import validate
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
+FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
+
+
+def plan(**overrides):
+    return plan_host(FACTS, validate(overrides), ModelInfo("tiny", 5_000_000))
+
+
+def unit(p, binary="/opt/lemfleet/llama.cpp/current/bin/llama-server", key=None):
+    return render_unit(p, unit_name="lemfleet-llama", user="lemfleet", binary=binary, api_key_file=key)
+
+
+def test_unit_is_sandboxed_and_restarts_on_failure():
+    text = unit(plan())
+    for line in (
+        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service", "Restart=on-failure", "PrivateDevices=yes", "User=lemfleet",
+    ):  # fmt: skip
+        assert line in text, line
+    assert "DeviceAllow" not in text
+    assert "--api-key-file" not in text
+    assert "--metrics" in text
+
+
+def test_env_file_carries_the_planned_flags():
+    p = plan(server_ctx_size=1024, server_parallel=2)
+    env = render_env(p, unit_name="lemfleet-llama", model_path="/var/lib/lemfleet/models/m.gguf", extra_args=[])
+    values = dict(line.split("=", 1) for line in env.splitlines() if line and not line.startswith("#"))
+    assert values["LEMFLEET_HOST"] == "127.0.0.1"
+    assert values["LEMFLEET_PORT"] == "8080"
+    assert values["LEMFLEET_ALIAS"] == "tiny"
+    assert values["LEMFLEET_CTX_SIZE"] == "1024"
+    assert values["LEMFLEET_PARALLEL"] == "2"
+    assert values["LEMFLEET_THREADS"] == "2"
+    assert values["LEMFLEET_N_GPU_LAYERS"] == "0"
+
+
+def test_api_key_goes_by_file_never_in_the_unit_or_env():
+    p = plan(server_host="0.0.0.0", server_api_key="not-in-any-file")
+    text = unit(p, key="/etc/lemfleet/api-key")
+    env = render_env(p, unit_name="lemfleet-llama", model_path="/m.gguf", extra_args=[])
+    assert "--api-key-file /etc/lemfleet/api-key" in text
+    assert "not-in-any-file" not in text + env
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    path = tmp_path / "lemfleet-llama.service"
+    path.write_text(unit(plan(), binary=str(binary)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
+    problems = [
+        line for line in proc.stderr.splitlines()
+        # The controller's own units are not what is tested here.
+        if str(path) in line or "lemfleet-llama" in line
+    ]  # fmt: skip
+    assert proc.returncode == 0 and not problems, proc.stderr
