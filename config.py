@@ -13,9 +13,9 @@ from roles.controller import PreflightCheck
 _init = state.init
 
 
-def _init_then_register(*args, **kwargs):  # type: ignore[no-untyped-def]
+def _init_then_register(*args, **kwargs):
     _init(*args, **kwargs)
     state.add_callback_handler(PreflightCheck())
 
 
-state.init = _init_then_register
+setattr(state, "init", _init_then_register)  # noqa: B010 (pyinfra's context proxy)

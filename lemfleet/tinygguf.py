@@ -18,6 +18,7 @@ Required keys and tensor shapes follow the pinned llama.cpp:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,9 @@ def default_vocab_path() -> Path | None:
     return Path(src) / "models" / "ggml-vocab-llama-spm.gguf" if src else None
 
 
+@functools.lru_cache(maxsize=4)
 def _read_vocab(vocab_gguf: Path) -> tuple[dict[str, list], dict[str, int]]:
+    """The vocab's token arrays and special ids; cached, as parsing it takes seconds."""
     reader = gguf.GGUFReader(vocab_gguf)
     model = reader.fields.get("tokenizer.ggml.model")
     if model is None or model.contents() != "llama":
@@ -169,7 +172,7 @@ def write_tiny_gemma3(
     ``token_embd`` exactly as in Gemma 3 checkpoints.
     """
     shape = shape or TinyShape()
-    arrays, ids = _read_vocab(Path(vocab_gguf))
+    arrays, ids = _read_vocab(Path(vocab_gguf).resolve())
     n_vocab = len(arrays["tokenizer.ggml.tokens"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

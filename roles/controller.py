@@ -48,7 +48,7 @@ class PreflightCheck(BaseStateCallback):
         self._error: FleetSettingsError | None = None
         self._done = False
 
-    def host_before_connect(self, state, host) -> None:  # type: ignore[no-untyped-def,override]
+    def host_before_connect(self, state, host) -> None:  # type: ignore[override]
         with self._lock:
             if not self._done:
                 self._done = True
@@ -69,7 +69,7 @@ def once(kind: str, key: Any, make: Callable[[], T]) -> T:
     token = kind + ":" + json.dumps(key, sort_keys=True, default=str)
     if token not in _memo:
         _memo[token] = make()
-    return _memo[token]  # type: ignore[no-any-return]
+    return _memo[token]
 
 
 def source_for(settings: dict[str, Any]) -> Source:

@@ -7,6 +7,7 @@ One round trip for the host probe and one for the GPU probe. The result is a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from roles.facts.host import (
     HostProbe,
@@ -70,7 +71,7 @@ def gather() -> HostFacts:
     return facts_from_sections(sections, gpus, runtime)
 
 
-def _gpu_probe(current_host) -> tuple[tuple[Gpu, ...], GpuRuntime]:  # type: ignore[no-untyped-def]
+def _gpu_probe(current_host: Any) -> tuple[tuple[Gpu, ...], GpuRuntime]:
     try:
         from roles.facts.gpu import GpuProbe
     except ImportError:  # the GPU facts module is optional until it lands

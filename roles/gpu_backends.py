@@ -294,6 +294,7 @@ def choose_vulkan(
         notes.warn("gpu_targets is ignored by the vulkan backend")
     env: dict[str, str] = {}
     if all(g.vulkan_index is not None for g in gpus):
+        gpus = sorted(gpus, key=lambda g: g.vulkan_index or 0)
         env["GGML_VK_VISIBLE_DEVICES"] = ",".join(str(g.vulkan_index) for g in gpus)
         notes.reason(f"env: GGML_VK_VISIBLE_DEVICES={env['GGML_VK_VISIBLE_DEVICES']}")
     elif set(gpus) == set([g for g in facts.gpus if not g.integrated] or facts.gpus):

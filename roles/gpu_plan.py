@@ -167,6 +167,7 @@ def _pick_devices(facts: HostFacts, cfg: dict[str, Any], notes: Notes) -> tuple[
                 why = "matches no GPU" if not hits else "is ambiguous (give the PCI address)"
                 notes.fail(f"gpu_devices entry {wanted!r} {why}; detected GPUs: {found}")
             chosen += [g for g in hits if g not in chosen]
+        chosen.sort(key=lambda g: (g.vendor, g.index))  # the runtime's order, as the split is
         notes.reason(f"devices: {', '.join(map(label, chosen))}, chosen by gpu_devices")
         return tuple(chosen)
     discrete = tuple(g for g in gpus if not g.integrated)

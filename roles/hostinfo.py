@@ -77,5 +77,15 @@ class HostFacts:
     @property
     def cpu_features(self) -> list[str]:
         """The SIMD features llama.cpp's CPU backend cares about, present on this host."""
-        wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+        wanted = (
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512_vnni",
+            "avx512_bf16",
+            "amx_int8",
+            "amx_bf16",
+        )
         return [f for f in wanted if f in self.cpu_flags]

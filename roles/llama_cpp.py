@@ -20,16 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, git, server
 
 from roles.ops import atomic_link, q, script_unless_exists, verified_upload
 from roles.plan import HostPlan
 from roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
-from roles.sources import Source
+from roles.sources import Source, file_sha256
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
@@ -64,6 +66,10 @@ SETTINGS = (
     Setting("llama_cpp_cmake_flags", [], "Extra cmake -D flags, appended to the planned ones.", string_list),
     Setting("llama_cpp_build_jobs", None, "Parallel compile jobs; None means the host's CPU count.",
             integer(1, 512, none_ok=True)),
+    Setting("llama_cpp_build_cache", "~/.cache/lemfleet/builds",
+            "Controller directory where finished builds are kept by build id and pushed to hosts with "
+            "the same id instead of compiling again; None compiles on every host.",
+            text(accepted="a path", none_ok=True)),
     Setting("llama_cpp_keep_builds", 2, "Builds kept on the host (current and previous count).", integer(1, 20)),
 )  # fmt: skip
 DEFAULTS = defaults(SETTINGS)
@@ -142,12 +148,36 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
         )  # fmt: skip
 
     jobs = data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores
-    script_unless_exists(
-        name=f"Compile llama-server {bid} ({plan.backend})",
-        path=f"{BUILDS}/{bid}/bin/llama-server",
-        why=f"build {bid} is already installed",
-        script=build_script(bid, src, plan, source, jobs),
-    )
+    installed = f"{BUILDS}/{bid}/bin/llama-server"
+    cache_dir = data.get("llama_cpp_build_cache")
+    cached = Path(cache_dir).expanduser() / f"{bid}.tar.gz" if cache_dir else None
+    if cached is not None and cached.exists() and not host.get_fact(File, path=installed):
+        # Same build id: same source, flags, OS and CPU features, so the same binary.
+        bundle = f"{ROOT}/build/{bid}.tar.gz"
+        verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle,
+                        sha256=file_sha256(cached))  # fmt: skip
+        script_unless_exists(
+            name=f"Install cached build {bid}", path=installed, why=f"build {bid} is already installed",
+            script=f"rm -rf {BUILDS}/{bid}.new && mkdir {BUILDS}/{bid}.new && "
+            f"tar -xzf {bundle} -C {BUILDS}/{bid}.new --strip-components=1 && "
+            f"{BUILDS}/{bid}.new/bin/llama-server --version >/dev/null 2>&1 && "
+            f"mv -T {BUILDS}/{bid}.new {BUILDS}/{bid} && rm -f {bundle}",
+        )  # fmt: skip
+    else:
+        compiled = script_unless_exists(
+            name=f"Compile llama-server {bid} ({plan.backend})",
+            path=installed,
+            why=f"build {bid} is already installed",
+            script=build_script(bid, src, plan, source, jobs),
+        )
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            bundle = f"{ROOT}/build/{bid}.tar.gz"
+            server.shell(name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"],
+                         _if=compiled.did_change)  # fmt: skip
+            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached),
+                      _if=compiled.did_change)  # fmt: skip
+            files.file(name=f"Remove the packed build {bid}", path=bundle, present=False)
     link = atomic_link(name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}",
                        previous=f"{BUILDS}/previous")  # fmt: skip
     keep = int(data.get("llama_cpp_keep_builds"))

@@ -24,6 +24,7 @@ from pyinfra.operations import files, server
 from roles.ops import fail, q, verified_upload
 from roles.settings import Setting, defaults, integer, one_of, sha256, text
 
+
 def quant_name(name: str, value: Any) -> str:
     from lemfleet.quants import AUTO, KNOWN_QUANTS
 
@@ -120,8 +121,7 @@ def prune_models(model_dir: str, serving: str, keep: int, when: OperationMeta) -
     server.shell(
         name="Prune old models",
         commands=[
-            f"ls -1t {q(model_dir)}/*.gguf 2>/dev/null | grep -vxF {q(serving)} | "
-            f"tail -n +{keep} | xargs -r rm -f --"
+            f"ls -1t {q(model_dir)}/*.gguf 2>/dev/null | grep -vxF {q(serving)} | tail -n +{keep} | xargs -r rm -f --"
         ],
         _if=when.did_change,
     )

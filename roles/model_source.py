@@ -91,14 +91,15 @@ def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None,
 
 def _hub(settings: Mapping[str, Any], resolved: hub.ResolvedModel) -> ModelArtifact:
     alias = _alias(settings, resolved.filename)
-    common = dict(repo=resolved.repo, revision=resolved.revision)
     if settings["model_delivery"] == "host":
-        return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, url=resolved.url, **common)
+        return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, url=resolved.url,
+                             repo=resolved.repo, revision=resolved.revision)  # fmt: skip
     try:
         path = hub.download(resolved)
     except hub.HubError as err:
         raise SettingsError([str(err)]) from err
-    return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, local_path=path, **common)
+    return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, local_path=path,
+                         repo=resolved.repo, revision=resolved.revision)  # fmt: skip
 
 
 def resolve(settings: Mapping[str, Any], memory_budget: int | None = None,

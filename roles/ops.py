@@ -19,7 +19,7 @@ def q(value: str) -> str:
 
 
 @operation()
-def atomic_link(path: str, target: str, previous: str | None = None):  # type: ignore[no-untyped-def]
+def atomic_link(path: str, target: str, previous: str | None = None):
     """Point the symlink ``path`` at ``target`` with one rename, never leaving it missing.
 
     + previous: where to keep a link to the old target, for rollback
@@ -35,7 +35,7 @@ def atomic_link(path: str, target: str, previous: str | None = None):  # type: i
 
 
 @operation()
-def verified_upload(  # type: ignore[no-untyped-def]
+def verified_upload(
     src: str | IO[Any],
     dest: str,
     sha256: str,
@@ -63,7 +63,7 @@ def verified_upload(  # type: ignore[no-untyped-def]
 
 
 @operation()
-def script_unless_exists(path: str, script: str, why: str):  # type: ignore[no-untyped-def]
+def script_unless_exists(path: str, script: str, why: str):
     """Run ``script`` only when ``path`` does not exist; the script must create it.
 
     + why: shown in the noop line when nothing is needed
@@ -75,6 +75,6 @@ def script_unless_exists(path: str, script: str, why: str):  # type: ignore[no-u
 
 
 @operation(is_idempotent=False)
-def fail(message: str):  # type: ignore[no-untyped-def]
+def fail(message: str):
     """Fail this host with ``message``, leaving every other host to carry on."""
     yield f"echo {q('lemfleet: ' + message)} >&2; exit 1"

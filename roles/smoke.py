@@ -31,8 +31,8 @@ SETTINGS = (
 DEFAULTS = defaults(SETTINGS)
 
 
-def _report_failure(message: str):  # type: ignore[no-untyped-def]
-    def failed(state, host) -> bool:  # type: ignore[no-untyped-def]
+def _report_failure(message: str):
+    def failed(state, host) -> bool:
         host.log_styled(message, fg="red", log_func=logger.error)
         return False
 
@@ -40,7 +40,7 @@ def _report_failure(message: str):  # type: ignore[no-untyped-def]
 
 
 @operation(is_idempotent=False)
-def check_endpoint(port: int, listen_host: str, alias: str, backend: str):  # type: ignore[no-untyped-def]
+def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
     """Run the smoke test at execution time; yield a failing command only when it fails."""
     if not state.is_executing:
         return

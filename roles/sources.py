@@ -49,7 +49,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sha(path: Path, expected: str | None, setting: str, what: str) -> str:
+def _check_sha(path: Path, expected: str | None, setting: str, what: str, *, fetched: bool) -> str:
+    """Verify ``path``; a fetched file that fails is deleted, a user's own file never is."""
     actual = file_sha256(path)
     if expected is None:
         raise SettingsError(
@@ -57,7 +58,8 @@ def _check_sha(path: Path, expected: str | None, setting: str, what: str) -> str
              f"The file fetched has sha256 {actual}; check it and pin it with {setting}."]
         )  # fmt: skip
     if actual != expected:
-        path.unlink(missing_ok=True)
+        if fetched:
+            path.unlink(missing_ok=True)
         raise SettingsError(
             [f"{setting}={expected!r} does not match {what} (its sha256 is {actual}); "
              "the file was rejected. Check the source, or correct the pin."]
@@ -83,7 +85,7 @@ def sdist_source(settings: dict[str, Any]) -> Source:
                 [f"llama_cpp_sdist_version={version!r}: pip could not fetch llama-cpp-python "
                  f"{version} from the package index: {' / '.join(tail)}"]
             )  # fmt: skip
-    sha = _check_sha(archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256", name)
+    sha = _check_sha(archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256", name, fetched=True)
     return Source(
         method="pypi-sdist",
         source_id=f"llama-cpp-python-{version}-{sha[:12]}",
@@ -114,7 +116,8 @@ def tarball_source(settings: dict[str, Any]) -> Source:
         archive = Path(location).expanduser()
         if not archive.is_file():
             raise SettingsError([f"llama_cpp_tarball={location!r} is not a file on the controller"])
-    sha = _check_sha(archive, expected, "llama_cpp_tarball_sha256", str(location))
+    fetched = location.startswith(("http://", "https://"))
+    sha = _check_sha(archive, expected, "llama_cpp_tarball_sha256", str(location), fetched=fetched)
     with tarfile.open(archive) as tar:
         first = tar.next()
         top = first.name.split("/")[0] if first else ""

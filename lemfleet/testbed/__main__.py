@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             print("no test-bed hosts are up")
         for row in rows:
-            print(
-                f"{row.name}\t{row.address}\t{row.suite}\t{row.process}\tlink {row.link}\t{row.system}"
-            )
+            print(f"{row.name}\t{row.address}\t{row.suite}\t{row.process}\tlink {row.link}\t{row.system}")
     elif args.command == "down":
         testbed.down()
         left = testbed.leftovers()

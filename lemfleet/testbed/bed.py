@@ -8,6 +8,7 @@ carrying the test bed's prefix, which is how a crashed run's leftovers go.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,9 +60,7 @@ def load() -> list[HostRecord]:
 def save(records: list[HostRecord]) -> None:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = STATE_FILE.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"proxy": PROXY_URL, "hosts": [r.to_json() for r in records]}, indent=2)
-    )
+    tmp.write_text(json.dumps({"proxy": PROXY_URL, "hosts": [r.to_json() for r in records]}, indent=2))
     tmp.replace(STATE_FILE)
     _write_ssh_files(records)
 
@@ -129,6 +128,17 @@ def _system_state(rec: HostRecord, wait: bool) -> str:
     return err[-1] if err else "unknown"
 
 
+def _wait_booted(rec: HostRecord) -> str:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    state = "unknown"
+    while time.monotonic() < deadline:
+        state = _system_state(rec, wait=True)
+        if state in ("running", "degraded", "maintenance", "stopping"):
+            break
+        time.sleep(0.5)
+    return state
+
+
 def up(count: int, suite: str = rootfs.DEFAULT_SUITE) -> list[HostRecord]:
     """Tear down whatever is there, then boot ``count`` fresh hosts of ``suite``."""
     require_root()
@@ -136,9 +146,7 @@ def up(count: int, suite: str = rootfs.DEFAULT_SUITE) -> list[HostRecord]:
     return add(count, suite)
 
 
-def add(
-    count: int = 1, suite: str = rootfs.DEFAULT_SUITE, binds: list[str] | None = None
-) -> list[HostRecord]:
+def add(count: int = 1, suite: str = rootfs.DEFAULT_SUITE, binds: list[str] | None = None) -> list[HostRecord]:
     """Boot ``count`` more hosts beside those already up; return the new ones."""
     require_root()
     ensure_key()
@@ -171,18 +179,9 @@ def add(
             tail = (Path(rec.root).parent / "console.log").read_text()[-1500:]
             raise RuntimeError(f"{rec.name}: systemd-nspawn exited during boot:\n{tail}")
         # Early in boot systemctl may answer "unknown" (no bus yet) or "starting".
-        states: list[str] = []
-        wait_for(
-            lambda r=rec: (
-                states.append(_system_state(r, wait=True))  # type: ignore[misc]
-                or states[-1] in ("running", "degraded", "maintenance", "stopping")
-            ),
-            timeout=BOOT_TIMEOUT,
-            interval=0.5,
-            what=f"{rec.name} to finish booting",
-        )
-        if states[-1] not in ("running", "degraded"):
-            raise RuntimeError(f"{rec.name}: systemctl is-system-running said {states[-1]!r}")
+        state = _wait_booted(rec)
+        if state not in ("running", "degraded"):
+            raise RuntimeError(f"{rec.name}: systemctl is-system-running said {state!r}")
     log(
         f"{len(new)} host(s) up in {time.monotonic() - started:.1f}s: "
         + ", ".join(f"{r.name}={r.address}" for r in new)
@@ -199,11 +198,7 @@ def status() -> list[HostStatus]:
             process = "frozen"
         else:
             process = "running"
-        link = (
-            "up"
-            if "state UP" in run(["ip", "link", "show", rec.veth], check=False).stdout
-            else "down"
-        )
+        link = "up" if "state UP" in run(["ip", "link", "show", rec.veth], check=False).stdout else "down"
         system = _system_state(rec, wait=False) if process == "running" and link == "up" else "-"
         result.append(HostStatus(rec.name, rec.address, rec.suite, process, link, system))
     return result
@@ -223,9 +218,7 @@ def find(name: str) -> HostRecord:
     for rec in load():
         if rec.name == name:
             return rec
-    raise KeyError(
-        f"no test-bed host named {name!r}; up: {', '.join(r.name for r in load()) or 'none'}"
-    )
+    raise KeyError(f"no test-bed host named {name!r}; up: {', '.join(r.name for r in load()) or 'none'}")
 
 
 # -- faults ----------------------------------------------------------------------
@@ -315,10 +308,8 @@ def _sweep() -> None:
             and cmdline[0].endswith(b"systemd-nspawn")
             and any(arg.startswith(f"--directory={HOSTS_DIR}".encode()) for arg in cmdline)
         ):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc_dir.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     time.sleep(0.2)
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for mount in sorted((m for m in mounts if m.startswith(str(HOSTS_DIR))), reverse=True):

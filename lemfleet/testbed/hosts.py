@@ -14,6 +14,7 @@ Host number ``n`` gets:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,9 +86,7 @@ def write_identity(rec: HostRecord) -> None:
     (ssh_dir / "authorized_keys").write_text(Path(f"{SSH_KEY}.pub").read_text())
     os.chmod(ssh_dir / "authorized_keys", 0o600)
     # The hosts have no route out; apt reaches the archive through the proxy.
-    (root / "etc/apt/apt.conf.d/00testbed-proxy").write_text(
-        f'Acquire::http::Proxy "{PROXY_URL}";\n'
-    )
+    (root / "etc/apt/apt.conf.d/00testbed-proxy").write_text(f'Acquire::http::Proxy "{PROXY_URL}";\n')
 
 
 def host_public_key(rec: HostRecord) -> str:
@@ -100,9 +99,7 @@ def host_public_key(rec: HostRecord) -> str:
 
 def create_network(rec: HostRecord) -> None:
     run(["ip", "netns", "add", rec.netns])
-    run(
-        ["ip", "link", "add", rec.veth, "type", "veth", "peer", "name", "host0", "netns", rec.netns]
-    )
+    run(["ip", "link", "add", rec.veth, "type", "veth", "peer", "name", "host0", "netns", rec.netns])
     run(["ip", "addr", "add", f"{rec.gateway}/24", "dev", rec.veth])
     run(["ip", "link", "set", rec.veth, "up"])
     ns = ["ip", "-n", rec.netns]
@@ -182,7 +179,5 @@ def container_pids(rec: HostRecord) -> list[int]:
 
 def signal_host(rec: HostRecord, sig: signal.Signals) -> None:
     for pid in container_pids(rec):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

@@ -75,9 +75,7 @@ def retry(action: Callable[[], T], *, attempts: int, delay: float, what: str) ->
         except Exception as err:
             if attempt == attempts:
                 raise
-            log(
-                f"{what} failed (attempt {attempt}/{attempts}): {str(err).splitlines()[0]}; retrying"
-            )
+            log(f"{what} failed (attempt {attempt}/{attempts}): {str(err).splitlines()[0]}; retrying")
             time.sleep(delay * attempt)
     raise AssertionError("unreachable")
 
@@ -93,6 +91,4 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float, 
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise PermissionError(
-            "the test bed needs root (network namespaces, mounts, systemd-nspawn)"
-        )
+        raise PermissionError("the test bed needs root (network namespaces, mounts, systemd-nspawn)")

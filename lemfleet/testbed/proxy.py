@@ -93,9 +93,7 @@ def start() -> None:
     for d in (CONF_DIR, logs, ACNG_CACHE):
         d.mkdir(parents=True, exist_ok=True)
     (CONF_DIR / "acng.conf").write_text(
-        ACNG_CONF.format(
-            cache=ACNG_CACHE, logs=logs, port=PROXY_PORT, address=PROXY_ADDRESS, pidfile=PID_FILE
-        )
+        ACNG_CONF.format(cache=ACNG_CACHE, logs=logs, port=PROXY_PORT, address=PROXY_ADDRESS, pidfile=PID_FILE)
     )
     (CONF_DIR / "backends_debian").write_text(DEBIAN_MIRROR + "/\n")
     # apt-cacher-ng drops to its own user when started as root; it must own its dirs.

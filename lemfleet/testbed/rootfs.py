@@ -85,9 +85,7 @@ def _customise(root: Path, suite: str) -> None:
     Identity (hostname, machine id, SSH host keys, authorized key, addresses)
     is written per host into its overlay, never into the shared tree.
     """
-    (root / "etc/apt/sources.list").write_text(
-        f"deb {DEBIAN_MIRROR} {suite} {' '.join(COMPONENTS)}\n"
-    )
+    (root / "etc/apt/sources.list").write_text(f"deb {DEBIAN_MIRROR} {suite} {' '.join(COMPONENTS)}\n")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (root / "etc/machine-id").write_text("")

@@ -10,7 +10,7 @@ kernel modules are skipped inside containers, and a host reboots only when its
 kernel driver changed (never on ``@local``).
 """
 
-from roles.drivers.apply import install_drivers
+from roles.drivers.apply import install_drivers, plan_for_host
 from roles.drivers.defaults import DEFAULTS, SETTINGS
 from roles.drivers.model import DriverPlan, DriverPlanError, DriverTarget
 from roles.drivers.plan import plan_drivers, target_from_facts
@@ -23,5 +23,6 @@ __all__ = [
     "DriverTarget",
     "install_drivers",
     "plan_drivers",
+    "plan_for_host",
     "target_from_facts",
 ]

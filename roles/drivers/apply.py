@@ -10,21 +10,44 @@ build packages, then the service user's groups.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from io import StringIO
+from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import FindInFile
 from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from roles.drivers.defaults import DEFAULTS
-from roles.drivers.model import DriverPlan
+from roles.drivers.model import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
+from roles.drivers.plan import plan_drivers, target_from_facts
+from roles.drivers.rocm import RADEON_PIN
+from roles.hostinfo import HostFacts
 
 DOWNLOADS = "/var/cache/lemfleet/drivers"
 # What fetching a key or keyring package needs on a bare host.
 FETCH_TOOLS = ["ca-certificates", "curl", "gpg"]
+
+
+def driver_from_lemfleet() -> bool:
+    """Whether an earlier run installed this host's GPU driver: a file only it writes is there."""
+    marks = (RADEON_PIN.path, NOUVEAU_BLACKLIST.path)
+    return any(host.get_fact(FindInFile, path=path, pattern=MANAGED) for path in marks)
+
+
+def plan_for_host(facts: HostFacts, backend: str, settings: Mapping[str, Any]) -> DriverPlan:
+    """:func:`plan_drivers` for the current host, with its kernel release and driver's origin."""
+    target = target_from_facts(
+        facts,
+        backend,
+        kernel_release=host.get_fact(KernelVersion),
+        driver_from_lemfleet=driver_from_lemfleet(),
+    )
+    return plan_drivers(target, settings)
 
 
 def reboot_allowed(plan: DriverPlan, host_name: str) -> bool:

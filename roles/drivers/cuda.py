@@ -45,8 +45,11 @@ def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
     ccs = _compute_capabilities(target)
     modules = _kernel_modules(settings["drivers_nvidia_kernel_modules"], ccs)
     keep = target.runtime_working and not settings["drivers_manage_existing"]
+    keep = keep and not target.driver_from_lemfleet
     reasons: list[str] = []
-    if keep:
+    if target.runtime_working and target.driver_from_lemfleet:
+        reasons.append("nvidia-smi works with the driver an earlier lemfleet run installed")
+    elif keep:
         reasons.append(
             f"nvidia-smi already works (driver {target.runtime_version or 'of unknown version'}); "
             "with drivers_manage_existing=false the driver is left alone, only CUDA is added"

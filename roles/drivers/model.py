@@ -49,6 +49,7 @@ class DriverTarget:
     arch: str = "x86_64"
     kernel_release: str | None = None
     compute_capabilities: tuple[str, ...] = ()
+    driver_from_lemfleet: bool = False
 
     @property
     def release(self) -> str:

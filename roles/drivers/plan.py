@@ -67,7 +67,10 @@ def plan_drivers(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPla
 
 
 def target_from_facts(
-    facts: HostFacts, backend: str, kernel_release: str | None = None
+    facts: HostFacts,
+    backend: str,
+    kernel_release: str | None = None,
+    driver_from_lemfleet: bool = False,
 ) -> DriverTarget:
     """The :class:`DriverTarget` of a detected host, for the backend the GPU plan chose."""
     runtime = facts.gpu_runtime
@@ -91,6 +94,7 @@ def target_from_facts(
         container=facts.container,
         arch=facts.arch,
         kernel_release=kernel_release,
+        driver_from_lemfleet=driver_from_lemfleet,
         compute_capabilities=tuple(
             gpu.compute_capability
             for gpu in facts.gpus

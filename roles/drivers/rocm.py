@@ -88,7 +88,9 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
             f"accepted on {target.arch}: 'vulkan' or 'cpu'"
         )
     existing = target.runtime_version
-    if target.runtime_working and not settings["drivers_manage_existing"]:
+    # A ROCm that an earlier run installed is lemfleet's own: keep it as declared.
+    manage = settings["drivers_manage_existing"] or target.driver_from_lemfleet
+    if target.runtime_working and not manage:
         if existing and pins.version_tuple(existing) < pins.HIP_MIN:
             raise DriverPlanError(
                 f"ROCm {existing} already works on {target.described}, but llama.cpp needs HIP "
@@ -115,7 +117,9 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
         f"ROCm {rocm} from AMD's repository for {target.described}, pinned above "
         "Ubuntu's own ROCm packages with priority 600",
     ]
-    if target.runtime_working:
+    if target.runtime_working and target.driver_from_lemfleet:
+        reasons.append("rocminfo works with the ROCm an earlier lemfleet run installed")
+    elif target.runtime_working:
         reasons.append(
             f"drivers_manage_existing=true: the working ROCm {existing or ''} may be upgraded"
         )
@@ -123,7 +127,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
     kernel: tuple[str, ...] = ()
     if target.container:
         reasons.append("inside a container: the host's kernel provides amdgpu; no DKMS module")
-    elif target.kernel_driver_loaded and not settings["drivers_manage_existing"]:
+    elif target.kernel_driver_loaded and not manage:
         reasons.append("/dev/kfd exists: the running kernel's amdgpu already serves ROCm")
     else:
         amdgpu = settings["drivers_amdgpu_version"] or pins.amdgpu_for_rocm(rocm)

@@ -127,8 +127,8 @@ class HostProbe(FactBase):
         systemd-nspawn
     """
 
-    def command(self, paths: tuple[str, ...] = ("/opt", "/var/lib")) -> str:  # type: ignore[override]
+    def command(self, paths: tuple[str, ...] = ("/opt", "/var/lib")) -> str:
         return probe_command(paths)
 
-    def process(self, output: Iterable[str]) -> dict[str, list[str]]:  # type: ignore[override]
+    def process(self, output: Iterable[str]) -> dict[str, list[str]]:
         return split_sections(output)

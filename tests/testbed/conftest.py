@@ -71,3 +71,11 @@ def pyinfra(*args: str, timeout: float = 3600, env: dict[str, str] | None = None
         check=False,
     )
     return PyinfraRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The demo's generated gemma3 GGUF (vocab from the pinned llama-cpp-python sdist)."""
+    from lemfleet.demo import demo_model
+
+    return demo_model()

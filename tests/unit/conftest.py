@@ -92,9 +92,10 @@ def local_hub(hub_root: Path) -> Iterator[LocalHub]:
 
 @pytest.fixture
 def no_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Make sure no token comes from the environment or a stored login."""
+    """No token from the environment or a stored login, and online whatever the shell says."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture

@@ -218,3 +218,21 @@ def test_debian_distro_keeps_a_working_driver() -> None:
     assert plan.kernel_packages == () and plan.files == ()
     assert plan.sources  # the toolkit lives in non-free
     assert plan.packages == ("nvidia-cuda-toolkit",)
+
+
+def test_a_driver_lemfleet_installed_stays_declared_not_guarded() -> None:
+    # Second run after an install and reboot: nvidia-smi works now, and the plan must be
+    # the same as on the first run, so that the run changes nothing.
+    first = plan_drivers(cuda("ubuntu", "24.04", "noble"), {})
+    target = cuda(
+        "ubuntu",
+        "24.04",
+        "noble",
+        runtime_working=True,
+        runtime_version="580.105.08",
+        driver_from_lemfleet=True,
+    )
+    second = plan_drivers(target, {})
+    assert second.pins == first.pins
+    assert second.kernel_packages == first.kernel_packages
+    assert second.files == first.files

@@ -18,9 +18,10 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.server import KernelVersion
 
-from roles.drivers import DriverPlan, DriverTarget, install_drivers, plan_drivers
+from roles.drivers import DriverPlan, DriverTarget, install_drivers, plan_drivers, plan_for_host
 from roles.drivers.apply import reboot_allowed
 from roles.drivers.model import NOUVEAU_BLACKLIST
+from roles.hostinfo import GpuRuntime, HostFacts
 
 DEPLOY = "Install GPU drivers and runtime | "
 
@@ -167,3 +168,31 @@ def test_reboot_is_never_on_local_and_follows_the_plan() -> None:
     assert not reboot_allowed(container, "gpu1.example")
     vulkan = plan_drivers(DriverTarget("debian", "13", "trixie", "vulkan"), {})
     assert not reboot_allowed(vulkan, "gpu1.example")
+
+
+def test_plan_for_host_reads_kernel_and_marker(local_state: State) -> None:
+    facts = HostFacts(
+        hostname="local",
+        os_id="ubuntu",
+        os_version="24.04",
+        os_codename="noble",
+        os_family="debian",
+        arch="x86_64",
+        cpu_model="test",
+        cpu_physical_cores=2,
+        cpu_logical_cores=2,
+        cpu_flags=frozenset(),
+        mem_total_bytes=1 << 30,
+        mem_available_bytes=1 << 30,
+        disk_free_bytes={},
+        systemd_running=False,
+        virtualization="none",
+        container=False,
+        gpu_runtime=GpuRuntime(),
+    )
+    host = local_state.inventory.get_host("@local")
+    with ctx_state.use(local_state), ctx_host.use(host):
+        plan = plan_for_host(facts, "hip", {})
+    release = host.get_fact(KernelVersion)
+    assert plan.kernel_packages[1] == f"linux-headers-{release}"
+    assert not plan.needs_kernel_release

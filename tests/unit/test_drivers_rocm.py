@@ -206,3 +206,22 @@ def test_kernel_release_is_filled_in_later() -> None:
         "linux-headers-6.11.0-1-generic",
         "linux-modules-extra-6.11.0-1-generic",
     )
+
+
+def test_a_rocm_lemfleet_installed_stays_declared() -> None:
+    first = plan_drivers(hip("ubuntu", "24.04", "noble"), {})
+    target = hip(
+        "ubuntu",
+        "24.04",
+        "noble",
+        runtime_working=True,
+        runtime_version="7.2.3",
+        kernel_driver_loaded=True,
+        driver_from_lemfleet=True,
+    )
+    second = plan_drivers(target, {})
+    assert (second.sources, second.pins, second.kernel_packages) == (
+        first.sources,
+        first.pins,
+        first.kernel_packages,
+    )

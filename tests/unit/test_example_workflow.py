@@ -75,7 +75,7 @@ def _by_program(program: str) -> list[tuple[list[str], dict[str, str]]]:
 def test_workflow_parses_with_triggers_and_artifacts() -> None:
     workflow = _workflow()
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as true
-    assert {"workflow_dispatch", "push"} <= set(triggers)
+    assert isinstance(triggers, dict) and {"workflow_dispatch", "push"} <= set(triggers)
     uploads = [s for s in _steps() if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
     assert uploads and uploads[0]["with"]["path"] == "reports/"
     assert uploads[0]["if"] == "always()"

@@ -19,6 +19,7 @@ from roles.facts.gpu_vulkan import parse_vulkaninfo
 from tests.fixtures.gpu.hosts import read, source
 
 KIB, MIB = 1024, 2**20
+HGX_BUSES = ("1b", "43", "52", "61", "9d", "c3", "d1", "df")
 Parser = Callable[[list[str]], GpuReport]
 
 # (fixture, parser, [per-GPU expected attributes])
@@ -106,7 +107,8 @@ GPU_CASES: list[tuple[str, Parser, list[dict[str, Any]]]] = [
         dict(index=1, pci_slot="0000:26:00.0", kfd_node=2),
     ]),
     ("amd-smi/mi300x-vf-default.txt", parse_amd_smi, [
-        dict(index=0, name="AMD Instinct MI300X VF", pci_slot="0000:83:00.0", vram_bytes=196288 * MIB),
+        dict(index=0, name="AMD Instinct MI300X VF", pci_slot="0000:83:00.0",
+             vram_bytes=196288 * MIB),
     ]),
     # -- nvidia-smi
     ("nvidia-smi/h100-sxm-x8-driver550.txt", parse_nvidia_smi, [
@@ -163,7 +165,7 @@ GPU_CASES: list[tuple[str, Parser, list[dict[str, Any]]]] = [
     ("lspci/hgx-h100-x8-aspeed-bmc-nvswitch-host.txt", parse_lspci, [
         dict(index=i, vendor="nvidia", name="NVIDIA H100 SXM5 80GB", pci_id="10de:2330",
              compute_capability="9.0", driver_ok=False, pci_slot=slot)
-        for i, slot in enumerate(f"0000:{b}:00.0" for b in ("1b", "43", "52", "61", "9d", "c3", "d1", "df"))
+        for i, slot in enumerate(f"0000:{b}:00.0" for b in HGX_BUSES)
     ]),
     ("lspci/kvm-guest-virtio-gpu-plus-4x-h100-passthrough.txt", parse_lspci, [
         dict(index=i, pci_id="10de:2330", pci_slot=f"0000:{0x09 + i:02x}:00.0") for i in range(4)
@@ -195,7 +197,9 @@ GPU_CASES: list[tuple[str, Parser, list[dict[str, Any]]]] = [
 @pytest.mark.parametrize(
     ("fixture", "parser", "expected"), GPU_CASES, ids=[case[0] for case in GPU_CASES]
 )
-def test_parser_reads_each_gpu(fixture: str, parser: Parser, expected: list[dict[str, Any]]) -> None:
+def test_parser_reads_each_gpu(
+    fixture: str, parser: Parser, expected: list[dict[str, Any]]
+) -> None:
     gpus, _ = parser(read(fixture))
     assert len(gpus) == len(expected), f"{fixture} ({source(fixture)}): {gpus}"
     for gpu, attributes in zip(gpus, expected, strict=True):
@@ -223,8 +227,10 @@ RUNTIME_CASES = [
           "driver. Make sure that the latest NVIDIA driver is installed and running.")),
     ("nvidia-smi/failure-compute-cap-not-valid-field.txt", parse_nvidia_smi,
      dict(nvidia_smi_ok=False, nvidia_error=None,
-          probe_errors=("nvidia-smi does not know the field 'compute_cap' (nvidia-smi older than 510)",))),
-    ("vulkaninfo/rtx2060-nvidia-plus-llvmpipe-devices-section.txt", parse_vulkaninfo, dict(vulkan_ok=True)),
+          probe_errors=("nvidia-smi does not know the field 'compute_cap' "
+                        "(nvidia-smi older than 510)",))),
+    ("vulkaninfo/rtx2060-nvidia-plus-llvmpipe-devices-section.txt", parse_vulkaninfo,
+     dict(vulkan_ok=True)),
 ]  # fmt: skip
 
 

@@ -57,12 +57,12 @@ def test_probe_command_falls_back_to_the_table_when_the_query_fails(tmp_path: Pa
     failure = tmp_path / "failure.txt"
     table = tmp_path / "table.txt"
     failure.write_text("\n".join(read("nvidia-smi/failure-compute-cap-not-valid-field.txt")) + "\n")
-    table.write_text("\n".join(read("nvidia-smi/rtx-pro-laptop-smi470-driver580-table-partial.txt")))
+    table.write_text(
+        "\n".join(read("nvidia-smi/rtx-pro-laptop-smi470-driver580-table-partial.txt"))
+    )
     stub = tmp_path / "nvidia-smi"
     stub.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *--query-gpu*) cat {failure}; exit 2;; esac\n'
-        f"cat {table}\n"
+        f'#!/bin/sh\ncase "$*" in *--query-gpu*) cat {failure}; exit 2;; esac\ncat {table}\n'
     )
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
@@ -81,7 +81,11 @@ def test_merge_rocminfo_and_amd_smi_of_one_droplet() -> None:
         {"rocminfo": "rocminfo/mi300x-vf.txt", "amd-smi": "amd-smi/mi300x-vf-default.txt"}
     )
     assert gpu.sources == ("rocminfo", "amd-smi")
-    assert (gpu.name, gpu.pci_slot, gpu.gfx_target) == ("AMD Instinct MI300X VF", "0000:83:00.0", "gfx942")
+    assert (gpu.name, gpu.pci_slot, gpu.gfx_target) == (
+        "AMD Instinct MI300X VF",
+        "0000:83:00.0",
+        "gfx942",
+    )
     assert gpu.vram_bytes == 200998912 * 1024  # rocminfo's pool wins over amd-smi's total
     assert (runtime.rocminfo_ok, runtime.rocm_version) == (True, "7.2.4")
 

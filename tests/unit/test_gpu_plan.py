@@ -25,6 +25,7 @@ from tests.fixtures.gpu.hosts import (
 
 GIB = 2**30
 DEB12_FAILS = "Debian 12 ships Vulkan headers 1.3.239, too old"
+NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 
 
 class Case(NamedTuple):
@@ -42,7 +43,8 @@ CASES = [
          device_nodes=("/dev/kfd", "char-drm"))),
     Case("mi300x", DEBIAN_12, {}, "error: Debian 12 packages HIP 5.2.3"),
     Case("mi300x", DEBIAN_12, {"gpu_allow_cpu_fallback": True}, "cpu", dict(devices=0, env={})),
-    Case("mi300x", DEBIAN_13, {}, "vulkan", dict(gpu_targets=(), vram_budget_bytes=200998912 * 1024)),
+    Case("mi300x", DEBIAN_13, {}, "vulkan",
+         dict(gpu_targets=(), vram_budget_bytes=200998912 * 1024)),
     Case("mi300x", DEBIAN_SID, {}, "hip", dict(gpu_targets=("gfx942",))),
     Case("mi300x-x8", UBUNTU_2404, {}, "hip", dict(devices=8, tensor_split=(0.125,) * 8)),
     Case("mi250", UBUNTU_2404, {}, "hip", dict(gpu_targets=("gfx90a",), devices=2,
@@ -77,7 +79,7 @@ CASES = [
     # -- NVIDIA
     Case("h100", UBUNTU_2404, {}, "cuda", dict(cuda_architectures=("90",), gpu_targets=(),
          env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, vram_budget_bytes=81559 * 2**20,
-         device_nodes=("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0"))),
+         device_nodes=(*NVIDIA_NODES, "/dev/nvidia0"))),
     Case("h100", DEBIAN_12, {}, "cuda", dict(cuda_architectures=("90",))),
     Case("h100-x8", UBUNTU_2404, {}, "cuda", dict(devices=8, tensor_split=(0.125,) * 8)),
     Case("rtx4090", UBUNTU_2404, {}, "cuda", dict(cuda_architectures=("89",))),
@@ -130,7 +132,9 @@ def test_every_choice_explains_itself(name: str) -> None:
             "HSA_OVERRIDE_GFX_VERSION"
         )
     if choice.backend == "cuda":
-        caps = {g.compute_capability.replace(".", "") for g in choice.devices if g.compute_capability}
+        caps = {
+            g.compute_capability.replace(".", "") for g in choice.devices if g.compute_capability
+        }
         assert set(choice.cuda_architectures) == caps
     if choice.backend == "cpu" and facts.gpus:
         assert any("serving on the CPU" in w for w in choice.warnings)

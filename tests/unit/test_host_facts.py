@@ -40,7 +40,7 @@ def test_smt_siblings_count_once():
 
 
 def test_os_release_quotes_and_comments():
-    parsed = parse_os_release(['# c', 'ID=ubuntu', 'VERSION_ID="24.04"', "ID_LIKE=debian", "NAME='Ubuntu'"])
+    parsed = parse_os_release(["# c", "ID=ubuntu", 'VERSION_ID="24.04"', "ID_LIKE=debian", "NAME='Ubuntu'"])
     assert parsed == {"ID": "ubuntu", "VERSION_ID": "24.04", "ID_LIKE": "debian", "NAME": "Ubuntu"}
 
 

@@ -80,8 +80,11 @@ def test_junit_holds_one_case_per_host_and_check(
         (host, check) for host in ("cpu-01", "cpu-02", "gpu-01") for check in CHECKS
     ]
     failed = [(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None]
-    assert failed == [("cpu-02", "models"), ("cpu-02", "chat"), ("cpu-02", "stream")] + [
-        ("gpu-01", "health")
+    assert failed == [
+        ("cpu-02", "models"),
+        ("cpu-02", "chat"),
+        ("cpu-02", "stream"),
+        ("gpu-01", "health"),
     ]
     skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
     assert skipped == ["models", "chat", "stream"]
@@ -90,6 +93,7 @@ def test_junit_holds_one_case_per_host_and_check(
 
 def test_junit_failure_text_names_host_url_and_check(results: list[SmokeResult]) -> None:
     root = junit_tree(results).getroot()
+    assert root is not None
     failure = root.find("./testsuite/testcase[@classname='gpu-01']/failure")
     assert failure is not None and failure.text is not None
     assert failure.text.startswith("http://127.0.0.1:18099: health: not healthy")

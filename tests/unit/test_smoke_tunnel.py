@@ -133,9 +133,9 @@ def test_a_refused_ssh_connection_says_why(sshd: Sshd, tmp_path: Path) -> None:
     inventory = tmp_path / "fleet.py"
     inventory.write_text(f"gpu = [('gpu-02', {_ssh_data(sshd, free_local_port())!r})]\n")
     [target] = load_inventory_targets(str(inventory))
-    with pytest.raises(TunnelError, match=r"ssh to gpu-02 exited with 255: .*Connection refused"):
-        with forward(target):
-            pass
+    refused = r"ssh to gpu-02 exited with 255: .*Connection refused"
+    with pytest.raises(TunnelError, match=refused), forward(target):
+        pass
 
 
 def test_cli_smokes_an_inventory_through_tunnels(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -23,8 +24,13 @@ _SRC = os.environ.get(
 LLAMA_SERVER = Path(os.environ.get("LEMFLEET_LLAMA_SERVER", f"{_SRC}/build/bin/llama-server"))
 
 
+@functools.lru_cache(maxsize=8)
+def _reader(path: Path) -> gguf.GGUFReader:
+    return gguf.GGUFReader(path)  # parsing 32000 tokens takes seconds: once per file
+
+
 def _fields(path: Path) -> tuple[dict[str, object], dict[str, tuple[int, ...]]]:
-    reader = gguf.GGUFReader(path)
+    reader = _reader(path)
     fields = {name: field.contents() for name, field in reader.fields.items()}
     shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
     return fields, shapes
@@ -105,7 +111,7 @@ def test_shape_parameters_make_bigger_models(tmp_path: Path, vocab_gguf: Path) -
     assert fields["gemma3.attention.key_length"] == 16
     assert shapes["blk.2.attn_k.weight"] == (128, 32)
     assert shapes["blk.2.ffn_down.weight"] == (320, 128)
-    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    reader = _reader(tmp_path / "m.gguf")
     norms = [t for t in reader.tensors if t.name.endswith("_norm.weight")]
     assert all(np.allclose(t.data, 1.0, atol=0.1) for t in norms)
 

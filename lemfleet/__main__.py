@@ -1,0 +1,5 @@
+import sys
+
+from lemfleet.cli import main
+
+sys.exit(main())

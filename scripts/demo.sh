@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: set up, boot a local test-bed host, deploy lemfleet to it
+# (llama.cpp from the pinned PyPI sdist, a small generated gemma3 model) and smoke-test it.
+# Needs root and a Debian/Ubuntu controller. Extra arguments go to `lemfleet demo` (e.g. --hub-model).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null \
+    || ! command -v apt-cacher-ng >/dev/null; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        debootstrap systemd-container apt-cacher-ng openssh-client iproute2 python3-venv
+fi
+./scripts/setup.sh
+exec .venv/bin/python -m lemfleet demo "$@"
