@@ -33,9 +33,7 @@ BAR_SECONDS = 1.0
 
 
 def main() -> int:
-    combos = itertools.cycle(
-        itertools.product(sorted(SCENARIOS), (UBUNTU_2404, DEBIAN_12, DEBIAN_13))
-    )
+    combos = itertools.cycle(itertools.product(sorted(SCENARIOS), (UBUNTU_2404, DEBIAN_12, DEBIAN_13)))
     started = time.perf_counter()
     fleet = [scenario_host(name, release) for name, release in itertools.islice(combos, HOSTS)]
     parsed = time.perf_counter() - started
@@ -51,10 +49,7 @@ def main() -> int:
 
     print(f"hosts: {len(fleet)} ({len(SCENARIOS)} fixture scenarios x 3 OS releases, cycled)")
     print(f"facts parsed from the recorded outputs: {parsed:.3f} s")
-    print(
-        f"choose_gpu for {len(fleet)} hosts: {planned:.3f} s "
-        f"({planned / len(fleet) * 1e3:.2f} ms/host)"
-    )
+    print(f"choose_gpu for {len(fleet)} hosts: {planned:.3f} s ({planned / len(fleet) * 1e3:.2f} ms/host)")
     for outcome, count in sorted(outcomes.items()):
         print(f"  {outcome}: {count}")
     verdict = "within" if planned <= BAR_SECONDS else "OVER"

@@ -155,8 +155,7 @@ def host_data(name: str, variables: dict[str, Any], templar: Any) -> tuple[str, 
         return "@local", {k: v for k, v in data.items() if not k.startswith("ssh_")}
     if connection not in SSH_CONNECTIONS:
         raise ValueError(
-            f"host {name}: ansible_connection={connection!r} is not supported; "
-            "accepted: ssh, paramiko, smart or local"
+            f"host {name}: ansible_connection={connection!r} is not supported; accepted: ssh, paramiko, smart or local"
         )
     return name, data
 

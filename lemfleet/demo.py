@@ -33,25 +33,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra pyinfra --data settings, e.g. server_ctx_size=2048")  # fmt: skip
 
 
-def demo_model() -> Path:
-    """A tiny gemma3 GGUF with a Gemma chat template, made once from the pinned sdist's vocab."""
-    from lemfleet.tinygguf import write_tiny_gemma3
+def vocab_path() -> Path:
+    """llama.cpp's SPM test vocab, taken once from the pinned llama-cpp-python sdist (fetched with pip)."""
     from roles.settings import validate
     from roles.sources import CACHE, sdist_source
 
-    out = CACHE / "demo" / "lemfleet-tiny-gemma3.gguf"
-    if out.exists():
-        return out
+    vocab = CACHE / "demo" / "ggml-vocab-llama-spm.gguf"
+    if vocab.exists():
+        return vocab
     source = sdist_source(validate({}))
     assert source.archive is not None
-    vocab = CACHE / "demo" / "ggml-vocab-llama-spm.gguf"
     vocab.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(source.archive) as tar:
         member = tar.getmember(f"{source.archive.name.removesuffix('.tar.gz')}/{VOCAB_MEMBER}")
         extracted = tar.extractfile(member)
         assert extracted is not None
-        vocab.write_bytes(extracted.read())
-    write_tiny_gemma3(out, vocab_gguf=vocab)
+        partial = vocab.with_suffix(".partial")
+        partial.write_bytes(extracted.read())
+        partial.replace(vocab)
+    return vocab
+
+
+def demo_model() -> Path:
+    """A tiny gemma3 GGUF with a Gemma chat template, made once."""
+    from lemfleet.tinygguf import write_tiny_gemma3
+    from roles.sources import CACHE
+
+    out = CACHE / "demo" / "lemfleet-tiny-gemma3.gguf"
+    if not out.exists():
+        write_tiny_gemma3(out.with_suffix(".partial"), vocab_gguf=vocab_path())
+        out.with_suffix(".partial").replace(out)
     return out
 
 

@@ -35,9 +35,7 @@ def junit_tree(results: Sequence[SmokeResult]) -> ET.ElementTree:
         time=f"{total_time:.3f}",
     )
     for result, step in steps:
-        case = ET.SubElement(
-            suite, "testcase", classname=result.host, name=step.name, time=f"{step.seconds:.3f}"
-        )
+        case = ET.SubElement(suite, "testcase", classname=result.host, name=step.name, time=f"{step.seconds:.3f}")
         if step.status == "failed":
             failure = ET.SubElement(case, "failure", message=step.message, type="SmokeFailure")
             failure.text = f"{result.url}: {step.name}: {step.message}"

@@ -19,16 +19,28 @@ HELP = "render a smoke JSON file as a Markdown table per host"
 
 
 def read_results(path: str | Path) -> list[SmokeResult]:
-    """Load the results written by ``lemfleet smoke --json``; errors name the file."""
+    """Load smoke results; errors name the file.
+
+    Accepts what ``lemfleet smoke --json`` writes (``{"results": [...]}``), one host's result
+    (the deploy's smoke step writes ``out/smoke/<host>.json``), or a directory of those.
+    """
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(source.glob("*.json"))
+        if not files:
+            raise ValueError(f"{source} holds no .json smoke results")
+        return [result for file in files for result in read_results(file)]
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(source.read_text(encoding="utf-8"))
     except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from err
+        raise ValueError(f"cannot read {source}: {err.strerror}") from err
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not JSON: {err}") from err
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise ValueError(f"{path} has no 'results' list; write it with `lemfleet smoke --json`")
-    return [SmokeResult.from_json(entry) for entry in document["results"]]
+        raise ValueError(f"{source} is not JSON: {err}") from err
+    if isinstance(document, dict) and isinstance(document.get("results"), list):
+        return [SmokeResult.from_json(entry) for entry in document["results"]]
+    if isinstance(document, dict) and {"host", "url", "steps"} <= document.keys():
+        return [SmokeResult.from_json(document)]
+    raise ValueError(f"{source} holds no smoke results; write it with `lemfleet smoke --json`")
 
 
 def results_document(results: Sequence[SmokeResult], **extra: Any) -> dict[str, Any]:
@@ -107,7 +119,11 @@ def render_table(results: Sequence[SmokeResult]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("json_file", metavar="JSON", help="file written by `lemfleet smoke --json`")
+    parser.add_argument(
+        "json_file",
+        metavar="JSON",
+        help="file from `lemfleet smoke --json`, or the deploy's out/smoke/ directory",
+    )
     parser.add_argument("--out", metavar="FILE", help="write the Markdown here instead of stdout")
 
 

@@ -22,7 +22,17 @@ import httpx
 from lemfleet.smoke_result import CHECKS, SmokeResult, Status, Step
 from lemfleet.smoke_stream import StreamError, read_chat_stream
 
-__all__ = ["CHECKS", "CheckFailed", "SmokeResult", "Step", "smoke_check", "smoke_many"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_PROMPT",
+    "CheckFailed",
+    "SmokeResult",
+    "Step",
+    "run_bounded",
+    "smoke_check",
+    "smoke_many",
+    "wait_for_health",
+]
 
 DEFAULT_PROMPT = "Reply with one short sentence: what does a GPU do?"
 
@@ -153,9 +163,7 @@ def _check_stream(
     result: SmokeResult,
 ) -> str:
     started = time.monotonic()
-    with client.stream(
-        "POST", f"{base}/v1/chat/completions", headers=headers, json=body
-    ) as response:
+    with client.stream("POST", f"{base}/v1/chat/completions", headers=headers, json=body) as response:
         if response.status_code != 200:
             response.read()
             raise CheckFailed(_describe(response))
@@ -169,9 +177,7 @@ def _check_stream(
     return f"{stream.chunks} chunks, first token after {stream.first_token_s or 0:.3f} s"
 
 
-def _read_props(
-    client: httpx.Client, base: str, headers: dict[str, str], result: SmokeResult
-) -> None:
+def _read_props(client: httpx.Client, base: str, headers: dict[str, str], result: SmokeResult) -> None:
     """Fill model path, build and slots from /props where the server offers it (best effort)."""
     try:
         response = client.get(f"{base}/props", headers=headers)
@@ -213,9 +219,7 @@ def smoke_check(
     started = time.monotonic()
     try:
         deadline = started + health_timeout
-        healthy = _run_step(
-            result, "health", lambda: _check_health(http, base, deadline, poll_interval)
-        )
+        healthy = _run_step(result, "health", lambda: _check_health(http, base, deadline, poll_interval))
         if not healthy:
             for name in CHECKS[1:]:
                 result.steps.append(Step(name, "skipped", "not run: the health check failed"))
@@ -259,9 +263,7 @@ R = TypeVar("R")
 def run_bounded(func: Callable[[T], R], items: Iterable[T], concurrency: int) -> list[R]:
     """Apply ``func`` to every item with at most ``concurrency`` running at once, keeping order."""
     if concurrency < 1:
-        raise ValueError(
-            f"concurrency={concurrency!r} is not valid; accepted: an integer of 1 or more"
-        )
+        raise ValueError(f"concurrency={concurrency!r} is not valid; accepted: an integer of 1 or more")
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lemfleet-smoke") as pool:
         return list(pool.map(func, items))
 

@@ -16,13 +16,18 @@ from typing import Any
 from lemfleet.junit import write_junit
 from lemfleet.report import render_table, results_document
 from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
+from lemfleet.sshtunnel import (
+    InventoryTarget,
+    TunnelError,
+    forward,
+    load_inventory_targets,
+    read_deploy_record,
+)
 
 HELP = "check llama-server endpoints: health, models, chat, streamed chat"
 
 
-def load_api_key(
-    *, key_file: str | os.PathLike[str] | None = None, env_var: str | None = None
-) -> str | None:
+def load_api_key(*, key_file: str | os.PathLike[str] | None = None, env_var: str | None = None) -> str | None:
     """Read the API key from a file (llama-server's ``--api-key-file`` format) or an env var.
 
     The file holds one key a line with ``#`` comments; the first key is used. Errors name the
@@ -52,9 +57,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; accepted: an integer of 1 or more"
-        )
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted: an integer of 1 or more")
     return value
 
 
@@ -79,9 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     key.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
     key.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
     parser.add_argument("--model", metavar="ALIAS", help="model id /v1/models must list")
-    parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N")
-    parser.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S")
-    parser.add_argument("--health-timeout", type=_positive_float, default=300.0, metavar="S")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N", help="hosts at once (8)")
+    parser.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S", help="per request (120)")
+    parser.add_argument(
+        "--health-timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="how long a model may take to load (300)",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--junit", metavar="OUT", help="write JUnit XML, one case per host+check")
     parser.add_argument(
@@ -92,18 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _smoke_target(target: Any, options: dict[str, Any]) -> SmokeResult:
-    """Smoke one inventory host through its forward; a failed tunnel fails the host."""
-    from lemfleet.sshtunnel import TunnelError, forward, read_deploy_record
+Target = str | InventoryTarget
 
-    record = read_deploy_record(target) or {}
-    backend = record.get("backend")
+
+def _smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResult:
+    """Smoke one inventory host through its forward; a failed tunnel fails the host."""
     try:
         with forward(target) as url:
+            backend = (read_deploy_record(target) or {}).get("backend")
             result = smoke_check(url, host=target.name, backend=backend, **options)
     except TunnelError as err:
         via = target.ssh.hostname if target.ssh else "localhost"
-        result = SmokeResult(host=target.name, url=f"ssh://{via}", backend=backend)
+        result = SmokeResult(host=target.name, url=f"ssh://{via}")
         result.steps = [Step("tunnel", "failed", str(err))]
         result.steps += [Step(n, "skipped", "not run: no tunnel") for n in CHECKS]
         return result
@@ -113,18 +122,16 @@ def _smoke_target(target: Any, options: dict[str, Any]) -> SmokeResult:
     return result
 
 
-def _targets(args: argparse.Namespace) -> list[Any]:
-    targets: list[Any] = list(args.urls)
+def _targets(args: argparse.Namespace) -> list[Target]:
+    targets: list[Target] = list(args.urls)
     if args.inventory:
-        from lemfleet.sshtunnel import load_inventory_targets
-
         targets += load_inventory_targets(args.inventory)
     if not targets:
         raise ValueError("give at least one URL or --inventory INV.py")
     return targets
 
 
-def _smoke_one(target: Any, options: dict[str, Any]) -> SmokeResult:
+def _smoke_one(target: Target, options: dict[str, Any]) -> SmokeResult:
     if isinstance(target, str):
         return smoke_check(target, **options)
     return _smoke_target(target, options)
@@ -138,20 +145,21 @@ def _write_outputs(args: argparse.Namespace, results: list[SmokeResult], **extra
         write_junit(results, args.junit)
 
 
-def _run_load(args: argparse.Namespace, target: Any, api_key: str | None) -> int:
+def _run_load(args: argparse.Namespace, target: Target, api_key: str | None) -> int:
     from lemfleet.smoke_load import load_test
 
-    options = {"api_key": api_key, "model_alias": args.model}
-    options["health_timeout"] = args.health_timeout
-    if isinstance(target, str):
-        name, url = target, target
-        load = load_test(url, requests=args.load, timeout=args.timeout, **options)
-    else:
-        from lemfleet.sshtunnel import forward
-
-        name = target.name
-        with forward(target) as url:
-            load = load_test(url, requests=args.load, timeout=args.timeout, **options)
+    options: dict[str, Any] = {"api_key": api_key, "model_alias": args.model}
+    options.update(requests=args.load, timeout=args.timeout, health_timeout=args.health_timeout)
+    name = target if isinstance(target, str) else target.name
+    try:
+        if isinstance(target, str):
+            load = load_test(target, **options)
+        else:
+            with forward(target) as url:
+                load = load_test(url, **options)
+    except (CheckFailed, TunnelError) as err:
+        print(f"{name}: no load sent: {err}", file=sys.stderr)
+        return 1
     print(f"{name}: {load.summary()}")
     for problem, count in load.problems.items():
         print(f"  {count}x {problem}")
@@ -166,11 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if args.load:
         if len(targets) != 1:
             raise ValueError(f"--load takes exactly one endpoint, got {len(targets)}")
-        try:
-            return _run_load(args, targets[0], api_key)
-        except CheckFailed as err:
-            print(f"{targets[0]}: not healthy, no load sent: {err}", file=sys.stderr)
-            return 1
+        return _run_load(args, targets[0], api_key)
     options = {
         "api_key": api_key,
         "model_alias": args.model,

@@ -49,9 +49,7 @@ def iter_sse_data(lines: Iterable[str]) -> Iterator[str]:
             data.append(value.removeprefix(" "))
 
 
-def read_chat_stream(
-    lines: Iterable[str], *, started: float, clock: Callable[[], float]
-) -> StreamSummary:
+def read_chat_stream(lines: Iterable[str], *, started: float, clock: Callable[[], float]) -> StreamSummary:
     """Consume a chat completion stream, timing the first chunk that carries text.
 
     ``started`` is the ``clock()`` reading taken just before the request was sent, so

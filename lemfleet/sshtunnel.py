@@ -166,12 +166,8 @@ def forward(target: InventoryTarget, *, timeout: float = 30.0) -> Iterator[str]:
         return
     port = free_local_port()
     spec = f"127.0.0.1:{port}:{_url_host(_reachable(target.server_host))}:{target.server_port}"
-    command = target.ssh.command(
-        "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-L", spec
-    )
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    command = target.ssh.command("-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-L", spec)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_listening(process, port, timeout, target.name)
         yield f"http://127.0.0.1:{port}"
@@ -209,10 +205,8 @@ def _stderr(process: subprocess.Popen[bytes]) -> str:
 
 def read_deploy_record(target: InventoryTarget, *, timeout: float = 30.0) -> dict[str, Any] | None:
     """The host's deploy record (see :data:`DEPLOY_RECORD`), or None when it is not there."""
-    if target.ssh is None:
-        command = ["cat", DEPLOY_RECORD]
-    else:
-        command = target.ssh.command(remote=["cat", DEPLOY_RECORD])
+    read = ["cat", DEPLOY_RECORD]
+    command = read if target.ssh is None else target.ssh.command(remote=read)
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):

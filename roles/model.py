@@ -56,7 +56,8 @@ SETTINGS = (
     Setting("model_sha256", None, "Pinned sha256; required for url and host sources, checked for all.", sha256),
     Setting("model_alias", None, "Model id clients see (--alias); None uses the file name without "
             "quant and extension.", text(r"[\w.:-]+", "letters, digits, '.', ':', '_' or '-'", none_ok=True)),
-    Setting("model_dir", "/var/lib/lemfleet/models", "Where models live on the host.", text(r"/\S+", "an absolute path")),
+    Setting("model_dir", "/var/lib/lemfleet/models", "Where models live on the host.",
+            text(r"/\S+", "an absolute path")),
     Setting("model_keep", 2, "Model files kept on the host, the serving one included.", integer(1, 50)),
 )  # fmt: skip
 DEFAULTS = defaults(SETTINGS)

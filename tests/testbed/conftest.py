@@ -79,3 +79,21 @@ def tiny_model() -> Path:
     from lemfleet.demo import demo_model
 
     return demo_model()
+
+
+def deploy(host: str, *data: str, timeout: float = 3600) -> PyinfraRun:
+    """``pyinfra inventories/testbed.py deploy.py`` limited to ``host``, with ``--data`` items."""
+    args = ["inventories/testbed.py", "deploy.py", "-y", "--json", "--limit", host]
+    for item in data:
+        args += ["--data", item]
+    return pyinfra(*args, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def fleet(bed: list[testbed.HostRecord], tiny_model: Path) -> list[testbed.HostRecord]:
+    """tb1 and tb2 deployed with the tiny model: tb1 compiles llama.cpp, tb2 reuses that build."""
+    deployed = bed[:2]
+    for rec in deployed:
+        run = deploy(rec.name, "model_source=local", f"model_path={tiny_model}")
+        assert run.returncode == 0, run.output[-4000:]
+    return deployed

@@ -13,16 +13,9 @@ import testinfra
 from lemfleet import testbed
 from lemfleet.testbed.paths import SSH_CONFIG
 from roles.sources import file_sha256
-from tests.testbed.conftest import PROJECT, pyinfra
+from tests.testbed.conftest import PROJECT, deploy
 
 UNIT = "lemfleet-llama.service"
-
-
-def deploy(host: str, *data: str, timeout: float = 3600):
-    args = ["inventories/testbed.py", "deploy.py", "-y", "--json", "--limit", host]
-    for item in data:
-        args += ["--data", item]
-    return pyinfra(*args, timeout=timeout)
 
 
 def changed(run) -> int:
@@ -38,12 +31,8 @@ def serving(rec) -> bool:
 
 
 @pytest.fixture(scope="module")
-def deployed(bed, tiny_model):
-    """tb1 after a first deploy of the tiny model (this is where llama.cpp is compiled)."""
-    rec = bed[0]
-    run = deploy(rec.name, "model_source=local", f"model_path={tiny_model}")
-    assert run.returncode == 0, run.output[-4000:]
-    return rec, run
+def deployed(fleet):
+    return fleet[0], None
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,13 @@ LLAMA_CPP_SRC = Path(
         "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp",
     )
 )
-VOCAB_GGUF = LLAMA_CPP_SRC / "models" / "ggml-vocab-llama-spm.gguf"
+if "LEMFLEET_LLAMA_CPP_SRC" in os.environ or LLAMA_CPP_SRC.exists():
+    VOCAB_GGUF = LLAMA_CPP_SRC / "models" / "ggml-vocab-llama-spm.gguf"
+else:
+    # A clean machine: take the vocab from the pinned sdist, fetched from the package index.
+    from lemfleet.demo import vocab_path
+
+    VOCAB_GGUF = vocab_path()
 
 LEM_REPO = DEFAULT_REPO
 GOOD_TOKEN = "hf_lemfleetUnitGoodToken7f3a9c"  # may read the gated and private repos

@@ -22,9 +22,7 @@ RECORDED = Path(__file__).parent / "fixtures" / "llama-server" / "smoke-results.
 def test_console_script_points_at_main() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["lemfleet"] == "lemfleet.cli:main"
-    done = subprocess.run(
-        [sys.executable, "-m", "lemfleet.cli", "--help"], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", "lemfleet.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     for name in SUBCOMMANDS:
         assert name in done.stdout
@@ -49,9 +47,7 @@ def test_every_subcommand_has_help_arguments_and_run() -> None:
         (["report"], "the following arguments are required: JSON"),
     ],
 )
-def test_argument_errors_exit_2(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_argument_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
@@ -69,9 +65,7 @@ def test_argument_errors_exit_2(
         (["report", "/nonexistent/smoke.json"], "cannot read /nonexistent/smoke.json"),
     ],
 )
-def test_setup_errors_exit_2_with_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_setup_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lemfleet {argv[0]}: error: ") and message in err

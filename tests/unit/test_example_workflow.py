@@ -62,10 +62,7 @@ def _commands() -> list[tuple[list[str], dict[str, str]]]:
                     words.append("<redirect>")
                 else:
                     words.append(token)
-    return [
-        (words[: words.index("<redirect>")] if "<redirect>" in words else words, env)
-        for words, env in commands
-    ]
+    return [(words[: words.index("<redirect>")] if "<redirect>" in words else words, env) for words, env in commands]
 
 
 def _by_program(program: str) -> list[tuple[list[str], dict[str, str]]]:
@@ -108,9 +105,7 @@ def test_pyinfra_commands_parse_with_pyinfras_own_cli() -> None:
     for words, _ in lines:
         check = "import json, sys; from pyinfra_cli.cli import cli; "
         check += "print(json.dumps(cli.make_context('pyinfra', sys.argv[1:]).params['operations']))"
-        done = subprocess.run(
-            [sys.executable, "-c", check, *words[1:]], capture_output=True, text=True
-        )
+        done = subprocess.run([sys.executable, "-c", check, *words[1:]], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-500:]
         inventory, operations = words[1], json.loads(done.stdout)
         for path in [inventory, *operations]:

@@ -68,9 +68,7 @@ def test_json_round_trip_is_lossless(results: list[SmokeResult], tmp_path: Path)
     assert json.loads(path.read_text())["ok"] is False
 
 
-def test_junit_holds_one_case_per_host_and_check(
-    results: list[SmokeResult], tmp_path: Path
-) -> None:
+def test_junit_holds_one_case_per_host_and_check(results: list[SmokeResult], tmp_path: Path) -> None:
     path = tmp_path / "smoke.xml"
     write_junit(results, path)
     suite = ET.parse(path).getroot().find("testsuite")
@@ -99,11 +97,22 @@ def test_junit_failure_text_names_host_url_and_check(results: list[SmokeResult])
     assert failure.text.startswith("http://127.0.0.1:18099: health: not healthy")
 
 
+def test_a_directory_of_per_host_results_is_read(results: list[SmokeResult], tmp_path: Path) -> None:
+    # The deploy's smoke step writes one result per host: out/smoke/<host>.json.
+    for result in results:
+        (tmp_path / f"{result.host}.json").write_text(json.dumps(result.to_json()))
+    assert read_results(tmp_path) == sorted(results, key=lambda r: r.host)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"{empty} holds no .json smoke results"):
+        read_results(empty)
+
+
 @pytest.mark.parametrize(
     ("content", "error"),
     [
         ("{not json", "is not JSON"),
-        ('{"load": {}}', "has no 'results' list"),
+        ('{"load": {}}', "holds no smoke results"),
     ],
 )
 def test_unreadable_result_files_are_named(tmp_path: Path, content: str, error: str) -> None:

@@ -32,9 +32,7 @@ LLAMA_CPP_SRC = Path(
         "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp",
     )
 )
-LLAMA_SERVER = Path(
-    os.environ.get("LEMFLEET_LLAMA_SERVER", LLAMA_CPP_SRC / "build" / "bin" / "llama-server")
-)
+LLAMA_SERVER = Path(os.environ.get("LEMFLEET_LLAMA_SERVER", LLAMA_CPP_SRC / "build" / "bin" / "llama-server"))
 VOCAB = LLAMA_CPP_SRC / "models" / "ggml-vocab-llama-spm.gguf"
 if not LLAMA_SERVER.exists():
     MISSING: str | None = f"no llama-server at {LLAMA_SERVER} (set LEMFLEET_LLAMA_SERVER)"
@@ -62,9 +60,7 @@ def make_tiny_gguf(out: Path) -> Path:
     return out
 
 
-def start_llama_server(
-    model: Path, workdir: Path, *, port: int | None = None, extra: Sequence[str] = ()
-) -> LiveServer:
+def start_llama_server(model: Path, workdir: Path, *, port: int | None = None, extra: Sequence[str] = ()) -> LiveServer:
     """Start llama-server with an API key file; do not wait for it (callers test the wait)."""
     port = port or free_local_port()
     key_file = workdir / "api-key"
@@ -87,9 +83,7 @@ def wait_until_healthy(server: LiveServer, timeout: float = 60.0) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    raise AssertionError(
-        f"llama-server not healthy in {timeout} s: {server.log.read_text()[-2000:]}"
-    )
+    raise AssertionError(f"llama-server not healthy in {timeout} s: {server.log.read_text()[-2000:]}")
 
 
 def stop(server: LiveServer) -> None:
@@ -189,9 +183,7 @@ def test_health_tolerates_a_server_that_is_still_starting(tiny_gguf: Path, tmp_p
     port = free_local_port()
     results: list[SmokeResult] = []
     waiting = threading.Thread(
-        target=lambda: results.append(
-            smoke_check(f"http://127.0.0.1:{port}", api_key=KEY, poll_interval=0.05)
-        )
+        target=lambda: results.append(smoke_check(f"http://127.0.0.1:{port}", api_key=KEY, poll_interval=0.05))
     )
     waiting.start()
     time.sleep(1.0)  # the smoke test is now polling a port nobody listens on
@@ -230,9 +222,7 @@ def test_load_of_50_concurrent_chats_ends_cleanly(llama: LiveServer) -> None:
 
 
 @needs_server
-def test_cli_smoke_writes_json_and_junit(
-    llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_smoke_writes_json_and_junit(llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, junit = tmp_path / "smoke.json", tmp_path / "smoke.xml"
     argv = ["smoke", llama.url, "--api-key-file", str(llama.key_file), "--model", ALIAS]
     assert main([*argv, "--json", str(out), "--junit", str(junit)]) == 0
@@ -244,9 +234,7 @@ def test_cli_smoke_writes_json_and_junit(
     document = json.loads(out.read_text())
     assert document["ok"] is True and document["results"][0]["model"] == ALIAS
     cases = ET.parse(junit).getroot().findall("./testsuite/testcase")
-    assert [(c.get("classname"), c.get("name")) for c in cases] == [
-        (llama.url, check) for check in CHECKS
-    ]
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [(llama.url, check) for check in CHECKS]
     assert KEY not in out.read_text() + junit.read_text() + table
 
 
@@ -262,9 +250,7 @@ def test_cli_smoke_fails_with_a_wrong_key_from_the_environment(
 
 
 @needs_server
-def test_cli_load_reports_counts(
-    llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_load_reports_counts(llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "load.json"
     argv = ["smoke", "--load", "20", llama.url, "--api-key-file", str(llama.key_file)]
     assert main([*argv, "--json", str(out)]) == 0

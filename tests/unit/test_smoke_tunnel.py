@@ -57,9 +57,7 @@ class Sshd:
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     work = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True
-        )
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
     shutil.copy(work / "client_key.pub", work / "authorized_keys")
     port = free_local_port()
     config = work / "sshd_config"
@@ -114,9 +112,7 @@ def _server_port(server: LiveServer) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-def test_forward_reaches_a_loopback_server(
-    sshd: Sshd, loopback_llama: LiveServer, tmp_path: Path
-) -> None:
+def test_forward_reaches_a_loopback_server(sshd: Sshd, loopback_llama: LiveServer, tmp_path: Path) -> None:
     inventory = tmp_path / "fleet.py"
     data = {**_ssh_data(sshd), "server_port": _server_port(loopback_llama)}
     inventory.write_text(f"gpu = [('gpu-01', {data!r})]\n")
@@ -138,9 +134,7 @@ def test_a_refused_ssh_connection_says_why(sshd: Sshd, tmp_path: Path) -> None:
         pass
 
 
-def test_cli_smokes_an_inventory_through_tunnels(
-    sshd: Sshd, loopback_llama: LiveServer, tmp_path: Path
-) -> None:
+def test_cli_smokes_an_inventory_through_tunnels(sshd: Sshd, loopback_llama: LiveServer, tmp_path: Path) -> None:
     port = _server_port(loopback_llama)
     inventory = tmp_path / "fleet.py"
     inventory.write_text(

@@ -1,0 +1,61 @@
+"""Host-side model download (``model_delivery=host``): the exact URL and sha256 the controller resolved.
+
+The host fetches with curl into ``<dest>.partial`` (resuming a partial file
+left by an earlier attempt), checks the sha256, and renames into place only
+on a match. When the hub needs a token, it travels as a header file inside a
+root-only directory that is removed as soon as curl exits, success or not;
+it never appears on a command line, in pyinfra's output or in a file that
+outlives the command.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, operation
+from pyinfra.facts.files import Sha256File
+
+from roles.model import ModelArtifact
+from roles.ops import q
+
+SECRET_DIR = "/run/lemfleet-secret"
+
+
+def controller_token(url: str) -> str | None:
+    """The controller's Hugging Face token, only for URLs on the hub endpoint in use."""
+    from huggingface_hub import constants, get_token
+
+    if not url.startswith(constants.ENDPOINT.rstrip("/") + "/"):
+        return None
+    return get_token()
+
+
+def download_script(url: str, dest: str, sha256: str, header_file: str | None) -> str:
+    """The shell that fetches, verifies and places the model (pure, unit-tested)."""
+    partial = f"{dest}.partial"
+    auth = f"-H @{header_file} " if header_file else ""
+    cleanup = f"rm -rf {SECRET_DIR}; " if header_file else ""
+    return (
+        f"curl -fsSL --retry 5 --retry-delay 2 -C - {auth}-o {q(partial)} {q(url)}; rc=$?; {cleanup}"
+        f'[ "$rc" = 0 ] || {{ echo "download of {url} failed (curl exit $rc)" >&2; exit 1; }}; '
+        f"echo {q(sha256 + '  ' + partial)} | sha256sum --check --status || "
+        f"{{ rm -f {q(partial)}; echo 'sha256 mismatch for {url}: rejected' >&2; exit 1; }}; "
+        f"chmod 644 {q(partial)} && mv -f {q(partial)} {q(dest)}"
+    )
+
+
+@operation()
+def host_download(model: ModelArtifact, dest: str):  # type: ignore[no-untyped-def]
+    """Have the host download ``model.url`` to ``dest`` unless it already has the right file."""
+    if host.get_fact(Sha256File, path=dest) == model.sha256:
+        host.noop(f"{dest} already has sha256 {model.sha256[:12]}")
+        return
+    assert model.url
+    token = controller_token(model.url)
+    header_file = None
+    if token:
+        header_file = f"{SECRET_DIR}/auth-header"
+        yield f"rm -rf {SECRET_DIR} && mkdir -m 700 {SECRET_DIR}"
+        yield FileUploadCommand(StringIO(f"Authorization: Bearer {token}\n"), header_file)
+    yield download_script(model.url, dest, model.sha256, header_file)
