@@ -9,6 +9,7 @@ from pyinfra import host
 
 from roles import apt_proxy, detect, model_source
 from roles.controller import once, source_for, validate_hosts
+from roles.drivers import install_drivers, plan_for_host
 from roles.llama_cpp import BINARY, install_llama_cpp
 from roles.model import install_model, prune_models
 from roles.plan import ModelInfo, plan_host
@@ -21,9 +22,12 @@ facts = detect.gather()
 model = once("model", model_source.model_key(settings, facts),
              lambda: model_source.resolve_for_host(settings, facts))  # fmt: skip
 plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
+drivers = plan_for_host(facts, plan.backend, settings)
 source = source_for(settings)
 
 apt_proxy.configure_apt_proxy()
+# The service user joins the GPU groups in the server step, where it is created.
+install_drivers(drivers)
 build_switched = install_llama_cpp(plan, source)
 model_path, model_placed = install_model(model, facts.disk_free_bytes)
 install_server(
@@ -31,7 +35,9 @@ install_server(
     binary=BINARY,
     model_path=model_path,
     restart_when=[build_switched] + ([model_placed] if model_placed else []),
-    record=deploy_record(plan, source, model, model_path),
+    record=deploy_record(plan, source, model, model_path, unit_name=settings["server_unit_name"],
+                         user=settings["server_user"]),  # fmt: skip
+    supplementary_groups=drivers.service_groups,
 )
 if model_placed:
     prune_models(settings["model_dir"], model_path, settings["model_keep"], when=model_placed)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, str] = {
     "smoke": "lemfleet.smoke_cli",
     "report": "lemfleet.report",
+    "demo": "lemfleet.demo",
 }
 
 USAGE_ERROR = 2

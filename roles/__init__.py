@@ -4,11 +4,12 @@
 together before any host is touched and checked against the README.
 """
 
-from roles import apt_proxy, gpu_plan, llama_cpp, model, server, smoke
+from roles import apt_proxy, drivers, gpu_plan, llama_cpp, model, server, smoke
 
 ROLE_SETTINGS = (
     apt_proxy.SETTINGS,
     gpu_plan.SETTINGS,
+    drivers.SETTINGS,
     llama_cpp.SETTINGS,
     model.SETTINGS,
     server.SETTINGS,

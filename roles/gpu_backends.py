@@ -79,9 +79,7 @@ def _os_label(facts: HostFacts) -> str:
     return " ".join(_release(facts)).capitalize()
 
 
-def _visible(
-    chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Notes
-) -> dict[str, str]:
+def _visible(chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Notes) -> dict[str, str]:
     """``*_VISIBLE_DEVICES`` when the chosen GPUs are a subset of the vendor's GPUs."""
     same_vendor = [g for g in facts.gpus if g.vendor == chosen[0].vendor]
     if len(chosen) == len(same_vendor):
@@ -128,20 +126,19 @@ def _nvidia_nodes(chosen: Sequence[Gpu]) -> tuple[str, ...]:
 # -- hip ----------------------------------------------------------------------------
 
 
-def _hsa_override(gpu: Gpu, setting: str | None, notes: Notes) -> str | None:
+def _hsa_override(gpu: Gpu, setting: str | None, notes: Notes) -> tuple[str | None, str]:
+    """The override version for an unsupported gfx, or None and why not."""
     gfx = gpu.gfx_target or ""
     known = HSA_OVERRIDE_KNOWN_GOOD.get(gfx)
     hint = f"; gpu_hsa_override_gfx_version: auto would use the known-good {known}" if known else ""
     if setting is None:
-        notes.against(f"{label(gpu)}: {gfx} is not a target ROCm's libraries support{hint}")
-        return None
+        return None, f"{label(gpu)}: {gfx} is not a target ROCm's libraries support{hint}"
     if setting == "auto" and not known:
-        notes.against(f"{label(gpu)}: no known-good HSA_OVERRIDE_GFX_VERSION for {gfx}")
-        return None
+        return None, f"{label(gpu)}: no known-good HSA_OVERRIDE_GFX_VERSION for {gfx}"
     version = known if setting == "auto" else setting
     if known and version != known:
         notes.warn(f"HSA_OVERRIDE_GFX_VERSION={version} for {gfx} differs from known-good {known}")
-    return version
+    return version, ""
 
 
 def choose_hip(
@@ -150,15 +147,22 @@ def choose_hip(
     notes = Notes(facts.hostname)
     usable: list[tuple[Gpu, str]] = []
     overrides: set[str] = set()
+    rejected: list[str] = []
     for gpu in gpus:
         gfx = gpu.gfx_target
         if gfx is None:
-            parent.against(f"{label(gpu)}: gfx target unknown (no KFD, rocminfo or known PCI id)")
+            rejected.append(f"{label(gpu)}: gfx target unknown (no KFD, rocminfo or known PCI id)")
         elif gfx in ROCM_GFX:
             usable.append((gpu, gfx))
-        elif version := _hsa_override(gpu, cfg["gpu_hsa_override_gfx_version"], parent):
-            overrides.add(version)
-            usable.append((gpu, gfx_from_override(version) or gfx))
+        else:
+            version, why = _hsa_override(gpu, cfg["gpu_hsa_override_gfx_version"], notes)
+            if version:
+                overrides.add(version)
+                usable.append((gpu, gfx_from_override(version) or gfx))
+            else:
+                rejected.append(why)
+    for why in rejected:
+        parent.against(why)
     route = ROCM_ROUTES.get(_release(facts))
     if route is None or not route.ok:
         why = route.how if route else f"no known route to HIP >= 6.1 on {_os_label(facts)}"
@@ -179,11 +183,10 @@ def choose_hip(
         )
         return None
     chosen = tuple(gpu for gpu, _ in usable)
-    left_out = [label(g) for g in gpus if g not in chosen]
     how = route.how if route and route.ok else "forced by gpu_backend"
     notes.reason(f"backend: hip, {', '.join(sorted({g for _, g in usable}))} on {how}")
-    if left_out:
-        notes.reason(f"devices: {', '.join(left_out)} left out (see above); vulkan could use all")
+    for why in rejected:
+        notes.reason(f"devices: left out {why} (gpu_backend: vulkan would use every GPU)")
     targets = tuple(sorted({gfx for _, gfx in usable}))
     if cfg["gpu_targets"]:
         wanted = tuple(sorted(set(cfg["gpu_targets"])))
@@ -211,9 +214,7 @@ def choose_hip(
 
 
 def _cc(gpu: Gpu) -> tuple[int, ...] | None:
-    return (
-        tuple(int(p) for p in gpu.compute_capability.split(".")) if gpu.compute_capability else None
-    )
+    return tuple(int(p) for p in gpu.compute_capability.split(".")) if gpu.compute_capability else None
 
 
 def choose_cuda(
@@ -249,9 +250,7 @@ def choose_cuda(
         if forced:
             parent.fail(f"gpu_backend='cuda' on {_os_label(facts)}: {parent.why_not[-1]}")
         return None
-    archs = tuple(
-        sorted({g.compute_capability.replace(".", "") for g in chosen if g.compute_capability})
-    )
+    archs = tuple(sorted({g.compute_capability.replace(".", "") for g in chosen if g.compute_capability}))
     if cfg["gpu_targets"]:
         wanted = [t.replace(".", "") for t in cfg["gpu_targets"]]
         if not all(re.fullmatch(r"\d{2,3}[af]?", t) for t in wanted):
@@ -285,9 +284,7 @@ def choose_vulkan(
         return None
     if ok is None:
         notes.warn(headers)
-    why = (
-        "forced by gpu_backend" if forced else "the explicit fallback: " + "; ".join(parent.why_not)
-    )
+    why = "forced by gpu_backend" if forced else "the explicit fallback: " + "; ".join(parent.why_not)
     notes.reason(f"backend: vulkan, {why}")
     notes.reason(f"build: {headers}")
     if cfg["gpu_targets"]:

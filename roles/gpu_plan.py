@@ -132,8 +132,7 @@ SETTINGS = (
     Setting(
         "gpu_allow_cpu_fallback",
         False,
-        "Let a host that has GPUs serve on the CPU when no GPU backend fits; otherwise "
-        "planning fails for that host.",
+        "Let a host that has GPUs serve on the CPU when no GPU backend fits; otherwise planning fails for that host.",
         boolean,
     ),
 )
@@ -241,9 +240,7 @@ def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
     return _merge(notes, choice) if choice else _cpu(notes, cfg, len(facts.gpus))
 
 
-def _auto(
-    candidates: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], notes: Notes
-) -> GpuChoice:
+def _auto(candidates: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], notes: Notes) -> GpuChoice:
     options: list[GpuChoice] = []
     nvidia = tuple(g for g in candidates if g.vendor == "nvidia")
     amd = tuple(g for g in candidates if g.vendor == "amd")

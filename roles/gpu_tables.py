@@ -159,12 +159,8 @@ ROCM_ROUTES: dict[tuple[str, str], RocmRoute] = {
     ("ubuntu", "22.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, jammy)"),
     ("ubuntu", "24.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, noble)"),
     ("debian", "sid"): RocmRoute(True, "Debian's own ROCm packages (HIP >= 7.0 in sid)"),
-    ("debian", "12"): RocmRoute(
-        False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"
-    ),
-    ("debian", "13"): RocmRoute(
-        False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"
-    ),
+    ("debian", "12"): RocmRoute(False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"),
+    ("debian", "13"): RocmRoute(False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"),
 }
 
 # Vulkan headers shipped per release. ggml-vulkan uses vk::LayerSettingEXT

@@ -22,6 +22,7 @@ def deploy_record(plan: HostPlan, source: Source, model: ModelArtifact, model_pa
     bid = build_id(source, plan)
     return {
         "record_version": RECORD_VERSION,
+        "backend": plan.backend,
         "service": {
             "unit": f"{unit_name}.service",
             "user": user,

@@ -99,9 +99,7 @@ def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
             )
         )
     for pin in plan.pins:
-        repo_ops.append(
-            files.put(name=f"Pin {pin.pin}", src=StringIO(pin.render()), dest=pin.path, mode="644")
-        )
+        repo_ops.append(files.put(name=f"Pin {pin.pin}", src=StringIO(pin.render()), dest=pin.path, mode="644"))
     if repo_ops:
         apt.update(name="Read the new repositories", _if=any_changed(*repo_ops))
 
@@ -130,9 +128,12 @@ def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
             _if=any_changed(*blacklist_ops),
         )
     if plan.packages:
+        # Without recommends: Debian's CUDA toolkit would otherwise recommend its way
+        # to a proprietary nvidia-kernel-dkms, even next to a kept or open driver.
         apt.packages(
             name=f"Install the {plan.backend} runtime and build packages",
             packages=list(plan.packages),
+            no_recommends=True,
         )
 
     for group in plan.service_groups:

@@ -56,8 +56,7 @@ def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
         )
     elif target.container:
         reasons.append(
-            "inside a container: the driver comes from the host (NVIDIA Container Toolkit); "
-            "only CUDA is installed here"
+            "inside a container: the driver comes from the host (NVIDIA Container Toolkit); only CUDA is installed here"
         )
     elif target.runtime_working:
         reasons.append(
@@ -92,10 +91,7 @@ def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
 
 
 def _compute_capabilities(target: DriverTarget) -> list[tuple[int, int]]:
-    return [
-        (v[0], v[1] if len(v) > 1 else 0)
-        for v in map(pins.version_tuple, target.compute_capabilities)
-    ]
+    return [(v[0], v[1] if len(v) > 1 else 0) for v in map(pins.version_tuple, target.compute_capabilities)]
 
 
 def _cc_text(cc: tuple[int, int]) -> str:
@@ -176,13 +172,9 @@ def _nvidia_repo(
     pre_turing = any(cc < pins.OPEN_MODULES_MIN_CC for cc in ccs)
     default = pins.CUDA_TOOLKIT_PRE_TURING if pre_turing else pins.CUDA_TOOLKIT
     toolkit = settings["drivers_cuda_toolkit"] or default.value
-    _check_toolkit(
-        f"drivers_cuda_toolkit={toolkit!r}", toolkit, ccs, "accepted: a toolkit that covers it"
-    )
+    _check_toolkit(f"drivers_cuda_toolkit={toolkit!r}", toolkit, ccs, "accepted: a toolkit that covers it")
     branch = settings["drivers_nvidia_branch"]
-    _check_branch(
-        f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}"
-    )
+    _check_branch(f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}")
     driver = f"nvidia-open-{branch}" if modules == "open" else f"cuda-drivers-{branch}"
     reasons = [f"NVIDIA's CUDA repository for {distro}/{arch}, set up by {pins.CUDA_KEYRING_DEB}"]
     if install_driver:
@@ -210,9 +202,7 @@ def _ubuntu(
     fix = "accepted: drivers_cuda_source='nvidia-repo'"
     _check_toolkit(f"drivers_cuda_source='distro' on {target.described}", toolkit, ccs, fix)
     branch = settings["drivers_nvidia_branch"]
-    _check_branch(
-        f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}"
-    )
+    _check_branch(f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}")
     suffix = "-open" if modules == "open" else ""
     reasons = [f"Ubuntu's packages: CUDA toolkit {toolkit} (nvidia-cuda-toolkit, multiverse)"]
     if install_driver:
@@ -256,6 +246,11 @@ def _debian(
     ]
     if install_driver:
         reasons.append(f"Debian's driver {branch} with the {modules} kernel modules ({kernel})")
+    else:
+        reasons.append(
+            f"Debian's nvidia-cuda-toolkit depends on libcuda1 (>= {branch}): a driver that "
+            "did not come from a package gets Debian's libcuda1 beside it"
+        )
     return DriverPlan(
         backend="cuda",
         source="debian",

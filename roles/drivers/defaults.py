@@ -84,8 +84,7 @@ SETTINGS = (
     Setting(
         "drivers_debian_mirror",
         "http://deb.debian.org/debian",
-        "Debian mirror for the contrib and non-free components that Debian's NVIDIA driver "
-        "and CUDA toolkit come from.",
+        "Debian mirror for the contrib and non-free components that Debian's NVIDIA driver and CUDA toolkit come from.",
         text(r"https?://\S+", "an http:// or https:// URL"),
     ),
 )

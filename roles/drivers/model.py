@@ -63,9 +63,7 @@ class DriverTarget:
     @property
     def described(self) -> str:
         name = {"debian": "Debian", "ubuntu": "Ubuntu"}.get(self.os_id, self.os_id)
-        codename = (
-            f" ({self.os_codename})" if self.os_codename and self.os_codename != "sid" else ""
-        )
+        codename = f" ({self.os_codename})" if self.os_codename and self.os_codename != "sid" else ""
         return f"{name} {self.release}{codename}"
 
 
@@ -113,11 +111,7 @@ class AptSource:
             options.insert(0, "arch=" + ",".join(self.architectures))
         option_text = " ".join(options)
         components = " ".join(self.components)
-        return [
-            f"deb [{option_text}] {uri} {suite} {components}"
-            for uri in self.uris
-            for suite in self.suites
-        ]
+        return [f"deb [{option_text}] {uri} {suite} {components}" for uri in self.uris for suite in self.suites]
 
 
 @dataclass(frozen=True)
@@ -134,10 +128,7 @@ class AptPin:
         return f"/etc/apt/preferences.d/{self.name}"
 
     def render(self) -> str:
-        return (
-            f"# {MANAGED}\n"
-            f"Package: {self.packages}\nPin: {self.pin}\nPin-Priority: {self.priority}\n"
-        )
+        return f"# {MANAGED}\nPackage: {self.packages}\nPin: {self.pin}\nPin-Priority: {self.priority}\n"
 
 
 @dataclass(frozen=True)
@@ -165,7 +156,7 @@ class DriverPlan:
     """
 
     backend: str
-    source: str  # "amd-repo", "debian", "nvidia-repo", "ubuntu", "none"
+    source: str  # "amd-repo", "nvidia-repo", "debian", "ubuntu", "existing" or "none"
     keys: tuple[AptKey, ...] = ()
     keyring_debs: tuple[str, ...] = ()  # URLs of keyring packages (cuda-keyring)
     sources: tuple[AptSource, ...] = ()
@@ -204,9 +195,7 @@ class DriverPlan:
         lines = [f"backend {self.backend}, source {self.source}"]
         lines += [f"  key {k.url} -> {k.dest}" for k in self.keys]
         lines += [f"  keyring package {url}" for url in self.keyring_debs]
-        lines += [
-            f"  source {s.path}: {' '.join(s.uris)} {' '.join(s.suites)}" for s in self.sources
-        ]
+        lines += [f"  source {s.path}: {' '.join(s.uris)} {' '.join(s.suites)}" for s in self.sources]
         lines += [f"  pin {p.path}: {p.pin} = {p.priority}" for p in self.pins]
         lines += [f"  file {f.path}" for f in self.files]
         if self.kernel_packages:

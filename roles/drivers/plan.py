@@ -37,13 +37,9 @@ def plan_drivers(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPla
     clean = clean_settings(settings)
     if target.backend not in BACKENDS:
         accepted = ", ".join(repr(b) for b in BACKENDS)
-        raise DriverPlanError(
-            f"{BACKEND_SETTING}={target.backend!r} is not valid; accepted: {accepted}"
-        )
+        raise DriverPlanError(f"{BACKEND_SETTING}={target.backend!r} is not valid; accepted: {accepted}")
     if target.backend == "cpu":
-        return DriverPlan(
-            "cpu", "none", reasons=("backend cpu: no GPU driver or runtime is needed",)
-        )
+        return DriverPlan("cpu", "none", reasons=("backend cpu: no GPU driver or runtime is needed",))
     if target.os_id not in SUPPORTED_OS:
         raise DriverPlanError(
             f"{BACKEND_SETTING}={target.backend!r} on {target.described}: lemfleet installs GPU "
@@ -96,8 +92,6 @@ def target_from_facts(
         kernel_release=kernel_release,
         driver_from_lemfleet=driver_from_lemfleet,
         compute_capabilities=tuple(
-            gpu.compute_capability
-            for gpu in facts.gpus
-            if gpu.vendor == "nvidia" and gpu.compute_capability
+            gpu.compute_capability for gpu in facts.gpus if gpu.vendor == "nvidia" and gpu.compute_capability
         ),
     )

@@ -120,9 +120,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
     if target.runtime_working and target.driver_from_lemfleet:
         reasons.append("rocminfo works with the ROCm an earlier lemfleet run installed")
     elif target.runtime_working:
-        reasons.append(
-            f"drivers_manage_existing=true: the working ROCm {existing or ''} may be upgraded"
-        )
+        reasons.append(f"drivers_manage_existing=true: the working ROCm {existing or ''} may be upgraded")
 
     kernel: tuple[str, ...] = ()
     if target.container:

@@ -32,11 +32,7 @@ def _accepted() -> str:
 
 def _alternatives(target: DriverTarget) -> str:
     hip = target.os_id == "ubuntu" and target.release in pins.UBUNTU_CODENAMES
-    return (
-        "'hip' for AMD GPUs, 'cuda' for NVIDIA GPUs, or 'cpu'"
-        if hip
-        else ("'cuda' for NVIDIA GPUs, or 'cpu'")
-    )
+    return "'hip' for AMD GPUs, 'cuda' for NVIDIA GPUs, or 'cpu'" if hip else ("'cuda' for NVIDIA GPUs, or 'cpu'")
 
 
 def plan_vulkan(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:

@@ -6,11 +6,13 @@ and prints its output between ``@@lemfleet-gpu:<name>`` and
 ``@@lemfleet-gpu-rc:<name>:<exit status>`` markers. Nothing needs root and
 nothing is changed.
 
-Merge rule: devices are joined by KFD node, then PCI slot, then (for probes
-that report neither, such as ``vulkaninfo --summary``) by position among the
-same vendor's unmatched devices. Runtime-specific probes win over lspci for
-names, VRAM and architecture; a device is ``driver_ok`` when any runtime probe
-(KFD, rocminfo, rocm-smi/amd-smi, nvidia-smi, Vulkan) saw it.
+Merge rule: one Gpu per device (per logical GPU for partitioned MI300), joined
+by KFD node, then PCI slot, then, for probes that report neither (``vulkaninfo
+--summary``, ``nvidia-smi -L``, old ``rocm-smi`` tables), by PCI id and finally
+by position among the same vendor's unmatched devices. Runtime-specific probes
+win over lspci for names, VRAM and architecture; a device is ``driver_ok`` when
+any runtime probe (KFD, rocminfo, rocm-smi/amd-smi, nvidia-smi, Vulkan) saw it.
+``index`` is the HIP/CUDA index where a runtime gave one, else the PCI order.
 """
 
 from __future__ import annotations
@@ -44,26 +46,24 @@ _HAS = "command -v {} >/dev/null 2>&1"
 
 
 def _section(name: str, command: str) -> str:
-    return f"s {name}; {command}; e {name} $?"
+    return f"lf_s {name}; {command}; lf_e {name} $?"
 
 
 PROBE_COMMAND = "; ".join(
     [
         'PATH="$PATH:/opt/rocm/bin:/usr/sbin:/sbin"',
-        f"s() {{ echo '{MARK}'\"$1\"; }}",
-        f'e() {{ printf \'\\n{RC_MARK}%s:%s\\n\' "$1" "$2"; }}',
+        f"lf_s() {{ echo '{MARK}'\"$1\"; }}",
+        f'lf_e() {{ printf \'\\n{RC_MARK}%s:%s\\n\' "$1" "$2"; }}',
         f"if {_HAS.format('lspci')}; then {_section('lspci', 'lspci -Dnnk 2>/dev/null')}; "
         f"else {_section('pci-sysfs', PCI_SYSFS_COMMAND)}; fi",
         f"if [ -d {KFD_NODES} ]; then {_section('kfd', KFD_COMMAND)}; fi",
-        f"if {_HAS.format('rocminfo')}; then "
-        f"{_section('rocminfo', 'timeout 30 rocminfo 2>&1')}; fi",
-        "if [ -r /opt/rocm/.info/version ]; then "
-        f"{_section('rocm-version', 'cat /opt/rocm/.info/version')}; fi",
+        f"if {_HAS.format('rocminfo')}; then {_section('rocminfo', 'timeout 30 rocminfo 2>&1')}; fi",
+        f"if [ -r /opt/rocm/.info/version ]; then {_section('rocm-version', 'cat /opt/rocm/.info/version')}; fi",
         f"if {_HAS.format('amd-smi')}; then "
         f"{_section('amd-smi', 'timeout 30 amd-smi static --asic --bus --vram 2>&1')}; "
         f"elif {_HAS.format('rocm-smi')}; then {_section('rocm-smi', 'timeout 30 rocm-smi --showproductname --showmeminfo vram --csv 2>&1')}; fi",  # noqa: E501
-        f"if {_HAS.format('nvidia-smi')}; then s nvidia-smi; timeout 30 {QUERY_COMMAND}; rc=$?; "
-        "e nvidia-smi $rc; if [ $rc -ne 0 ]; then "
+        f"if {_HAS.format('nvidia-smi')}; then lf_s nvidia-smi; timeout 30 {QUERY_COMMAND}; rc=$?; "
+        "lf_e nvidia-smi $rc; if [ $rc -ne 0 ]; then "
         f"{_section('nvidia-smi-table', 'timeout 30 nvidia-smi 2>&1')}; fi; fi",
         f"if {_HAS.format('vulkaninfo')}; then "
         f"{_section('vulkaninfo', 'timeout 30 vulkaninfo --summary 2>/dev/null')}; fi",
@@ -87,7 +87,7 @@ def split_sections(lines: Iterable[str]) -> dict[str, tuple[list[str], int | Non
             if name in sections:
                 body = sections[name][0]
                 if body and not body[-1].strip():
-                    body.pop()  # the newline e() adds in case output lacked one
+                    body.pop()  # the newline lf_e adds in case output lacked one
                 sections[name] = (body, int(rc) if rc.strip().isdigit() else None)
             current = None
         elif current is not None:
@@ -146,8 +146,13 @@ def _keyed_match(devices: list[Gpu], gpu: Gpu, used: set[int]) -> int | None:
 
 
 def merge_gpus(reports: Sequence[tuple[Gpu, ...]]) -> tuple[Gpu, ...]:
-    """One Gpu per device from several probes' lists, given best source first."""
+    """One Gpu per device from several probes' lists, given best source first.
+
+    GPUs with a KFD node or PCI slot are joined first, from every probe; the
+    ones without (vulkaninfo --summary, nvidia-smi -L, old rocm-smi tables) then
+    join the devices that their own probe did not already match."""
     devices: list[Gpu] = []
+    deferred: list[tuple[list[Gpu], set[int]]] = []
     for gpus in reports:
         used: set[int] = set()
         keyless: list[Gpu] = []
@@ -161,15 +166,31 @@ def merge_gpus(reports: Sequence[tuple[Gpu, ...]]) -> tuple[Gpu, ...]:
             else:
                 devices.append(gpu)
                 used.add(len(devices) - 1)
-        for vendor in sorted({g.vendor for g in keyless}):
-            mine = [g for g in keyless if g.vendor == vendor]
-            free = [i for i, d in enumerate(devices) if d.vendor == vendor and i not in used]
-            if len(mine) == len(free):
-                for i, gpu in zip(free, mine, strict=True):
-                    devices[i] = _combine(devices[i], gpu)
-            else:
-                devices.extend(mine)
+        deferred.append((keyless, used))
+    for keyless, used in deferred:
+        _merge_keyless(devices, keyless, used)
     return _number(devices)
+
+
+def _merge_keyless(devices: list[Gpu], keyless: list[Gpu], used: set[int]) -> None:
+    """Join GPUs that carry no KFD node or slot to the devices their own probe did
+    not match: by PCI id (in order, for identical cards), then by position when
+    as many remain on both sides; anything else is a device of its own."""
+    for vendor in sorted({g.vendor for g in keyless}):
+        free = [i for i, d in enumerate(devices) if d.vendor == vendor and i not in used]
+        leftovers = []
+        for gpu in (g for g in keyless if g.vendor == vendor):
+            same = [i for i in free if gpu.pci_id and devices[i].pci_id == gpu.pci_id]
+            if same:
+                devices[same[0]] = _combine(devices[same[0]], gpu)
+                free.remove(same[0])
+            else:
+                leftovers.append(gpu)
+        if len(leftovers) == len(free):
+            for i, gpu in zip(free, leftovers, strict=True):
+                devices[i] = _combine(devices[i], gpu)
+        else:
+            devices.extend(leftovers)
 
 
 def _number(devices: list[Gpu]) -> tuple[Gpu, ...]:
@@ -197,9 +218,7 @@ def merge_runtimes(runtimes: Iterable[GpuRuntime]) -> GpuRuntime:
             if isinstance(value, bool):
                 merged[f.name] = bool(have) or value
             elif isinstance(value, tuple):
-                merged[f.name] = tuple(have or ()) + tuple(
-                    v for v in value if v not in (have or ())
-                )
+                merged[f.name] = tuple(have or ()) + tuple(v for v in value if v not in (have or ()))
             elif have is None:
                 merged[f.name] = value
     if "device_nodes" in merged:

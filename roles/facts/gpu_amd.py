@@ -49,9 +49,7 @@ def _int(text: str) -> int | None:
         return None
 
 
-def kfd_node_gpu(
-    node: int | None, props: dict[str, int], banks: list[dict[str, int]]
-) -> Gpu | None:
+def kfd_node_gpu(node: int | None, props: dict[str, int], banks: list[dict[str, int]]) -> Gpu | None:
     """One KFD node as a Gpu, or None for a CPU node (``simd_count`` 0)."""
     if props.get("simd_count", 1) == 0:
         return None
@@ -212,7 +210,12 @@ def parse_rocminfo(lines: Iterable[str]) -> GpuReport:
     """
     text = [line.rstrip("\n") for line in lines]
     gpus = [gpu for agent in _agents(text) if (gpu := _rocminfo_agent(agent)) is not None]
-    gpus = [replace(gpu, index=i) for i, gpu in enumerate(gpus)]
+    slots = [gpu.pci_slot for gpu in gpus]
+    # BDFID has no PCI domain: on multi-domain hosts (4x MI300A) slots repeat, so drop them.
+    gpus = [
+        replace(gpu, index=i, pci_slot=gpu.pci_slot if slots.count(gpu.pci_slot) == 1 else None)
+        for i, gpu in enumerate(gpus)
+    ]
     ok = bool(gpus)
     errors: tuple[str, ...] = ()
     if not ok:

@@ -160,7 +160,7 @@ class RocmSmi(FactBase[GpuReport]):
 
         device,VRAM Total Memory (B),VRAM Total Used Memory (B),Card Series,Card Model,...,Node ID,GUID,GFX Version
         card0,21458059264,27856896,Radeon RX 7900 XT,0x744c,...,1,26967,gfx1100
-    """  # noqa: E501
+    """
 
     def requires_command(self) -> str:
         return "rocm-smi"

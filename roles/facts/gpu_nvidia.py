@@ -25,9 +25,7 @@ from roles.gpu_tables import nvidia_cc_from_name
 from roles.hostinfo import Gpu, GpuRuntime
 
 QUERY_FIELDS = ("index", "name", "memory.total", "compute_cap", "driver_version", "pci.bus_id")
-QUERY_COMMAND = (
-    f"nvidia-smi --query-gpu={','.join(QUERY_FIELDS)} --format=csv,noheader,nounits 2>&1"
-)
+QUERY_COMMAND = f"nvidia-smi --query-gpu={','.join(QUERY_FIELDS)} --format=csv,noheader,nounits 2>&1"
 
 # Lines that mean the driver (not just this tool) is unusable.
 _DRIVER_FAILURES = (
@@ -134,11 +132,7 @@ def parse_nvidia_smi(lines: Iterable[str]) -> GpuReport:
     if not gpus:
         gpus, driver, cuda = _table_rows(text)
     if not gpus:
-        gpus = [
-            _gpu(int(m["index"]), m["name"], None, None, None)
-            for line in text
-            if (m := _LIST_GPU.match(line))
-        ]
+        gpus = [_gpu(int(m["index"]), m["name"], None, None, None) for line in text if (m := _LIST_GPU.match(line))]
     if errors:
         gpus = []
     runtime = GpuRuntime(

@@ -67,9 +67,7 @@ def with_table_facts(gpu: Gpu) -> Gpu:
         changes["gfx_target"] = gpu.gfx_target or part.gfx
         changes["integrated"] = gpu.integrated or part.integrated
     elif gpu.vendor == "nvidia" and device_id in NVIDIA_PCI:
-        changes["compute_capability"] = (
-            gpu.compute_capability or NVIDIA_PCI[device_id].compute_capability
-        )
+        changes["compute_capability"] = gpu.compute_capability or NVIDIA_PCI[device_id].compute_capability
     return _replace(gpu, changes)
 
 

@@ -88,8 +88,6 @@ def test_apt_accepts_every_pin(tmp_path: Path) -> None:
 
 def test_the_check_itself_catches_a_bad_pin(tmp_path: Path) -> None:
     env = apt_tree(tmp_path, [])
-    (tmp_path / "prefs" / "bad").write_text(
-        "Package: *\nPin: orgin repo.radeon.com\nPin-Priority: 600\n"
-    )
+    (tmp_path / "prefs" / "bad").write_text("Package: *\nPin: orgin repo.radeon.com\nPin-Priority: 600\n")
     done = run(env, "apt-cache", "policy")
     assert done.returncode != 0 or done.stderr != ""

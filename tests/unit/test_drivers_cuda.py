@@ -30,8 +30,7 @@ def test_nvidia_repo(os_id: str, version: str, codename: str, distro: str) -> No
     plan = plan_drivers(cuda(os_id, version, codename, compute_capabilities=("9.0",)), {})
     assert plan.source == "nvidia-repo"
     assert plan.keyring_debs == (
-        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/"
-        "cuda-keyring_1.1-1_all.deb",
+        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/cuda-keyring_1.1-1_all.deb",
     )
     assert not plan.keys and not plan.sources  # cuda-keyring writes both itself
     (pin,) = plan.pins
@@ -68,9 +67,7 @@ def test_branch_and_toolkit_follow_the_settings() -> None:
 def test_cuda_13_cannot_build_for_pascal() -> None:
     target = cuda("debian", "12", "bookworm", compute_capabilities=("6.1",))
     with pytest.raises(DriverPlanError, match=r"drivers_cuda_toolkit='13-1'.* not 6\.1"):
-        plan_drivers(
-            target, {"drivers_cuda_toolkit": "13-1", "drivers_nvidia_kernel_modules": "proprietary"}
-        )
+        plan_drivers(target, {"drivers_cuda_toolkit": "13-1", "drivers_nvidia_kernel_modules": "proprietary"})
 
 
 def test_blackwell_needs_a_new_branch_and_open_modules() -> None:

@@ -64,9 +64,7 @@ def collect(state: State, plan: DriverPlan, **kwargs: str) -> list[Op]:
             (name,) = state.get_op_meta(op_hash).names
             data = state.get_op_data_for_host(host, op_hash)
             condition = data.global_arguments.get("_if")
-            ops.append(
-                Op(name.removeprefix(DEPLOY), list(data.command_generator()), bool(condition))
-            )
+            ops.append(Op(name.removeprefix(DEPLOY), list(data.command_generator()), bool(condition)))
     return ops
 
 
@@ -116,17 +114,12 @@ def test_rocm_plan_order_sources_and_kernel(local_state: State) -> None:
     for source in plan.sources:
         assert by_name[f"Add the apt source {source.path}"].uploaded() == source.deb822()
     assert by_name["Pin release o=repo.radeon.com"].uploaded() == plan.pins[0].render()
-    assert (
-        "https://repo.radeon.com/rocm/rocm.gpg.key"
-        in by_name["Install the apt key /etc/apt/keyrings/rocm.gpg"].text
-    )
+    assert "https://repo.radeon.com/rocm/rocm.gpg.key" in by_name["Install the apt key /etc/apt/keyrings/rocm.gpg"].text
     assert by_name["Read the new repositories"].has_condition
     # The kernel packages name this machine's kernel, read through pyinfra's fact.
     kernel_release = local_state.inventory.get_host("@local").get_fact(KernelVersion)
     kernel = by_name["Install the GPU kernel driver"].text
-    assert (
-        f"amdgpu-dkms linux-headers-{kernel_release} linux-modules-extra-{kernel_release}" in kernel
-    )
+    assert f"amdgpu-dkms linux-headers-{kernel_release} linux-modules-extra-{kernel_release}" in kernel
     # The kernel driver is installed without an apt update of its own, whose change
     # would otherwise count as a driver change and reboot the host.
     assert "apt-get update" not in kernel
@@ -142,27 +135,21 @@ def test_cuda_repo_plan_blacklists_nouveau(local_state: State) -> None:
     url = plan.keyring_debs[0]
     deb = "/var/cache/lemfleet/drivers/cuda-keyring_1.1-1_all.deb"
     assert f"curl -sSLf {url}" in by_name[f"Download {url}"].text
-    assert (
-        f"dpkg --force-confdef --force-confold -i {deb}"
-        in by_name["Install cuda-keyring_1.1-1_all.deb"].text
-    )
+    assert f"dpkg --force-confdef --force-confold -i {deb}" in by_name["Install cuda-keyring_1.1-1_all.deb"].text
     blacklist = by_name[f"Write {NOUVEAU_BLACKLIST.path}"]
     assert blacklist.uploaded() == NOUVEAU_BLACKLIST.content
     initramfs = by_name["Rebuild the initramfs with the new module options"]
     assert initramfs.has_condition and initramfs.text == "update-initramfs -u"
     assert "install nvidia-open-580 linux-headers-" in by_name["Install the GPU kernel driver"].text
-    assert (
-        "install cuda-toolkit-13-1" in by_name["Install the cuda runtime and build packages"].text
-    )
+    packages = by_name["Install the cuda runtime and build packages"].text
+    assert "install --no-install-recommends cuda-toolkit-13-1" in packages
 
 
 def test_reboot_is_never_on_local_and_follows_the_plan() -> None:
     plan = plan_drivers(DriverTarget("ubuntu", "24.04", "noble", "hip"), {})
     assert reboot_allowed(plan, "gpu1.example")
     assert not reboot_allowed(plan, "@local")
-    no_reboot = plan_drivers(
-        DriverTarget("ubuntu", "24.04", "noble", "hip"), {"drivers_reboot": False}
-    )
+    no_reboot = plan_drivers(DriverTarget("ubuntu", "24.04", "noble", "hip"), {"drivers_reboot": False})
     assert not reboot_allowed(no_reboot, "gpu1.example")
     container = plan_drivers(DriverTarget("ubuntu", "24.04", "noble", "hip", container=True), {})
     assert not reboot_allowed(container, "gpu1.example")

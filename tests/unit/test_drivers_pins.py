@@ -90,8 +90,7 @@ def test_cuda_keyring_url_form(os_id: str, release: str, distro: str) -> None:
     assert pins.NVIDIA_REPO_DISTROS[(os_id, release)] == distro
     url = pins.cuda_keyring_url(distro)
     assert url == (
-        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/"
-        "cuda-keyring_1.1-1_all.deb"
+        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/cuda-keyring_1.1-1_all.deb"
     )
     # The 1.0-1 keyring answers 404 on current repos (ansible-role-nvidia-driver#81).
     assert "cuda-keyring_1.0-1" not in url
@@ -99,8 +98,7 @@ def test_cuda_keyring_url_form(os_id: str, release: str, distro: str) -> None:
 
 def test_cuda_keyring_arm64_uses_sbsa() -> None:
     assert pins.cuda_keyring_url("ubuntu2404", pins.NVIDIA_REPO_ARCHES["aarch64"]) == (
-        "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/sbsa/"
-        "cuda-keyring_1.1-1_all.deb"
+        "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/sbsa/cuda-keyring_1.1-1_all.deb"
     )
 
 
@@ -134,9 +132,7 @@ def test_distro_packaged_versions() -> None:
         ("13-1", (7, 5), (12, 1)),
     ],
 )
-def test_toolkit_compute_capability_ranges(
-    toolkit: str, low: tuple[int, int], high: tuple[int, int]
-) -> None:
+def test_toolkit_compute_capability_ranges(toolkit: str, low: tuple[int, int], high: tuple[int, int]) -> None:
     assert pins.toolkit_cc_range(toolkit) == (low, high)
 
 

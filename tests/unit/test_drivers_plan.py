@@ -64,9 +64,7 @@ def test_cpu_needs_nothing_anywhere() -> None:
 def test_unknown_backend_names_the_setting() -> None:
     with pytest.raises(DriverPlanError) as err:
         plan_drivers(DriverTarget("debian", "13", "trixie", "metal"), {})
-    assert "gpu_backend='metal' is not valid; accepted: 'hip', 'cuda', 'vulkan', 'cpu'" in str(
-        err.value
-    )
+    assert "gpu_backend='metal' is not valid; accepted: 'hip', 'cuda', 'vulkan', 'cpu'" in str(err.value)
 
 
 def test_other_distributions_get_cpu_only() -> None:

@@ -44,8 +44,7 @@ def test_ubuntu_from_amds_repository(version: str, suite: str) -> None:
     (pin,) = plan.pins
     assert pin.path == "/etc/apt/preferences.d/rocm-pin-600"
     assert pin.render() == (
-        "# Managed by lemfleet (drivers).\n"
-        "Package: *\nPin: release o=repo.radeon.com\nPin-Priority: 600\n"
+        "# Managed by lemfleet (drivers).\nPackage: *\nPin: release o=repo.radeon.com\nPin-Priority: 600\n"
     )
     assert plan.kernel_packages == (
         "amdgpu-dkms",
@@ -130,9 +129,7 @@ def test_unknown_rocm_needs_an_explicit_amdgpu_release() -> None:
     target = hip("ubuntu", "24.04", "noble")
     with pytest.raises(DriverPlanError, match="set drivers_amdgpu_version"):
         plan_drivers(target, {"drivers_rocm_version": "7.9.1"})
-    plan = plan_drivers(
-        target, {"drivers_rocm_version": "7.9.1", "drivers_amdgpu_version": "30.90.1"}
-    )
+    plan = plan_drivers(target, {"drivers_rocm_version": "7.9.1", "drivers_amdgpu_version": "30.90.1"})
     assert plan.sources[0].uris == ("https://repo.radeon.com/amdgpu/30.90.1/ubuntu",)
 
 

@@ -194,12 +194,8 @@ GPU_CASES: list[tuple[str, Parser, list[dict[str, Any]]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("fixture", "parser", "expected"), GPU_CASES, ids=[case[0] for case in GPU_CASES]
-)
-def test_parser_reads_each_gpu(
-    fixture: str, parser: Parser, expected: list[dict[str, Any]]
-) -> None:
+@pytest.mark.parametrize(("fixture", "parser", "expected"), GPU_CASES, ids=[case[0] for case in GPU_CASES])
+def test_parser_reads_each_gpu(fixture: str, parser: Parser, expected: list[dict[str, Any]]) -> None:
     gpus, _ = parser(read(fixture))
     assert len(gpus) == len(expected), f"{fixture} ({source(fixture)}): {gpus}"
     for gpu, attributes in zip(gpus, expected, strict=True):
@@ -234,9 +230,7 @@ RUNTIME_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("fixture", "parser", "expected"), RUNTIME_CASES, ids=[c[0] for c in RUNTIME_CASES]
-)
+@pytest.mark.parametrize(("fixture", "parser", "expected"), RUNTIME_CASES, ids=[c[0] for c in RUNTIME_CASES])
 def test_parser_reads_the_runtime(fixture: str, parser: Parser, expected: dict[str, Any]) -> None:
     _, runtime = parser(read(fixture))
     assert {key: getattr(runtime, key) for key in expected} == expected, source(fixture)

@@ -20,9 +20,7 @@ MIB = 2**20
 
 
 def _run_probe(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, timeout=120, env=env
-    )
+    return subprocess.run(["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_probe_command_runs_on_this_host() -> None:
@@ -57,13 +55,9 @@ def test_probe_command_falls_back_to_the_table_when_the_query_fails(tmp_path: Pa
     failure = tmp_path / "failure.txt"
     table = tmp_path / "table.txt"
     failure.write_text("\n".join(read("nvidia-smi/failure-compute-cap-not-valid-field.txt")) + "\n")
-    table.write_text(
-        "\n".join(read("nvidia-smi/rtx-pro-laptop-smi470-driver580-table-partial.txt"))
-    )
+    table.write_text("\n".join(read("nvidia-smi/rtx-pro-laptop-smi470-driver580-table-partial.txt")))
     stub = tmp_path / "nvidia-smi"
-    stub.write_text(
-        f'#!/bin/sh\ncase "$*" in *--query-gpu*) cat {failure}; exit 2;; esac\ncat {table}\n'
-    )
+    stub.write_text(f'#!/bin/sh\ncase "$*" in *--query-gpu*) cat {failure}; exit 2;; esac\ncat {table}\n')
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     done = _run_probe(env)
@@ -77,9 +71,7 @@ def test_probe_command_falls_back_to_the_table_when_the_query_fails(tmp_path: Pa
 
 def test_merge_rocminfo_and_amd_smi_of_one_droplet() -> None:
     # Both recorded on the same MI300X VF droplet (Mahmood-Anaam/msp docs/amd_droplet.md).
-    (gpu,), runtime = probe(
-        {"rocminfo": "rocminfo/mi300x-vf.txt", "amd-smi": "amd-smi/mi300x-vf-default.txt"}
-    )
+    (gpu,), runtime = probe({"rocminfo": "rocminfo/mi300x-vf.txt", "amd-smi": "amd-smi/mi300x-vf-default.txt"})
     assert gpu.sources == ("rocminfo", "amd-smi")
     assert (gpu.name, gpu.pci_slot, gpu.gfx_target) == (
         "AMD Instinct MI300X VF",
@@ -141,9 +133,7 @@ def test_broken_nvidia_driver_keeps_the_lspci_gpus() -> None:
 
 def test_a_failing_probe_is_reported() -> None:
     # The message rocminfo prints when the amdgpu/KFD driver is not loaded (rocminfo.cc).
-    lines = probe_lines(
-        {"rocminfo": ["ROCk module is NOT loaded, possibly no GPU devices"]}, rc={"rocminfo": 1}
-    )
+    lines = probe_lines({"rocminfo": ["ROCk module is NOT loaded, possibly no GPU devices"]}, rc={"rocminfo": 1})
     gpus, runtime = parse_probe(lines)
     assert gpus == () and not runtime.rocminfo_ok
     assert "rocminfo exited with status 1: ROCk module is NOT loaded" in runtime.probe_errors[-1]
@@ -153,3 +143,24 @@ def test_fixtures_keep_their_source_lines() -> None:
     for path in sorted(HERE.rglob("*.txt")):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# source: "), path
+
+
+# Hand-built in vulkaninfo --summary's Devices layout (see the vulkaninfo fixtures):
+# RADV listing the RX 7600S of lspci/asus-tuf-a16-...txt as GPU1 after llvmpipe.
+RADV_7600S = [
+    "Devices:", "========",
+    "GPU0:", "\tvendorID           = 0x10005", "\tdeviceID           = 0x0000",
+    "\tdeviceType         = PHYSICAL_DEVICE_TYPE_CPU", "\tdeviceName         = llvmpipe",
+    "GPU1:", "\tvendorID           = 0x1002", "\tdeviceID           = 0x7480",
+    "\tdeviceType         = PHYSICAL_DEVICE_TYPE_DISCRETE_GPU",
+    "\tdeviceName         = AMD Radeon RX 7600S (RADV NAVI33)",
+]  # fmt: skip
+
+
+def test_merge_vulkan_device_by_its_unique_pci_id() -> None:
+    gpus, runtime = probe({"vulkaninfo": RADV_7600S, "lspci": "lspci/asus-tuf-a16-rx7600s-dgpu-plus-780m-igpu-knn.txt"})
+    assert [(g.pci_id, g.vulkan_index, g.driver_ok) for g in gpus] == [
+        ("1002:7480", 1, True),
+        ("1002:15bf", None, False),
+    ]
+    assert gpus[0].name == "AMD Radeon RX 7600S" and runtime.vulkan_ok

@@ -132,9 +132,7 @@ def test_every_choice_explains_itself(name: str) -> None:
             "HSA_OVERRIDE_GFX_VERSION"
         )
     if choice.backend == "cuda":
-        caps = {
-            g.compute_capability.replace(".", "") for g in choice.devices if g.compute_capability
-        }
+        caps = {g.compute_capability.replace(".", "") for g in choice.devices if g.compute_capability}
         assert set(choice.cuda_architectures) == caps
     if choice.backend == "cpu" and facts.gpus:
         assert any("serving on the CPU" in w for w in choice.warnings)

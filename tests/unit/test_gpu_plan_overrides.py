@@ -115,10 +115,7 @@ def test_targets_override_wins() -> None:
     cuda = choose_gpu(scenario_host("h100", UBUNTU_2404), {"gpu_targets": ["9.0", "89"]})
     assert cuda.cuda_architectures == ("89", "90")
     vulkan = choose_gpu(scenario_host("rx7900xtx", DEBIAN_13), {"gpu_targets": ["gfx1100"]})
-    assert (
-        vulkan.gpu_targets == ()
-        and "gpu_targets is ignored by the vulkan backend" in vulkan.warnings
-    )
+    assert vulkan.gpu_targets == () and "gpu_targets is ignored by the vulkan backend" in vulkan.warnings
 
 
 def test_targets_that_miss_a_chosen_gpu_warn() -> None:
@@ -144,3 +141,12 @@ def test_settings_are_declared_with_docs_and_valid_defaults() -> None:
     for setting in SETTINGS:
         assert setting.name.startswith("gpu_") and len(setting.doc) > 40
         assert setting.clean(setting.default) == setting.default
+
+
+def test_vulkan_indexes_from_vulkaninfo() -> None:
+    from tests.fixtures.gpu.hosts import host, probe
+    from tests.unit.test_gpu_facts_probe import RADV_7600S
+
+    report = probe({"vulkaninfo": RADV_7600S, "lspci": "lspci/asus-tuf-a16-rx7600s-dgpu-plus-780m-igpu-knn.txt"})
+    choice = choose_gpu(host("laptop", DEBIAN_13, report), {})
+    assert (choice.backend, choice.env) == ("vulkan", {"GGML_VK_VISIBLE_DEVICES": "1"})

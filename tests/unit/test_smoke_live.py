@@ -96,15 +96,15 @@ def stop(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if MISSING:
         pytest.skip(MISSING)
     return make_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")
-def llama(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Iterator[LiveServer]:
-    server = start_llama_server(tiny_gguf, tmp_path_factory.mktemp("llama"))
+def llama(tmp_path_factory: pytest.TempPathFactory, smoke_gguf: Path) -> Iterator[LiveServer]:
+    server = start_llama_server(smoke_gguf, tmp_path_factory.mktemp("llama"))
     try:
         wait_until_healthy(server)
         yield server
@@ -179,7 +179,7 @@ def test_health_waits_through_loading_then_fails_at_the_deadline(tmp_path: Path)
 
 
 @needs_server
-def test_health_tolerates_a_server_that_is_still_starting(tiny_gguf: Path, tmp_path: Path) -> None:
+def test_health_tolerates_a_server_that_is_still_starting(smoke_gguf: Path, tmp_path: Path) -> None:
     port = free_local_port()
     results: list[SmokeResult] = []
     waiting = threading.Thread(
@@ -187,7 +187,7 @@ def test_health_tolerates_a_server_that_is_still_starting(tiny_gguf: Path, tmp_p
     )
     waiting.start()
     time.sleep(1.0)  # the smoke test is now polling a port nobody listens on
-    server = start_llama_server(tiny_gguf, tmp_path, port=port)
+    server = start_llama_server(smoke_gguf, tmp_path, port=port)
     try:
         waiting.join(timeout=120)
     finally:
