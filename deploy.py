@@ -19,8 +19,7 @@ from roles.smoke import smoke
 
 settings = validate_hosts([host])[host.name]
 facts = detect.gather()
-model = once("model", model_source.model_key(settings, facts),
-             lambda: model_source.resolve_for_host(settings, facts))  # fmt: skip
+model = once("model", model_source.model_key(settings, facts), lambda: model_source.resolve_for_host(settings, facts))
 plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
 drivers = plan_for_host(facts, plan.backend, settings)
 source = source_for(settings)
@@ -35,8 +34,9 @@ install_server(
     binary=BINARY,
     model_path=model_path,
     restart_when=[build_switched] + ([model_placed] if model_placed else []),
-    record=deploy_record(plan, source, model, model_path, unit_name=settings["server_unit_name"],
-                         user=settings["server_user"]),  # fmt: skip
+    record=deploy_record(
+        plan, source, model, model_path, unit_name=settings["server_unit_name"], user=settings["server_user"]
+    ),
     supplementary_groups=drivers.service_groups,
 )
 if model_placed:

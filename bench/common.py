@@ -17,9 +17,13 @@ def pyinfra(*args: str, env: dict[str, str] | None = None) -> tuple[float, int, 
     """(seconds, exit code, output) of one pyinfra run from the project root."""
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pyinfra", *args], cwd=PROJECT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "pyinfra", *args],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     return time.monotonic() - started, proc.returncode, proc.stdout + proc.stderr
 
 

@@ -72,8 +72,12 @@ def bench_decode(host: str, rounds: int, layers: int, embd: int) -> None:
     vocab = demo_model().parent / "ggml-vocab-llama-spm.gguf"
     model = demo_model().parent / f"bench-gemma3-{layers}x{embd}.gguf"
     if not model.exists():
-        write_tiny_gemma3(model, vocab_gguf=vocab, shape=TinyShape(layers=layers, embd=embd, heads=8, kv_heads=2),
-                          name=f"bench-gemma3-{layers}x{embd}")  # fmt: skip
+        write_tiny_gemma3(
+            model,
+            vocab_gguf=vocab,
+            shape=TinyShape(layers=layers, embd=embd, heads=8, kv_heads=2),
+            name=f"bench-gemma3-{layers}x{embd}",
+        )
     _seconds, rc, out = pyinfra(*deploy_args(host, *model_data(model)))
     assert rc == 0, out[-3000:]
     rec = testbed.find(host)
@@ -82,15 +86,18 @@ def bench_decode(host: str, rounds: int, layers: int, embd: int) -> None:
     # The deployed service, reached through an SSH forward by the smoke client.
     import subprocess
 
-    fwd = subprocess.Popen(["ssh", "-F", str(SSH_CONFIG), "-N", "-L", "18080:127.0.0.1:8080",
-                            "-L", "18081:127.0.0.1:8081", host])  # fmt: skip
+    fwd = subprocess.Popen(
+        ["ssh", "-F", str(SSH_CONFIG), "-N", "-L", "18080:127.0.0.1:8080", "-L", "18081:127.0.0.1:8081", host]
+    )
     try:
         time.sleep(1.5)
         deployed = tokens_per_s("http://127.0.0.1:18080", rounds, 64)
         testbed.ssh(rec, "systemctl stop lemfleet-llama")
         # The same binary, by hand, with upstream defaults beyond the model and port.
-        testbed.ssh(rec, f"nohup /opt/lemfleet/llama.cpp/current/bin/llama-server -m {path} --port 8081 "
-                         "> /tmp/by-hand.log 2>&1 &")  # fmt: skip
+        testbed.ssh(
+            rec,
+            f"nohup /opt/lemfleet/llama.cpp/current/bin/llama-server -m {path} --port 8081 > /tmp/by-hand.log 2>&1 &",
+        )
         by_hand = tokens_per_s("http://127.0.0.1:18081", rounds, 64)
     finally:
         testbed.ssh(rec, "pkill -f 'llama-server -m' ; systemctl start lemfleet-llama", check=False)

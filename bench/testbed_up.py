@@ -22,8 +22,13 @@ from common import PROJECT
 
 def timed_up(count: int, env: dict[str, str]) -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "lemfleet.testbed", "up", str(count)], cwd=PROJECT, env=env,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "lemfleet.testbed", "up", str(count)],
+        cwd=PROJECT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.monotonic() - started
 
 

@@ -25,12 +25,24 @@ VOCAB_MEMBER = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hub-model", action="store_true",
-                        help="deploy LEM-Gemma3-1B (Q4_K_M) from the hub instead of a generated model")  # fmt: skip
-    parser.add_argument("--suite", choices=("bookworm", "trixie"), default="bookworm",
-                        help="Debian release of the test-bed host, when one is booted")  # fmt: skip
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra pyinfra --data settings, e.g. server_ctx_size=2048")  # fmt: skip
+    parser.add_argument(
+        "--hub-model",
+        action="store_true",
+        help="deploy LEM-Gemma3-1B (Q4_K_M) from the hub instead of a generated model",
+    )
+    parser.add_argument(
+        "--suite",
+        choices=("bookworm", "trixie"),
+        default="bookworm",
+        help="Debian release of the test-bed host, when one is booted",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra pyinfra --data settings, e.g. server_ctx_size=2048",
+    )
 
 
 def vocab_path() -> Path:
@@ -91,11 +103,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nsmoke test on {target.name}: {'passed' if result['ok'] else 'FAILED'}")
     for step in result["steps"]:
         print(f"  {step['name']:<8} {step['status']:<7} {step['message']}")
-    print(f"  time to first token {result['time_to_first_token_s']} s, "
-          f"decode {result['decode_tokens_per_s']} tokens/s")  # fmt: skip
+    print(f"  time to first token {result['time_to_first_token_s']} s, decode {result['decode_tokens_per_s']} tokens/s")
     body = json.dumps({"model": result["model"], "messages": [{"role": "user", "content": "Hello!"}]})
     print("\nTry it (the server listens on the host's loopback, so go through SSH):")
-    print(f"  ssh -F {SSH_CONFIG} {target.name} "
-          + shlex.quote(f"curl -s http://127.0.0.1:8080/v1/chat/completions "
-                        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"))  # fmt: skip
+    print(
+        f"  ssh -F {SSH_CONFIG} {target.name} "
+        + shlex.quote(
+            f"curl -s http://127.0.0.1:8080/v1/chat/completions "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        )
+    )
     return 0 if result["ok"] else 1

@@ -195,15 +195,10 @@ def explain(
         )
     if isinstance(err, hf_errors.RevisionNotFoundError):
         return SettingsError(
-            [
-                f"model_revision={revision!r} does not exist in {repo}; "
-                "accepted: a branch, tag or commit of the repo"
-            ]
+            [f"model_revision={revision!r} does not exist in {repo}; accepted: a branch, tag or commit of the repo"]
         )
     if isinstance(err, hf_errors.RemoteEntryNotFoundError):
-        return SettingsError(
-            [f"model_file={filename!r} is not in {repo} at {revision}; check the file name"]
-        )
+        return SettingsError([f"model_file={filename!r} is not in {repo} at {revision}; check the file name"])
     if isinstance(err, hf_errors.RepositoryNotFoundError):
         hint = "check the token's permissions" if has_token else "set HF_TOKEN on the controller"
         return HubError(
@@ -220,10 +215,7 @@ def explain(
             f"the token may not read {repo} (403): give the token read access to this repo "
             "(fine-grained tokens list their repos), or use another token"
         )
-    return HubError(
-        f"the hub at {endpoint} answered {status} for {repo}: "
-        "retry later, or set HF_ENDPOINT to a mirror"
-    )
+    return HubError(f"the hub at {endpoint} answered {status} for {repo}: retry later, or set HF_ENDPOINT to a mirror")
 
 
 def sha256_file(path: Path | str) -> str:
@@ -234,9 +226,7 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def download(
-    resolved: ResolvedModel, cache_dir: Path | str | None = None, token: str | None = None
-) -> Path:
+def download(resolved: ResolvedModel, cache_dir: Path | str | None = None, token: str | None = None) -> Path:
     """The verified file in the controller's cache, downloading or resuming it if needed.
 
     ``HF_HUB_OFFLINE=1`` serves only from the cache. A cached copy whose
@@ -249,21 +239,14 @@ def download(
     if cached is not None:
         if sha256_file(cached) == resolved.sha256:
             return cached
-        logger.warning(
-            "cached %s does not match sha256 %s; fetching it again", cached, resolved.sha256
-        )
+        logger.warning("cached %s does not match sha256 %s; fetching it again", cached, resolved.sha256)
         _forget(resolved, root)
     if constants.HF_HUB_OFFLINE:
         raise HubError(
             f"HF_HUB_OFFLINE is set and {resolved.repo}/{resolved.filename} is not in the cache "
             f"at {root}; warm the cache by running once with the hub or a mirror reachable"
         )
-    blob = (
-        root
-        / repo_folder_name(repo_id=resolved.repo, repo_type="model")
-        / "blobs"
-        / resolved.sha256
-    )
+    blob = root / repo_folder_name(repo_id=resolved.repo, repo_type="model") / "blobs" / resolved.sha256
     fetched = not blob.is_file()
     try:
         if fetched:
@@ -292,9 +275,7 @@ def download(
     # A blob fetched here was verified before it was moved in; one found there is checked now.
     verified = fetched and Path(path).resolve().name == resolved.sha256
     if not verified and sha256_file(path) != resolved.sha256:
-        raise IntegrityError(
-            f"{resolved.repo}/{resolved.filename} changed on the hub after resolving; run again"
-        )
+        raise IntegrityError(f"{resolved.repo}/{resolved.filename} changed on the hub after resolving; run again")
     return Path(path)
 
 
@@ -304,9 +285,7 @@ def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str
     partial.parent.mkdir(parents=True, exist_ok=True)
     meta = get_hf_file_metadata(resolved.url, token=token, endpoint=endpoint)
     if (meta.etag or "") != resolved.sha256:
-        raise IntegrityError(
-            f"{resolved.url} now has ETag {meta.etag}, not {resolved.sha256}; resolve again"
-        )
+        raise IntegrityError(f"{resolved.url} now has ETag {meta.etag}, not {resolved.sha256}; resolve again")
     headers = build_hf_headers(token=token)
     if urlsplit(meta.location).netloc != urlsplit(resolved.url).netloc:
         headers.pop("authorization", None)  # a signed CDN URL; the token stays with the hub
@@ -356,9 +335,7 @@ def _cache_root(cache_dir: Path | str | None) -> Path:
 
 
 def _cached_file(resolved: ResolvedModel, root: Path) -> Path | None:
-    found = try_to_load_from_cache(
-        resolved.repo, resolved.filename, cache_dir=root, revision=resolved.revision
-    )
+    found = try_to_load_from_cache(resolved.repo, resolved.filename, cache_dir=root, revision=resolved.revision)
     return Path(found) if isinstance(found, str) else None
 
 

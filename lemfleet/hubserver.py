@@ -45,9 +45,7 @@ LFS_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".onnx")
 LFS_MIN_SIZE = 10 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
-_API = re.compile(
-    r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+))?/?$"
-)
+_API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+))?/?$")
 _CDN = re.compile(r"^/lfs/(?P<sha256>[0-9a-f]{64})$")
 logger = logging.getLogger(__name__)
 
@@ -275,9 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
         form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-        self.hub.requests.append(
-            Request(self.role, self.command, path, self.headers.get("Range"), token is not None)
-        )
+        self.hub.requests.append(Request(self.role, self.command, path, self.headers.get("Range"), token is not None))
         if self.role == "cdn":
             self._cdn(path, query, body)
         elif match := _RESOLVE.match(path):
@@ -345,9 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:  # suffix range: the last N bytes
                 start = max(entry.size - int(match[2]), 0)
             if start >= entry.size or start > end:
-                self._error(
-                    416, "", "Range not satisfiable", {"Content-Range": f"bytes */{entry.size}"}
-                )
+                self._error(416, "", "Range not satisfiable", {"Content-Range": f"bytes */{entry.size}"})
                 return
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
@@ -415,9 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Error-Code"] = code
         self._send(status, headers, json.dumps({"error": message}).encode(), body)
 
-    def _send(
-        self, status: int, headers: dict[str, str], data: bytes | None, body: bool, length: int = 0
-    ) -> None:
+    def _send(self, status: int, headers: dict[str, str], data: bytes | None, body: bool, length: int = 0) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -431,9 +423,7 @@ def _sibling(entry: _Entry, blobs: bool) -> dict[str, object]:
     if not blobs:
         return {"rfilename": entry.path}
     lfs = {"sha256": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
-    return {"rfilename": entry.path, "blobId": entry.git_oid, "size": entry.size} | (
-        {"lfs": lfs} if entry.lfs else {}
-    )
+    return {"rfilename": entry.path, "blobId": entry.git_oid, "size": entry.size} | ({"lfs": lfs} if entry.lfs else {})
 
 
 def _tree_item(entry: _Entry) -> dict[str, object]:
@@ -453,15 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lemfleet.hubserver",
         description="Serve ROOT/<owner>/<name>/ directories over the Hugging Face hub protocol.",
     )
-    parser.add_argument(
-        "--root", type=Path, required=True, help="directory of <owner>/<name> repos"
-    )
+    parser.add_argument("--root", type=Path, required=True, help="directory of <owner>/<name> repos")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--gated", action="append", default=[], metavar="REPO", help="gated repo")
-    parser.add_argument(
-        "--private", action="append", default=[], metavar="REPO", help="private repo"
-    )
+    parser.add_argument("--private", action="append", default=[], metavar="REPO", help="private repo")
     parser.add_argument(
         "--token-file",
         type=Path,

@@ -80,9 +80,7 @@ def gguf_files(files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]) 
     return sorted(found, key=lambda f: (f.size, f.filename))
 
 
-def model_files(
-    repo: str, files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]
-) -> list[GgufFile]:
+def model_files(repo: str, files_with_sizes: Mapping[str, int] | Iterable[tuple[str, int]]) -> list[GgufFile]:
     """The repo's model GGUFs, smallest first: those named after the repo (less ``-GGUF``)
     when any are, so that a projector such as ``mmproj-F16.gguf`` is not taken for a quant."""
     quants = gguf_files(files_with_sizes)
@@ -125,9 +123,7 @@ def choose_file(
     accepted = ", ".join(dict.fromkeys(f.quant for f in main)) or "none"
     if matches:
         also = ", ".join(f.filename for f in matches)
-        raise SettingsError(
-            [f"model_quant={wanted!r} matches several files in {repo} ({also}); set model_file"]
-        )
+        raise SettingsError([f"model_quant={wanted!r} matches several files in {repo} ({also}); set model_file"])
     setting = "model_quant" if quant else "model_quant (default)"
     raise SettingsError([f"{setting}={wanted!r} is not in {repo}; accepted: {accepted}"])
 
@@ -179,9 +175,7 @@ def pick_auto_quant(
     return chosen.filename, reason
 
 
-def kv_cache_bytes(
-    *, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, bytes_per_element: int = 2
-) -> int:
+def kv_cache_bytes(*, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, bytes_per_element: int = 2) -> int:
     """Bytes of llama.cpp's K and V caches: 2 x layers x context x kv_heads x head_dim x size.
 
     ``n_ctx`` is llama-server's ``-c``, the total shared by all ``-np`` slots.

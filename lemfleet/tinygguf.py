@@ -114,10 +114,7 @@ def _read_vocab(vocab_gguf: Path) -> tuple[dict[str, list], dict[str, int]]:
     if model is None or model.contents() != "llama":
         raise ValueError(f"{vocab_gguf} is not a SentencePiece (tokenizer.ggml.model=llama) vocab")
     arrays = {key: reader.fields[key].contents() for key in _VOCAB_ARRAYS}
-    ids = {
-        key: int(reader.fields[f"tokenizer.ggml.{key}_token_id"].contents())
-        for key in ("bos", "eos", "unknown")
-    }
+    ids = {key: int(reader.fields[f"tokenizer.ggml.{key}_token_id"].contents()) for key in ("bos", "eos", "unknown")}
     return arrays, ids
 
 

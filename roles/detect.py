@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from roles.facts.gpu import GpuProbe
 from roles.facts.host import (
     HostProbe,
     parse_cpuinfo,
@@ -72,12 +73,5 @@ def gather() -> HostFacts:
 
 
 def _gpu_probe(current_host: Any) -> tuple[tuple[Gpu, ...], GpuRuntime]:
-    try:
-        from roles.facts.gpu import GpuProbe
-    except ImportError:  # the GPU facts module is optional until it lands
-        return (), GpuRuntime()
-    result = current_host.get_fact(GpuProbe)
-    if not result:
-        return (), GpuRuntime()
-    gpus, runtime = result
+    gpus, runtime = current_host.get_fact(GpuProbe)
     return tuple(gpus), runtime

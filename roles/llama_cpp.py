@@ -40,38 +40,65 @@ BINARY = f"{CURRENT}/bin/llama-server"
 
 SETTINGS = (
     # -- source
-    Setting("llama_cpp_source", "pypi-sdist",
-            "Where llama.cpp comes from: 'pypi-sdist' (vendored in a pinned llama-cpp-python sdist, "
-            "fetched with pip; works air-gapped), 'git' (hosts clone a pinned tag) or 'tarball'.",
-            one_of("pypi-sdist", "git", "tarball")),
+    Setting(
+        "llama_cpp_source",
+        "pypi-sdist",
+        "Where llama.cpp comes from: 'pypi-sdist' (vendored in a pinned llama-cpp-python sdist, "
+        "fetched with pip; works air-gapped), 'git' (hosts clone a pinned tag) or 'tarball'.",
+        one_of("pypi-sdist", "git", "tarball"),
+    ),
     # llama-cpp-python 0.3.36 (reviewed 2026-11-29) vendors llama.cpp with ggml 0.25.3.
-    Setting("llama_cpp_sdist_version", "0.3.36", "llama-cpp-python sdist version (pypi-sdist).",
-            text(r"\d+\.\d+\.\d+([.-]?\w+)?", "a version such as 0.3.36")),
-    Setting("llama_cpp_sdist_sha256",
-            "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
-            "sha256 of that sdist; the fetched file must match.", sha256),
-    Setting("llama_cpp_pip_index_url", None, "PyPI index (or mirror) for the sdist; None uses pip's own config.",
-            text(r"https?://\S+|file://\S+", "an http(s):// or file:// URL", none_ok=True)),
-    Setting("llama_cpp_git_url", "https://github.com/ggml-org/llama.cpp.git", "Repository for the git source.",
-            text()),
+    Setting(
+        "llama_cpp_sdist_version",
+        "0.3.36",
+        "llama-cpp-python sdist version (pypi-sdist).",
+        text(r"\d+\.\d+\.\d+([.-]?\w+)?", "a version such as 0.3.36"),
+    ),
+    Setting(
+        "llama_cpp_sdist_sha256",
+        "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+        "sha256 of that sdist; the fetched file must match.",
+        sha256,
+    ),
+    Setting(
+        "llama_cpp_pip_index_url",
+        None,
+        "PyPI index (or mirror) for the sdist; None uses pip's own config.",
+        text(r"https?://\S+|file://\S+", "an http(s):// or file:// URL", none_ok=True),
+    ),
+    Setting("llama_cpp_git_url", "https://github.com/ggml-org/llama.cpp.git", "Repository for the git source.", text()),
     # b10760 is the 2026-09-02 release (reviewed 2026-11-29).
     Setting("llama_cpp_git_ref", "b10760", "Tag the hosts check out (git source).", text(r"[\w./-]+", "a tag")),
-    Setting("llama_cpp_git_check_ref", True,
-            "Check on the controller, before any host is touched, that the tag exists.", boolean),
-    Setting("llama_cpp_tarball", None, "URL or controller path of a llama.cpp source tarball.",
-            text(accepted="a URL or a path", none_ok=True)),
-    Setting("llama_cpp_tarball_sha256", None, "sha256 of the tarball; required with llama_cpp_source=tarball.",
-            sha256),
+    Setting(
+        "llama_cpp_git_check_ref",
+        True,
+        "Check on the controller, before any host is touched, that the tag exists.",
+        boolean,
+    ),
+    Setting(
+        "llama_cpp_tarball",
+        None,
+        "URL or controller path of a llama.cpp source tarball.",
+        text(accepted="a URL or a path", none_ok=True),
+    ),
+    Setting("llama_cpp_tarball_sha256", None, "sha256 of the tarball; required with llama_cpp_source=tarball.", sha256),
     # -- build
     Setting("llama_cpp_cmake_flags", [], "Extra cmake -D flags, appended to the planned ones.", string_list),
-    Setting("llama_cpp_build_jobs", None, "Parallel compile jobs; None means the host's CPU count.",
-            integer(1, 512, none_ok=True)),
-    Setting("llama_cpp_build_cache", "~/.cache/lemfleet/builds",
-            "Controller directory where finished builds are kept by build id and pushed to hosts with "
-            "the same id instead of compiling again; None compiles on every host.",
-            text(accepted="a path", none_ok=True)),
+    Setting(
+        "llama_cpp_build_jobs",
+        None,
+        "Parallel compile jobs; None means the host's CPU count.",
+        integer(1, 512, none_ok=True),
+    ),
+    Setting(
+        "llama_cpp_build_cache",
+        "~/.cache/lemfleet/builds",
+        "Controller directory where finished builds are kept by build id and pushed to hosts with "
+        "the same id instead of compiling again; None compiles on every host.",
+        text(accepted="a path", none_ok=True),
+    ),
     Setting("llama_cpp_keep_builds", 2, "Builds kept on the host (current and previous count).", integer(1, 20)),
-)  # fmt: skip
+)
 DEFAULTS = defaults(SETTINGS)
 
 BUILD_PACKAGES = ["build-essential", "cmake"]
@@ -95,23 +122,32 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) 
     """The shell that configures, builds, checks and installs one build (pure, unit-tested)."""
     build_dir, dest, log = f"{ROOT}/build/{bid}", f"{BUILDS}/{bid}", f"{ROOT}/build/{bid}/build.log"
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.build_env.items())
-    record = json.dumps({"build_id": bid, "backend": plan.backend, "source": source.source_id,
-                         "gpu_targets": list(plan.gpu_targets),
-                         "cuda_architectures": list(plan.cuda_architectures),
-                         "cmake_flags": list(plan.cmake_flags)}, sort_keys=True)  # fmt: skip
+    record = json.dumps(
+        {
+            "build_id": bid,
+            "backend": plan.backend,
+            "source": source.source_id,
+            "gpu_targets": list(plan.gpu_targets),
+            "cuda_architectures": list(plan.cuda_architectures),
+            "cmake_flags": list(plan.cmake_flags),
+        },
+        sort_keys=True,
+    )
     fail = f'{{ echo "llama-server build {bid} failed; last lines of {log}:" >&2; tail -n 40 {log} >&2; exit 1; }}'
-    return "\n".join([
-        "set -u",
-        f"rm -rf {build_dir} {dest}.new && mkdir -p {build_dir} {dest}.new/bin",
-        f"( {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
-        f"&& cmake --build {build_dir} --config Release -t llama-server -j {jobs} ) > {log} 2>&1 || {fail}",
-        f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
-        f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
-        f"echo {q(record)} > {dest}.new/build.json",
-        f"mv -T {dest}.new {dest}",
-        # The tree is large and the log is kept beside the installed build.
-        f"cp {log} {dest}/build.log && rm -rf {build_dir}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "set -u",
+            f"rm -rf {build_dir} {dest}.new && mkdir -p {build_dir} {dest}.new/bin",
+            f"( {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
+            f"&& cmake --build {build_dir} --config Release -t llama-server -j {jobs} ) > {log} 2>&1 || {fail}",
+            f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
+            f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
+            f"echo {q(record)} > {dest}.new/build.json",
+            f"mv -T {dest}.new {dest}",
+            # The tree is large and the log is kept beside the installed build.
+            f"cp {log} {dest}/build.log && rm -rf {build_dir}",
+        ]
+    )
 
 
 @deploy("Build llama-server", data_defaults=DEFAULTS)
@@ -123,29 +159,43 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
     """
     data = host.data
     bid = build_id(source, plan)
-    apt.packages(name="Install build dependencies", packages=BUILD_PACKAGES + (["git"] if source.git_url else []),
-                 update=True, cache_time=3600, no_recommends=True)  # fmt: skip
+    apt.packages(
+        name="Install build dependencies",
+        packages=BUILD_PACKAGES + (["git"] if source.git_url else []),
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
     for path in (f"{ROOT}/src", f"{ROOT}/build", BUILDS):
         files.directory(name=f"Directory {path}", path=path, mode="755")
 
     src = f"{ROOT}/src/{source.source_id}"
     if source.git_url:
-        git.repo(name=f"Clone llama.cpp {source.git_ref}", src=source.git_url, dest=src,
-                 branch=source.git_ref, pull=False, depth=1)  # fmt: skip
+        git.repo(
+            name=f"Clone llama.cpp {source.git_ref}",
+            src=source.git_url,
+            dest=src,
+            branch=source.git_ref,
+            pull=False,
+            depth=1,
+        )
     else:
         assert source.archive and source.sha256
         archive = f"{ROOT}/src/{source.archive.name}"
-        verified_upload(name=f"Push source {source.archive.name}", src=str(source.archive),
-                        dest=archive, sha256=source.sha256)  # fmt: skip
+        verified_upload(
+            name=f"Push source {source.archive.name}", src=str(source.archive), dest=archive, sha256=source.sha256
+        )
         depth = len([p for p in source.strip_prefix.split("/") if p])
         script_unless_exists(
             name=f"Unpack {source.source_id}",
             path=f"{src}/CMakeLists.txt",
             why=f"source {source.source_id} already unpacked",
-            script=(f"rm -rf {src}.new && mkdir -p {src}.new && "
-                    f"tar -xzf {archive} -C {src}.new --strip-components={depth} {q(source.strip_prefix)} "
-                    f"&& mv -T {src}.new {src}"),
-        )  # fmt: skip
+            script=(
+                f"rm -rf {src}.new && mkdir -p {src}.new && "
+                f"tar -xzf {archive} -C {src}.new --strip-components={depth} {q(source.strip_prefix)} "
+                f"&& mv -T {src}.new {src}"
+            ),
+        )
 
     jobs = data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores
     installed = f"{BUILDS}/{bid}/bin/llama-server"
@@ -154,15 +204,16 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
     if cached is not None and cached.exists() and not host.get_fact(File, path=installed):
         # Same build id: same source, flags, OS and CPU features, so the same binary.
         bundle = f"{ROOT}/build/{bid}.tar.gz"
-        verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle,
-                        sha256=file_sha256(cached))  # fmt: skip
+        verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle, sha256=file_sha256(cached))
         script_unless_exists(
-            name=f"Install cached build {bid}", path=installed, why=f"build {bid} is already installed",
+            name=f"Install cached build {bid}",
+            path=installed,
+            why=f"build {bid} is already installed",
             script=f"rm -rf {BUILDS}/{bid}.new && mkdir {BUILDS}/{bid}.new && "
             f"tar -xzf {bundle} -C {BUILDS}/{bid}.new --strip-components=1 && "
             f"{BUILDS}/{bid}.new/bin/llama-server --version >/dev/null 2>&1 && "
             f"mv -T {BUILDS}/{bid}.new {BUILDS}/{bid} && rm -f {bundle}",
-        )  # fmt: skip
+        )
     else:
         compiled = script_unless_exists(
             name=f"Compile llama-server {bid} ({plan.backend})",
@@ -173,13 +224,14 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             bundle = f"{ROOT}/build/{bid}.tar.gz"
-            server.shell(name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"],
-                         _if=compiled.did_change)  # fmt: skip
-            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached),
-                      _if=compiled.did_change)  # fmt: skip
+            server.shell(
+                name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"], _if=compiled.did_change
+            )
+            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached), _if=compiled.did_change)
             files.file(name=f"Remove the packed build {bid}", path=bundle, present=False)
-    link = atomic_link(name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}",
-                       previous=f"{BUILDS}/previous")  # fmt: skip
+    link = atomic_link(
+        name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
+    )
     keep = int(data.get("llama_cpp_keep_builds"))
     server.shell(
         name="Prune old builds",

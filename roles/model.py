@@ -34,32 +34,64 @@ def quant_name(name: str, value: Any) -> str:
 
 
 SETTINGS = (
-    Setting("model_source", "hub",
-            "Where the GGUF comes from: 'hub' (Hugging Face, or a mirror via HF_ENDPOINT), 'local' "
-            "(model_path on the controller), 'url' (model_url, needs model_sha256) or 'host' "
-            "(model_path already on the host, needs model_sha256).",
-            one_of("hub", "local", "url", "host")),
-    Setting("model_repo", "lthn/LEM-Gemma3-1B-GGUF", "Hub repository (model_source=hub).",
-            text(r"[\w.-]+/[\w.-]+", "owner/name")),
-    Setting("model_file", None, "File in the repository; None picks it from model_quant.",
-            text(r"[^/\s][^\s]*\.gguf", "a .gguf file name", none_ok=True)),
-    Setting("model_quant", "Q4_K_M", "Quant to serve (e.g. Q4_K_M, Q8_0, IQ4_XS), or 'auto' for the largest "
-            "that fits the host's memory budget.", quant_name),
+    Setting(
+        "model_source",
+        "hub",
+        "Where the GGUF comes from: 'hub' (Hugging Face, or a mirror via HF_ENDPOINT), 'local' "
+        "(model_path on the controller), 'url' (model_url, needs model_sha256) or 'host' "
+        "(model_path already on the host, needs model_sha256).",
+        one_of("hub", "local", "url", "host"),
+    ),
+    Setting(
+        "model_repo",
+        "lthn/LEM-Gemma3-1B-GGUF",
+        "Hub repository (model_source=hub).",
+        text(r"[\w.-]+/[\w.-]+", "owner/name"),
+    ),
+    Setting(
+        "model_file",
+        None,
+        "File in the repository; None picks it from model_quant.",
+        text(r"[^/\s][^\s]*\.gguf", "a .gguf file name", none_ok=True),
+    ),
+    Setting(
+        "model_quant",
+        "Q4_K_M",
+        "Quant to serve (e.g. Q4_K_M, Q8_0, IQ4_XS), or 'auto' for the largest that fits the host's memory budget.",
+        quant_name,
+    ),
     Setting("model_revision", "main", "Hub branch, tag or commit.", text()),
-    Setting("model_delivery", "controller",
-            "'controller': download once on the controller and push; 'host': each host downloads "
-            "the exact URL and sha256 the controller resolved.", one_of("controller", "host")),
-    Setting("model_path", None, "Controller path (model_source=local) or host path (model_source=host).",
-            text(accepted="a path", none_ok=True)),
-    Setting("model_url", None, "HTTP(S) URL of the GGUF (model_source=url).",
-            text(r"https?://\S+", "an http(s):// URL", none_ok=True)),
+    Setting(
+        "model_delivery",
+        "controller",
+        "'controller': download once on the controller and push; 'host': each host downloads "
+        "the exact URL and sha256 the controller resolved.",
+        one_of("controller", "host"),
+    ),
+    Setting(
+        "model_path",
+        None,
+        "Controller path (model_source=local) or host path (model_source=host).",
+        text(accepted="a path", none_ok=True),
+    ),
+    Setting(
+        "model_url",
+        None,
+        "HTTP(S) URL of the GGUF (model_source=url).",
+        text(r"https?://\S+", "an http(s):// URL", none_ok=True),
+    ),
     Setting("model_sha256", None, "Pinned sha256; required for url and host sources, checked for all.", sha256),
-    Setting("model_alias", None, "Model id clients see (--alias); None uses the file name without "
-            "quant and extension.", text(r"[\w.:-]+", "letters, digits, '.', ':', '_' or '-'", none_ok=True)),
-    Setting("model_dir", "/var/lib/lemfleet/models", "Where models live on the host.",
-            text(r"/\S+", "an absolute path")),
+    Setting(
+        "model_alias",
+        None,
+        "Model id clients see (--alias); None uses the file name without quant and extension.",
+        text(r"[\w.:-]+", "letters, digits, '.', ':', '_' or '-'", none_ok=True),
+    ),
+    Setting(
+        "model_dir", "/var/lib/lemfleet/models", "Where models live on the host.", text(r"/\S+", "an absolute path")
+    ),
     Setting("model_keep", 2, "Model files kept on the host, the serving one included.", integer(1, 50)),
-)  # fmt: skip
+)
 DEFAULTS = defaults(SETTINGS)
 
 # Room kept free beyond the file itself, for the temporary copy's metadata and logs.
@@ -94,9 +126,11 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
     if model.host_path:
         server.shell(
             name=f"Check {dest}",
-            commands=[f"echo {q(model.sha256 + '  ' + dest)} | sha256sum --check --status || "
-                      f"{{ echo '{dest}: missing, or its sha256 is not model_sha256' >&2; exit 1; }}"],
-        )  # fmt: skip
+            commands=[
+                f"echo {q(model.sha256 + '  ' + dest)} | sha256sum --check --status || "
+                f"{{ echo '{dest}: missing, or its sha256 is not model_sha256' >&2; exit 1; }}"
+            ],
+        )
         return dest, None
     files.directory(name=f"Directory {model_dir}", path=model_dir, mode="755")
     free = disk_free.get("/var/lib/lemfleet")
@@ -108,8 +142,7 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
         )
         return dest, None
     if model.local_path is not None:
-        op = verified_upload(name=f"Push {model.filename}", src=str(model.local_path), dest=dest,
-                             sha256=model.sha256)  # fmt: skip
+        op = verified_upload(name=f"Push {model.filename}", src=str(model.local_path), dest=dest, sha256=model.sha256)
     else:
         from roles.model_fetch import host_download
 

@@ -46,7 +46,7 @@ def download_script(url: str, dest: str, sha256: str, header_file: str | None) -
 
 
 @operation()
-def host_download(model: ModelArtifact, dest: str):  # type: ignore[no-untyped-def]
+def host_download(model: ModelArtifact, dest: str):
     """Have the host download ``model.url`` to ``dest`` unless it already has the right file."""
     if host.get_fact(Sha256File, path=dest) == model.sha256:
         host.noop(f"{dest} already has sha256 {model.sha256[:12]}")

@@ -33,8 +33,9 @@ def _local(settings: Mapping[str, Any]) -> ModelArtifact:
         raise SettingsError([f"model_path={settings['model_path']!r} is not a file on the controller"])
     actual = file_sha256(path)
     if settings["model_sha256"] and settings["model_sha256"] != actual:
-        raise SettingsError([f"model_sha256={settings['model_sha256']!r} does not match "
-                             f"{path} (its sha256 is {actual})"])  # fmt: skip
+        raise SettingsError(
+            [f"model_sha256={settings['model_sha256']!r} does not match {path} (its sha256 is {actual})"]
+        )
     return ModelArtifact(_alias(settings, path.name), path.name, actual, path.stat().st_size, local_path=path)
 
 
@@ -62,8 +63,9 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
         actual = file_sha256(partial)
         if actual != expected:
             partial.unlink()
-            raise SettingsError([f"model_sha256={expected!r} does not match {url} (got {actual}); "
-                                 "the file was rejected"])  # fmt: skip
+            raise SettingsError(
+                [f"model_sha256={expected!r} does not match {url} (got {actual}); the file was rejected"]
+            )
         partial.rename(dest)
     return ModelArtifact(_alias(settings, name), name, expected, dest.stat().st_size, local_path=dest)
 
@@ -76,15 +78,19 @@ def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
     return ModelArtifact(_alias(settings, name), name, expected, 0, host_path=path)
 
 
-def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None,
-                context_bytes: int = 0) -> hub.ResolvedModel:  # fmt: skip
+def hub_listing(
+    settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0
+) -> hub.ResolvedModel:
     try:
         return hub.resolve_model(
-            settings["model_repo"], settings["model_file"],
-            None if settings["model_file"] else settings["model_quant"], settings["model_revision"],
-            sha256=settings["model_sha256"], memory_budget_bytes=memory_budget,
+            settings["model_repo"],
+            settings["model_file"],
+            None if settings["model_file"] else settings["model_quant"],
+            settings["model_revision"],
+            sha256=settings["model_sha256"],
+            memory_budget_bytes=memory_budget,
             context_bytes_estimate=context_bytes,
-        )  # fmt: skip
+        )
     except hub.HubError as err:
         raise SettingsError([str(err)]) from err
 
@@ -92,18 +98,31 @@ def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None,
 def _hub(settings: Mapping[str, Any], resolved: hub.ResolvedModel) -> ModelArtifact:
     alias = _alias(settings, resolved.filename)
     if settings["model_delivery"] == "host":
-        return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, url=resolved.url,
-                             repo=resolved.repo, revision=resolved.revision)  # fmt: skip
+        return ModelArtifact(
+            alias,
+            resolved.filename,
+            resolved.sha256,
+            resolved.size,
+            url=resolved.url,
+            repo=resolved.repo,
+            revision=resolved.revision,
+        )
     try:
         path = hub.download(resolved)
     except hub.HubError as err:
         raise SettingsError([str(err)]) from err
-    return ModelArtifact(alias, resolved.filename, resolved.sha256, resolved.size, local_path=path,
-                         repo=resolved.repo, revision=resolved.revision)  # fmt: skip
+    return ModelArtifact(
+        alias,
+        resolved.filename,
+        resolved.sha256,
+        resolved.size,
+        local_path=path,
+        repo=resolved.repo,
+        revision=resolved.revision,
+    )
 
 
-def resolve(settings: Mapping[str, Any], memory_budget: int | None = None,
-            context_bytes: int = 0) -> ModelArtifact:  # fmt: skip
+def resolve(settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0) -> ModelArtifact:
     """The model for one host's settings. ``memory_budget`` is needed only for ``model_quant=auto``."""
     source = settings["model_source"]
     if source == "local":

@@ -123,7 +123,9 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
     if gpu.backend == "hip":
         flags += ["-DGGML_HIP=ON", f"-DGPU_TARGETS={';'.join(gpu.gpu_targets)}"]
     elif gpu.backend == "cuda":
-        flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(gpu.cuda_architectures)}"]
+        # Unknown compute capability (no driver yet): let CMake ask the GPU at build time.
+        archs = ";".join(gpu.cuda_architectures) or "native"
+        flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
     elif gpu.backend == "vulkan":
         flags.append("-DGGML_VULKAN=ON")
     flags += list(settings.get("llama_cpp_cmake_flags") or [])
@@ -131,9 +133,10 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
 
     threads = settings.get("server_threads") or facts.cpu_physical_cores
     reasons["threads"] = (
-        "set by server_threads" if settings.get("server_threads")
+        "set by server_threads"
+        if settings.get("server_threads")
         else f"{threads} = physical cores (SMT siblings add little to decode)"
-    )  # fmt: skip
+    )
     if settings.get("server_parallel"):
         parallel = settings["server_parallel"]
         reasons["parallel"] = "set by server_parallel"

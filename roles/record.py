@@ -17,8 +17,15 @@ from roles.sources import Source
 RECORD_VERSION = 1
 
 
-def deploy_record(plan: HostPlan, source: Source, model: ModelArtifact, model_path: str,
-                  *, unit_name: str = "lemfleet-llama", user: str = "lemfleet") -> dict[str, Any]:  # fmt: skip
+def deploy_record(
+    plan: HostPlan,
+    source: Source,
+    model: ModelArtifact,
+    model_path: str,
+    *,
+    unit_name: str = "lemfleet-llama",
+    user: str = "lemfleet",
+) -> dict[str, Any]:
     bid = build_id(source, plan)
     return {
         "record_version": RECORD_VERSION,

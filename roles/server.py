@@ -33,29 +33,53 @@ API_KEY_FILE = f"{CONFIG_DIR}/api-key"
 RECORD_FILE = f"{CONFIG_DIR}/deployed.json"
 
 SETTINGS = (
-    Setting("server_host", "127.0.0.1", "Address llama-server listens on. Anything but loopback needs "
-            "server_api_key or server_api_key_file.", text(r"[\w.:-]+", "an IP address or host name")),
+    Setting(
+        "server_host",
+        "127.0.0.1",
+        "Address llama-server listens on. Anything but loopback needs server_api_key or server_api_key_file.",
+        text(r"[\w.:-]+", "an IP address or host name"),
+    ),
     Setting("server_port", 8080, "TCP port llama-server listens on.", integer(1, 65535)),
-    Setting("server_api_key", None, "API key clients must send (secret: kept on the controller's side "
-            "until written to a 0640 file on the host).", text(accepted="a non-empty key", none_ok=True),
-            secret=True),
-    Setting("server_api_key_file", None, "Controller path of a file holding the API key(s), one per line.",
-            text(accepted="a path", none_ok=True)),
-    Setting("server_ctx_size", None, "Total context (-c) shared by the slots; None sizes it from RAM, "
-            "0 takes the model's.", integer(0, 1 << 22, none_ok=True)),
-    Setting("server_parallel", None, "Parallel slots (-np); None sizes them from cores and RAM.",
-            integer(1, 256, none_ok=True)),
-    Setting("server_threads", None, "CPU threads (-t); None means the physical cores.",
-            integer(1, 1024, none_ok=True)),
-    Setting("server_n_gpu_layers", None, "Layers offloaded to the GPU (-ngl); None offloads all on a GPU "
-            "plan and 0 on a CPU plan.", integer(0, 999, none_ok=True)),
+    Setting(
+        "server_api_key",
+        None,
+        "API key clients must send (secret: kept on the controller's side until written to a 0640 file on the host).",
+        text(accepted="a non-empty key", none_ok=True),
+        secret=True,
+    ),
+    Setting(
+        "server_api_key_file",
+        None,
+        "Controller path of a file holding the API key(s), one per line.",
+        text(accepted="a path", none_ok=True),
+    ),
+    Setting(
+        "server_ctx_size",
+        None,
+        "Total context (-c) shared by the slots; None sizes it from RAM, 0 takes the model's.",
+        integer(0, 1 << 22, none_ok=True),
+    ),
+    Setting(
+        "server_parallel",
+        None,
+        "Parallel slots (-np); None sizes them from cores and RAM.",
+        integer(1, 256, none_ok=True),
+    ),
+    Setting("server_threads", None, "CPU threads (-t); None means the physical cores.", integer(1, 1024, none_ok=True)),
+    Setting(
+        "server_n_gpu_layers",
+        None,
+        "Layers offloaded to the GPU (-ngl); None offloads all on a GPU plan and 0 on a CPU plan.",
+        integer(0, 999, none_ok=True),
+    ),
     Setting("server_flash_attn", "auto", "Flash attention (-fa).", one_of("auto", "on", "off")),
     Setting("server_extra_args", [], "Extra llama-server arguments, appended as they are.", string_list),
     Setting("server_user", "lemfleet", "System user the service runs as.", text(r"[a-z_][a-z0-9_-]*", "a user name")),
-    Setting("server_unit_name", "lemfleet-llama", "systemd unit name (without .service).",
-            text(r"[\w@.-]+", "a unit name")),
+    Setting(
+        "server_unit_name", "lemfleet-llama", "systemd unit name (without .service).", text(r"[\w@.-]+", "a unit name")
+    ),
     Setting("server_enabled", True, "Start the service at boot.", boolean),
-)  # fmt: skip
+)
 DEFAULTS = defaults(SETTINGS)
 
 _jinja = Environment(
@@ -67,13 +91,25 @@ _jinja = Environment(
 )
 
 
-def render_unit(plan: HostPlan, *, unit_name: str, user: str, binary: str, api_key_file: str | None,
-                supplementary_groups: Sequence[str] = ()) -> str:  # fmt: skip
+def render_unit(
+    plan: HostPlan,
+    *,
+    unit_name: str,
+    user: str,
+    binary: str,
+    api_key_file: str | None,
+    supplementary_groups: Sequence[str] = (),
+) -> str:
     return _jinja.get_template("lemfleet-llama.service.j2").render(
-        unit_name=unit_name, user=user, alias=plan.alias, binary=binary,
-        env_file=f"{CONFIG_DIR}/{unit_name}.env", api_key_file=api_key_file,
-        device_nodes=plan.device_nodes, supplementary_groups=list(supplementary_groups),
-    )  # fmt: skip
+        unit_name=unit_name,
+        user=user,
+        alias=plan.alias,
+        binary=binary,
+        env_file=f"{CONFIG_DIR}/{unit_name}.env",
+        api_key_file=api_key_file,
+        device_nodes=plan.device_nodes,
+        supplementary_groups=list(supplementary_groups),
+    )
 
 
 def render_env(plan: HostPlan, *, unit_name: str, model_path: str, extra_args: Sequence[str]) -> str:
@@ -95,12 +131,25 @@ def api_keys(data: Any) -> str | None:
 
 
 @deploy("Install and start llama-server", data_defaults=DEFAULTS)
-def install_server(plan: HostPlan, binary: str, model_path: str, restart_when: list[OperationMeta],
-                   record: dict[str, Any], supplementary_groups: Sequence[str] = ()) -> None:  # fmt: skip
+def install_server(
+    plan: HostPlan,
+    binary: str,
+    model_path: str,
+    restart_when: list[OperationMeta],
+    record: dict[str, Any],
+    supplementary_groups: Sequence[str] = (),
+) -> None:
     data = host.data
     user, unit_name = data.get("server_user"), data.get("server_unit_name")
-    server.user(name=f"Service user {user}", user=user, system=True, shell="/usr/sbin/nologin",
-                home="/var/lib/lemfleet", create_home=False, groups=list(supplementary_groups) or None)  # fmt: skip
+    server.user(
+        name=f"Service user {user}",
+        user=user,
+        system=True,
+        shell="/usr/sbin/nologin",
+        home="/var/lib/lemfleet",
+        create_home=False,
+        groups=list(supplementary_groups) or None,
+    )
     files.directory(name=f"Directory {CONFIG_DIR}", path=CONFIG_DIR, user="root", group="root", mode="755")
 
     keys = api_keys(data)
@@ -108,26 +157,45 @@ def install_server(plan: HostPlan, binary: str, model_path: str, restart_when: l
     if keys is not None:
         # No diff is ever shown for the key: it is uploaded from memory, and
         # pyinfra compares checksums, not contents.
-        changes.append(files.put(name="API key file", src=StringIO(keys), dest=API_KEY_FILE,
-                                 user="root", group=user, mode="640"))  # fmt: skip
+        changes.append(
+            files.put(name="API key file", src=StringIO(keys), dest=API_KEY_FILE, user="root", group=user, mode="640")
+        )
     else:
         changes.append(files.file(name="No API key file", path=API_KEY_FILE, present=False))
 
-    env_text = render_env(plan, unit_name=unit_name, model_path=model_path,
-                          extra_args=data.get("server_extra_args"))  # fmt: skip
-    changes.append(files.put(name="Service environment", src=StringIO(env_text),
-                             dest=f"{CONFIG_DIR}/{unit_name}.env", mode="644"))  # fmt: skip
-    unit_text = render_unit(plan, unit_name=unit_name, user=user, binary=binary,
-                            api_key_file=API_KEY_FILE if keys is not None else None,
-                            supplementary_groups=supplementary_groups)  # fmt: skip
-    unit = files.put(name=f"Unit {unit_name}.service", src=StringIO(unit_text),
-                     dest=f"/etc/systemd/system/{unit_name}.service", mode="644")  # fmt: skip
+    env_text = render_env(plan, unit_name=unit_name, model_path=model_path, extra_args=data.get("server_extra_args"))
+    changes.append(
+        files.put(name="Service environment", src=StringIO(env_text), dest=f"{CONFIG_DIR}/{unit_name}.env", mode="644")
+    )
+    unit_text = render_unit(
+        plan,
+        unit_name=unit_name,
+        user=user,
+        binary=binary,
+        api_key_file=API_KEY_FILE if keys is not None else None,
+        supplementary_groups=supplementary_groups,
+    )
+    unit = files.put(
+        name=f"Unit {unit_name}.service",
+        src=StringIO(unit_text),
+        dest=f"/etc/systemd/system/{unit_name}.service",
+        mode="644",
+    )
     changes.append(unit)
 
     systemd.daemon_reload(name="Reload systemd", _if=unit.did_change)
-    systemd.service(name=f"Restart {unit_name}", service=f"{unit_name}.service", restarted=True,
-                    _if=lambda: any(op.did_change() for op in changes))  # fmt: skip
-    systemd.service(name=f"{unit_name} running", service=f"{unit_name}.service", running=True,
-                    enabled=data.get("server_enabled"))  # fmt: skip
-    files.put(name="Deploy record", src=StringIO(json.dumps(record, indent=2, sort_keys=True) + "\n"),
-              dest=RECORD_FILE, mode="644")  # fmt: skip
+    systemd.service(
+        name=f"Restart {unit_name}",
+        service=f"{unit_name}.service",
+        restarted=True,
+        _if=lambda: any(op.did_change() for op in changes),
+    )
+    systemd.service(
+        name=f"{unit_name} running", service=f"{unit_name}.service", running=True, enabled=data.get("server_enabled")
+    )
+    files.put(
+        name="Deploy record",
+        src=StringIO(json.dumps(record, indent=2, sort_keys=True) + "\n"),
+        dest=RECORD_FILE,
+        mode="644",
+    )

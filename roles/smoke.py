@@ -22,12 +22,14 @@ from roles.settings import Setting, boolean, defaults, integer, text
 
 SETTINGS = (
     Setting("smoke_enabled", True, "Smoke-test each host at the end of the deploy.", boolean),
-    Setting("smoke_health_timeout", 600, "Seconds to wait for the model to load (/health 503 -> 200).",
-            integer(1, 86400)),
+    Setting(
+        "smoke_health_timeout", 600, "Seconds to wait for the model to load (/health 503 -> 200).", integer(1, 86400)
+    ),
     Setting("smoke_max_tokens", 16, "Tokens asked of each test completion.", integer(1, 4096)),
-    Setting("smoke_results_dir", "out/smoke", "Controller directory for each host's smoke JSON.",
-            text(accepted="a path")),
-)  # fmt: skip
+    Setting(
+        "smoke_results_dir", "out/smoke", "Controller directory for each host's smoke JSON.", text(accepted="a path")
+    ),
+)
 DEFAULTS = defaults(SETTINGS)
 
 
@@ -51,9 +53,14 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
         key = Path(data.get("server_api_key_file")).expanduser().read_text().split()[0]
     with forward(host, remote, port) as base:
         result = smoke_check(
-            base, api_key=key, model_alias=alias, host=host.name, backend=backend,
-            health_timeout=data.get("smoke_health_timeout"), max_tokens=data.get("smoke_max_tokens"),
-        )  # fmt: skip
+            base,
+            api_key=key,
+            model_alias=alias,
+            host=host.name,
+            backend=backend,
+            health_timeout=data.get("smoke_health_timeout"),
+            max_tokens=data.get("smoke_max_tokens"),
+        )
     result.url = f"http://{listen_host}:{port}"
     out = Path(data.get("smoke_results_dir"))
     out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +71,9 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
         host.log_styled(
             f"smoke passed: ttft {result.time_to_first_token_s}s, "
             f"{result.decode_tokens_per_s} tokens/s, reply {result.reply!r}",
-            fg="green", log_func=logger.info,
-        )  # fmt: skip
+            fg="green",
+            log_func=logger.info,
+        )
         return
     problems = "; ".join(f"{s.name}: {s.message}" for s in result.failures())
     yield FunctionCommand(_report_failure(f"smoke test failed: {problems}"), (), {})

@@ -54,16 +54,20 @@ def _check_sha(path: Path, expected: str | None, setting: str, what: str, *, fet
     actual = file_sha256(path)
     if expected is None:
         raise SettingsError(
-            [f"{setting} is not set, so {what} cannot be verified. "
-             f"The file fetched has sha256 {actual}; check it and pin it with {setting}."]
-        )  # fmt: skip
+            [
+                f"{setting} is not set, so {what} cannot be verified. "
+                f"The file fetched has sha256 {actual}; check it and pin it with {setting}."
+            ]
+        )
     if actual != expected:
         if fetched:
             path.unlink(missing_ok=True)
         raise SettingsError(
-            [f"{setting}={expected!r} does not match {what} (its sha256 is {actual}); "
-             "the file was rejected. Check the source, or correct the pin."]
-        )  # fmt: skip
+            [
+                f"{setting}={expected!r} does not match {what} (its sha256 is {actual}); "
+                "the file was rejected. Check the source, or correct the pin."
+            ]
+        )
     return actual
 
 
@@ -74,17 +78,30 @@ def sdist_source(settings: dict[str, Any]) -> Source:
     archive = dest / name
     if not archive.exists():
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-d", str(dest), f"llama-cpp-python=={version}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+            str(dest),
+            f"llama-cpp-python=={version}",
+        ]
         if settings["llama_cpp_pip_index_url"]:
             cmd += ["--index-url", settings["llama_cpp_pip_index_url"]]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not archive.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise SettingsError(
-                [f"llama_cpp_sdist_version={version!r}: pip could not fetch llama-cpp-python "
-                 f"{version} from the package index: {' / '.join(tail)}"]
-            )  # fmt: skip
+                [
+                    f"llama_cpp_sdist_version={version!r}: pip could not fetch llama-cpp-python "
+                    f"{version} from the package index: {' / '.join(tail)}"
+                ]
+            )
     sha = _check_sha(archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256", name, fetched=True)
     return Source(
         method="pypi-sdist",
@@ -129,15 +146,20 @@ def git_source(settings: dict[str, Any]) -> Source:
     if settings["llama_cpp_git_check_ref"] and shutil.which("git"):
         proc = subprocess.run(
             ["git", "ls-remote", "--exit-code", url, f"refs/tags/{ref}", f"refs/heads/{ref}"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if proc.returncode == 2:
             raise SettingsError([f"llama_cpp_git_ref={ref!r} does not exist in {url}"])
         if proc.returncode != 0:
             raise SettingsError(
-                [f"llama_cpp_git_url={url!r} could not be read to check llama_cpp_git_ref={ref!r} "
-                 f"({proc.stderr.strip()[-200:]}); set llama_cpp_git_check_ref=false to skip the check"]
-            )  # fmt: skip
+                [
+                    f"llama_cpp_git_url={url!r} could not be read to check llama_cpp_git_ref={ref!r} "
+                    f"({proc.stderr.strip()[-200:]}); set llama_cpp_git_check_ref=false to skip the check"
+                ]
+            )
     return Source("git", f"git-{ref}", git_url=url, git_ref=ref)
 
 

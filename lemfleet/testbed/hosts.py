@@ -66,11 +66,15 @@ def mount_overlay(rec: HostRecord, lower: Path) -> None:
         (base / sub).mkdir(parents=True, exist_ok=True)
     run(
         [
-            "mount", "-t", "overlay", "overlay",
-            "-o", f"lowerdir={lower},upperdir={base / 'upper'},workdir={base / 'work'}",
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={base / 'upper'},workdir={base / 'work'}",
             rec.root,
         ]
-    )  # fmt: skip
+    )
 
 
 def write_identity(rec: HostRecord) -> None:

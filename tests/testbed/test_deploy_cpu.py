@@ -149,15 +149,25 @@ def test_a_source_with_a_wrong_sha256_fails_and_the_old_build_keeps_serving(depl
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     before = service(tinfra)["MainPID"]
-    wrong = deploy(rec.name, "llama_cpp_source=tarball", f"llama_cpp_tarball={tarball}",
-                   "llama_cpp_tarball_sha256=" + "0" * 64, timeout=600)  # fmt: skip
+    wrong = deploy(
+        rec.name,
+        "llama_cpp_source=tarball",
+        f"llama_cpp_tarball={tarball}",
+        "llama_cpp_tarball_sha256=" + "0" * 64,
+        timeout=600,
+    )
     assert wrong.returncode != 0
     assert "does not match" in wrong.output and file_sha256(tarball) in wrong.output
     assert serving(rec) and service(tinfra)["MainPID"] == before
 
     # A verified source that fails to compile fails the host with the build log's tail.
-    broken = deploy(rec.name, "llama_cpp_source=tarball", f"llama_cpp_tarball={tarball}",
-                    f"llama_cpp_tarball_sha256={file_sha256(tarball)}", timeout=600)  # fmt: skip
+    broken = deploy(
+        rec.name,
+        "llama_cpp_source=tarball",
+        f"llama_cpp_tarball={tarball}",
+        f"llama_cpp_tarball_sha256={file_sha256(tarball)}",
+        timeout=600,
+    )
     assert broken.returncode != 0
     assert "broken source tree" in broken.output
     assert rec.name in broken.json["results"]["failed_hosts"]

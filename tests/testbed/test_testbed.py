@@ -35,9 +35,14 @@ def test_hosts_cannot_reach_each_other(bed):
 def test_pyinfra_installs_a_package_through_the_proxy_on_one_host_only(bed):
     first, second = bed[0], bed[1]
     result = pyinfra(
-        "inventories/testbed.py", "--limit", first.name, "-y",
-        "apt.packages", "packages=hello", "update=true",
-    )  # fmt: skip
+        "inventories/testbed.py",
+        "--limit",
+        first.name,
+        "-y",
+        "apt.packages",
+        "packages=hello",
+        "update=true",
+    )
     assert result.returncode == 0, result.output
     assert testbed.ssh(first, "hello").strip() == "Hello, world!"
     assert "not installed" in testbed.ssh(second, "dpkg -s hello 2>&1 || echo not installed")

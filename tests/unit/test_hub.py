@@ -93,8 +93,7 @@ def test_auto_quant_takes_the_largest_that_fits(local_hub: LocalHub) -> None:
     )
     assert resolved.filename == "LEM-Gemma3-1B-Q8_0.gguf"
     assert resolved.reason == (
-        "model_quant=auto chose Q8_0: 1.5 MB + 400 kB context fits the 2 MB budget; "
-        "BF16 would need 2.9 MB"
+        "model_quant=auto chose Q8_0: 1.5 MB + 400 kB context fits the 2 MB budget; BF16 would need 2.9 MB"
     )
 
 
@@ -129,9 +128,7 @@ def test_gated_repo_without_token_says_set_hf_token_and_accept(local_hub: LocalH
         resolve_model("acme/gated", quant="Q4_K_M", endpoint=local_hub.url)
     message = str(caught.value)
     assert "gated repo and no token was sent (401)" in message
-    assert (
-        "set HF_TOKEN" in message and f"accept the terms at {local_hub.url}/acme/gated" in message
-    )
+    assert "set HF_TOKEN" in message and f"accept the terms at {local_hub.url}/acme/gated" in message
 
 
 def test_gated_repo_with_an_ungranted_token_says_accept_the_terms(local_hub: LocalHub) -> None:
@@ -141,9 +138,7 @@ def test_gated_repo_with_an_ungranted_token_says_accept_the_terms(local_hub: Loc
 
 
 def test_private_repo_without_token_and_missing_repo(local_hub: LocalHub) -> None:
-    with pytest.raises(
-        HubError, match=r"model_repo='acme/private' was not found .*\(401\).*HF_TOKEN"
-    ):
+    with pytest.raises(HubError, match=r"model_repo='acme/private' was not found .*\(401\).*HF_TOKEN"):
         resolve_model("acme/private", endpoint=local_hub.url)
     with pytest.raises(HubError, match=r"model_repo='acme/absent' was not found .*\(404\)"):
         resolve_model("acme/absent", endpoint=local_hub.url)
@@ -182,9 +177,7 @@ def test_a_cut_transfer_is_resumed_within_the_run(local_hub: LocalHub, tmp_path:
     assert local_hub.cdn_gets() == [None, f"bytes={10 * MIB}-"]
 
 
-def test_a_failed_run_leaves_a_partial_that_the_next_run_resumes(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_a_failed_run_leaves_a_partial_that_the_next_run_resumes(local_hub: LocalHub, tmp_path: Path) -> None:
     resolved = resolve_model(BIG_REPO, endpoint=local_hub.url)
     local_hub.server.cut_next_body(15 * MIB)
     local_hub.server.refuse_next(1, status=503)  # the client's own retry fails: the run ends
@@ -200,9 +193,7 @@ def test_a_failed_run_leaves_a_partial_that_the_next_run_resumes(
     assert not partial.exists()
 
 
-def test_a_corrupted_transfer_is_rejected_and_leaves_nothing(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_a_corrupted_transfer_is_rejected_and_leaves_nothing(local_hub: LocalHub, tmp_path: Path) -> None:
     resolved = resolve_model(endpoint=local_hub.url)
     local_hub.server.corrupt_next_body()
     with pytest.raises(IntegrityError, match=r"arrived with sha256 [0-9a-f]{64}, not "):
@@ -230,10 +221,7 @@ def test_a_damaged_cached_copy_is_fetched_again(local_hub: LocalHub, tmp_path: P
     path = download(resolved, tmp_path)
     blob = path.resolve()
     blob.write_bytes(b"damaged")
-    assert (
-        download(resolved, tmp_path).read_bytes()
-        == local_hub.path(DEFAULT_REPO, DEFAULT_FILE).read_bytes()
-    )
+    assert download(resolved, tmp_path).read_bytes() == local_hub.path(DEFAULT_REPO, DEFAULT_FILE).read_bytes()
 
 
 def test_offline_with_a_warm_cache_uses_it(local_hub: LocalHub, tmp_path: Path) -> None:
@@ -247,14 +235,10 @@ def test_offline_with_a_warm_cache_uses_it(local_hub: LocalHub, tmp_path: Path) 
         "print(json.dumps([str(download(r, sys.argv[1])), r.reason, r.sha256]))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": endpoint}
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     served, reason, sha256 = json.loads(done.stdout)
-    assert served == str(path) and sha256 == local_hub.sha256(
-        DEFAULT_REPO, "LEM-Gemma3-1B-Q8_0.gguf"
-    )
+    assert served == str(path) and sha256 == local_hub.sha256(DEFAULT_REPO, "LEM-Gemma3-1B-Q8_0.gguf")
     assert reason == "model_quant=Q8_0 (from the cache: offline)"
 
 

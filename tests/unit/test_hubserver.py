@@ -71,9 +71,9 @@ def test_huggingface_hub_reads_metadata_and_listings(local_hub: LocalHub) -> Non
     assert sizes[Q4] == (1_000_003, local_hub.sha256(LEM_REPO, Q4))
     assert sizes["README.md"] == (1_234, None)
     paths = api.get_paths_info(LEM_REPO, [Q4, "absent.gguf"])
-    assert [
-        (p.path, p.lfs.sha256 if isinstance(p, RepoFile) and p.lfs else None) for p in paths
-    ] == [(Q4, local_hub.sha256(LEM_REPO, Q4))]
+    assert [(p.path, p.lfs.sha256 if isinstance(p, RepoFile) and p.lfs else None) for p in paths] == [
+        (Q4, local_hub.sha256(LEM_REPO, Q4))
+    ]
     assert Q4 in api.list_repo_files(LEM_REPO)
     url = hf_hub_url(LEM_REPO, Q4, endpoint=local_hub.url)
     meta = get_hf_file_metadata(url, endpoint=local_hub.url)
@@ -116,9 +116,7 @@ def test_errors_become_huggingface_hub_error_classes(
     assert caught.value.response.status_code == status  # type: ignore[attr-defined]
 
 
-def test_a_granted_token_downloads_and_never_reaches_the_cdn(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_a_granted_token_downloads_and_never_reaches_the_cdn(local_hub: LocalHub, tmp_path: Path) -> None:
     path = hf_hub_download(
         "acme/gated",
         "model-Q4_K_M.gguf",
@@ -127,17 +125,11 @@ def test_a_granted_token_downloads_and_never_reaches_the_cdn(
         token=local_hub.good_token,
     )
     assert Path(path).read_bytes() == local_hub.path("acme/gated", "model-Q4_K_M.gguf").read_bytes()
-    seen = {
-        (r.server, r.authorized)
-        for r in local_hub.server.requests
-        if "gated" in r.path or r.server == "cdn"
-    }
+    seen = {(r.server, r.authorized) for r in local_hub.server.requests if "gated" in r.path or r.server == "cdn"}
     assert seen == {("hub", True), ("cdn", False)}
 
 
-def test_a_cut_body_is_resumed_by_the_client_within_one_call(
-    local_hub: LocalHub, tmp_path: Path
-) -> None:
+def test_a_cut_body_is_resumed_by_the_client_within_one_call(local_hub: LocalHub, tmp_path: Path) -> None:
     repo, name = "acme/big-GGUF", "big-Q4_K_M.gguf"
     local_hub.server.cut_next_body(15 * 1024 * 1024)
     path = hf_hub_download(repo, name, cache_dir=tmp_path, endpoint=local_hub.url)

@@ -29,10 +29,17 @@ def unit(p, binary="/opt/lemfleet/llama.cpp/current/bin/llama-server", key=None)
 def test_unit_is_sandboxed_and_restarts_on_failure():
     text = unit(plan())
     for line in (
-        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "SystemCallFilter=@system-service", "Restart=on-failure", "PrivateDevices=yes", "User=lemfleet",
-    ):  # fmt: skip
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "Restart=on-failure",
+        "PrivateDevices=yes",
+        "User=lemfleet",
+    ):
         assert line in text, line
     assert "DeviceAllow" not in text
     assert "--api-key-file" not in text
@@ -69,8 +76,9 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     path.write_text(unit(plan(), binary=str(binary)))
     proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
     problems = [
-        line for line in proc.stderr.splitlines()
+        line
+        for line in proc.stderr.splitlines()
         # The controller's own units are not what is tested here.
         if str(path) in line or "lemfleet-llama" in line
-    ]  # fmt: skip
+    ]
     assert proc.returncode == 0 and not problems, proc.stderr

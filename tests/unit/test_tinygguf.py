@@ -18,9 +18,7 @@ import pytest
 from lemfleet.tinygguf import GEMMA3_CHAT_TEMPLATE, TinyShape, main, write_tiny_gemma3
 
 # A llama-server built from the pinned llama.cpp (the sdist's tree, as extracted on dev machines).
-_SRC = os.environ.get(
-    "LEMFLEET_LLAMA_CPP_SRC", "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp"
-)
+_SRC = os.environ.get("LEMFLEET_LLAMA_CPP_SRC", "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp")
 LLAMA_SERVER = Path(os.environ.get("LEMFLEET_LLAMA_SERVER", f"{_SRC}/build/bin/llama-server"))
 
 
@@ -57,9 +55,7 @@ def test_metadata_has_every_key_the_gemma3_loader_reads(tiny_gguf: Path) -> None
     assert fields["gemma3.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
     assert fields["tokenizer.ggml.model"] == "llama"
     tokens = fields["tokenizer.ggml.tokens"]
-    assert (
-        isinstance(tokens, list) and len(tokens) == 32000 and tokens[:3] == ["<unk>", "<s>", "</s>"]
-    )
+    assert isinstance(tokens, list) and len(tokens) == 32000 and tokens[:3] == ["<unk>", "<s>", "</s>"]
     assert (fields["tokenizer.ggml.bos_token_id"], fields["tokenizer.ggml.eos_token_id"]) == (1, 2)
     assert fields["tokenizer.chat_template"] == GEMMA3_CHAT_TEMPLATE
 
@@ -123,9 +119,7 @@ def test_bad_shape_is_refused() -> None:
         TinyShape(embd=65)
 
 
-def test_cli_writes_the_file(
-    tmp_path: Path, vocab_gguf: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_writes_the_file(tmp_path: Path, vocab_gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.gguf"
     assert main([str(out), "--layers", "1", "--embd", "32", "--vocab-gguf", str(vocab_gguf)]) == 0
     assert str(out) in capsys.readouterr().out
@@ -163,14 +157,10 @@ def test_chat_template_renders_gemma_turns() -> None:
     not LLAMA_SERVER.is_file(),
     reason=f"no llama-server at {LLAMA_SERVER}; build one or set LEMFLEET_LLAMA_SERVER",
 )
-def test_llama_server_loads_it_and_answers_a_chat(
-    tiny_gguf: Path, free_port: Callable[[], int]
-) -> None:
+def test_llama_server_loads_it_and_answers_a_chat(tiny_gguf: Path, free_port: Callable[[], int]) -> None:
     port = free_port()
     command = [str(LLAMA_SERVER), "-m", str(tiny_gguf), "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "-c", "256", "-t", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    server = subprocess.Popen([*command, "-c", "256", "-t", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

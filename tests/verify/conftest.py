@@ -32,12 +32,12 @@ def record(host: Any) -> dict[str, Any]:
     f = host.file(RECORD)
     if not f.exists:
         pytest.fail(f"{RECORD} is missing on {host.backend.hostname}: this host was not deployed by lemfleet")
-    return json.loads(f.content_string)  # type: ignore[no-any-return]
+    return json.loads(f.content_string)
 
 
 @pytest.fixture(scope="module")
 def unit_props(host: Any, record: dict[str, Any]) -> dict[str, str]:
-    return host.service(record["service"]["unit"]).systemd_properties  # type: ignore[no-any-return]
+    return host.service(record["service"]["unit"]).systemd_properties
 
 
 @pytest.fixture(scope="module")
