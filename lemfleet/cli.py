@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "smoke": "lemfleet.smoke_cli",
     "report": "lemfleet.report",
     "demo": "lemfleet.demo",
+    "plan": "lemfleet.plan_cli",
 }
 
 USAGE_ERROR = 2

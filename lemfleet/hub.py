@@ -14,13 +14,13 @@ go to a partial file of our own beside the cache's blobs, through the client's
 only moved into the cache once its sha256 matches.
 
 Errors are :class:`HubError` (or :class:`roles.settings.SettingsError` for a
-setting that names something the repo lacks) with a message saying what to do.
-The token never appears in them, nor in the logs.
+setting that names something the repo lacks) with a message saying what to do
+(:mod:`lemfleet.hub_errors`). The token never appears in them, nor in the logs.
+The cache is the client's own, read through its API (:mod:`lemfleet.hub_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -28,35 +28,32 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx2
-from huggingface_hub import (
-    HfApi,
-    constants,
-    get_hf_file_metadata,
-    hf_hub_download,
-    hf_hub_url,
-    scan_cache_dir,
-    try_to_load_from_cache,
-)
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get, repo_folder_name
-from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_token
+from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
+from lemfleet.hub_cache import cache_root, cached_file, cached_revision, forget, sha256_file
+from lemfleet.hub_errors import OFFLINE_ERRORS, HubError, IntegrityError, explain
 from lemfleet.quants import choose_file, model_files
-from roles.settings import SettingsError
+
+__all__ = [
+    "DEFAULT_FILE",
+    "DEFAULT_REPO",
+    "PARTIAL_SUFFIX",
+    "HubError",
+    "IntegrityError",
+    "ResolvedModel",
+    "download",
+    "explain",
+    "resolve_model",
+    "sha256_file",
+]
 
 DEFAULT_REPO = "lthn/LEM-Gemma3-1B-GGUF"
 DEFAULT_FILE = "LEM-Gemma3-1B-Q4_K_M.gguf"
 PARTIAL_SUFFIX = ".lemfleet-partial"
 logger = logging.getLogger(__name__)
-_OFFLINE = (httpx2.ConnectError, httpx2.TimeoutException, hf_errors.OfflineModeIsEnabled)
-
-
-class HubError(RuntimeError):
-    """The hub or the cache cannot provide the model; the message says what to do."""
-
-
-class IntegrityError(HubError):
-    """A file's sha256 or size is not the one the hub (or a pin) promised."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,7 @@ def resolve_model(
         chosen, reason = choose_file(repo, files, *choice)
         url = hf_hub_url(repo, chosen, revision=info.sha, endpoint=endpoint)
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
-    except _OFFLINE as err:
+    except OFFLINE_ERRORS as err:
         return _resolve_cached(repo, choice, revision, endpoint, sha256, cache_dir, err)
     except hf_errors.HfHubHTTPError as err:
         raise explain(err, repo, filename, revision, endpoint, token) from err
@@ -156,10 +153,10 @@ def _resolve_cached(
     why = "HF_HUB_OFFLINE is set"
     if error is not None:
         why = f"{endpoint} cannot be reached ({type(error).__name__})"
-    found = _cached_revision(repo, revision, cache_dir)
+    found = cached_revision(repo, revision, cache_dir)
     if found is None:
         raise HubError(
-            f"{why} and {repo}@{revision} is not in the cache at {_cache_root(cache_dir)}; "
+            f"{why} and {repo}@{revision} is not in the cache at {cache_root(cache_dir)}; "
             "warm the cache by running once where the hub or HF_ENDPOINT mirror is reachable, "
             "set HF_ENDPOINT to a reachable mirror, or use a local model path"
         )
@@ -175,57 +172,6 @@ def _resolve_cached(
     return _resolved(repo, commit, chosen, url, blob_sha, size, files, revision, reason)
 
 
-def explain(
-    err: Exception, repo: str, filename: str | None, revision: str, endpoint: str, token: str | None
-) -> Exception:
-    """Turn a ``huggingface_hub`` error into one that tells people what to do."""
-    has_token = bool(token or get_token())
-    page = f"{endpoint}/{repo}"
-    status = getattr(getattr(err, "response", None), "status_code", None)
-    if isinstance(err, hf_errors.GatedRepoError):
-        if status == 401 or not has_token:
-            return HubError(
-                f"{repo} is a gated repo and no token was sent (401): create a read token at "
-                f"{endpoint}/settings/tokens, set HF_TOKEN on the controller, "
-                f"and accept the terms at {page}"
-            )
-        return HubError(
-            f"{repo} is a gated repo and the token's account has not been granted access (403): "
-            f"accept the terms at {page} with that account, or use a token of an account that has"
-        )
-    if isinstance(err, hf_errors.RevisionNotFoundError):
-        return SettingsError(
-            [f"model_revision={revision!r} does not exist in {repo}; accepted: a branch, tag or commit of the repo"]
-        )
-    if isinstance(err, hf_errors.RemoteEntryNotFoundError):
-        return SettingsError([f"model_file={filename!r} is not in {repo} at {revision}; check the file name"])
-    if isinstance(err, hf_errors.RepositoryNotFoundError):
-        hint = "check the token's permissions" if has_token else "set HF_TOKEN on the controller"
-        return HubError(
-            f"model_repo={repo!r} was not found at {endpoint} ({status}): check the name; "
-            f"if it is private, {hint} (a token of an account that can read it)"
-        )
-    if status == 401:
-        return HubError(
-            f"the hub rejected the token (401): HF_TOKEN is wrong, expired or revoked; "
-            f"create a new read token at {endpoint}/settings/tokens"
-        )
-    if status == 403:
-        return HubError(
-            f"the token may not read {repo} (403): give the token read access to this repo "
-            "(fine-grained tokens list their repos), or use another token"
-        )
-    return HubError(f"the hub at {endpoint} answered {status} for {repo}: retry later, or set HF_ENDPOINT to a mirror")
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(resolved: ResolvedModel, cache_dir: Path | str | None = None, token: str | None = None) -> Path:
     """The verified file in the controller's cache, downloading or resuming it if needed.
 
@@ -233,14 +179,14 @@ def download(resolved: ResolvedModel, cache_dir: Path | str | None = None, token
     sha256 is wrong is removed and fetched again; a fetched file whose sha256
     is wrong is removed and :class:`IntegrityError` is raised.
     """
-    root = _cache_root(cache_dir)
+    root = cache_root(cache_dir)
     endpoint = resolved.url.split(f"/{resolved.repo}/resolve/", 1)[0]
-    cached = _cached_file(resolved, root)
+    cached = cached_file(resolved, root)
     if cached is not None:
         if sha256_file(cached) == resolved.sha256:
             return cached
         logger.warning("cached %s does not match sha256 %s; fetching it again", cached, resolved.sha256)
-        _forget(resolved, root)
+        forget(resolved, root)
     if constants.HF_HUB_OFFLINE:
         raise HubError(
             f"HF_HUB_OFFLINE is set and {resolved.repo}/{resolved.filename} is not in the cache "
@@ -259,7 +205,7 @@ def download(resolved: ResolvedModel, cache_dir: Path | str | None = None, token
             token=token,
             endpoint=endpoint,
         )
-    except _OFFLINE as err:
+    except OFFLINE_ERRORS as err:
         raise HubError(
             f"{endpoint} cannot be reached ({type(err).__name__}) while fetching "
             f"{resolved.filename}; check the network or proxy, or set HF_ENDPOINT to a reachable "
@@ -325,47 +271,3 @@ def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str
                 f"{resolved.sha256}; the file was removed: run again, check any HF_ENDPOINT mirror"
             )
         os.replace(partial, blob)
-
-
-# -- the huggingface_hub cache, read through its public API ------------------
-
-
-def _cache_root(cache_dir: Path | str | None) -> Path:
-    return Path(cache_dir or constants.HF_HUB_CACHE)
-
-
-def _cached_file(resolved: ResolvedModel, root: Path) -> Path | None:
-    found = try_to_load_from_cache(resolved.repo, resolved.filename, cache_dir=root, revision=resolved.revision)
-    return Path(found) if isinstance(found, str) else None
-
-
-def _forget(resolved: ResolvedModel, root: Path) -> None:
-    """Remove a cached file that failed verification: its snapshot link and its blob."""
-    pointer = _cached_file(resolved, root)
-    if pointer is not None:
-        pointer.resolve().unlink(missing_ok=True)
-        pointer.unlink(missing_ok=True)
-
-
-def _cached_revision(
-    repo: str, revision: str, cache_dir: Path | str | None
-) -> tuple[str, dict[str, tuple[int, str]]] | None:
-    """``(commit, {filename: (size, sha256)})`` of the cached GGUFs of ``repo`` at ``revision``."""
-    try:
-        cache = scan_cache_dir(_cache_root(cache_dir))
-    except hf_errors.CacheNotFound:
-        return None
-    for cached_repo in cache.repos:
-        if cached_repo.repo_id != repo or cached_repo.repo_type != "model":
-            continue
-        for rev in cached_repo.revisions:
-            if revision in rev.refs or rev.commit_hash == revision:
-                files = {}
-                for file in rev.files:
-                    name = file.file_path.relative_to(rev.snapshot_path).as_posix()
-                    if name.endswith(".gguf"):
-                        sha = file.blob_path.name
-                        sha = sha if len(sha) == 64 else sha256_file(file.blob_path)
-                        files[name] = (file.size_on_disk, sha)
-                return rev.commit_hash, files
-    return None

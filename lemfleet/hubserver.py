@@ -18,8 +18,14 @@ What ``huggingface_hub`` 2.4 reads, and this server answers:
   (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``)
   from which the client raises its own error classes.
 
+Bound to all addresses (``host="0.0.0.0"``), it serves clients on other
+networks too, such as test-bed hosts that reach this machine at their gateway:
+give them ``url_at(gateway)`` as ``HF_ENDPOINT``. The CDN link in each redirect
+names the address the client used, so every client can follow it.
+
 Faults for tests: cut the next body after N bytes, corrupt the next body,
-answer the next requests with an error status.
+answer the next requests with an error status. The request handler lives in
+:mod:`lemfleet.hubserver_handler`.
 """
 
 from __future__ import annotations
@@ -28,69 +34,26 @@ import argparse
 import contextlib
 import hashlib
 import hmac
-import json
-import logging
-import re
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote
+
+from lemfleet.hubserver_handler import CHUNK, Entry, Fault, Request, handler_for
+
+__all__ = ["LFS_MIN_SIZE", "LFS_SUFFIXES", "Fault", "HubServer", "Request", "main"]
 
 LFS_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".onnx")
 LFS_MIN_SIZE = 10 * 1024 * 1024
-_CHUNK = 1024 * 1024
-_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
-_API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+))?/?$")
-_CDN = re.compile(r"^/lfs/(?P<sha256>[0-9a-f]{64})$")
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request as the server saw it. Whether a token came is recorded, never the token."""
-
-    server: str  # "hub" or "cdn"
-    method: str
-    path: str
-    range: str | None
-    authorized: bool
-
-
-@dataclass(frozen=True)
-class _Entry:
-    path: str
-    file: Path
-    size: int
-    sha256: str
-    lfs: bool
-
-    @property
-    def pointer(self) -> bytes:
-        spec = "version https://git-lfs.github.com/spec/v1"
-        return f"{spec}\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
-
-    @property
-    def git_oid(self) -> str:
-        data = self.pointer if self.lfs else self.file.read_bytes()
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Fault:
-    """What happens to one file body: cut after N bytes, first byte flipped, or refused."""
-
-    cut_after: int | None = None
-    corrupt: bool = False
-    status: int | None = None
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class HubServer:
-    """The hub (``url``) and its CDN, each a ``ThreadingHTTPServer`` on 127.0.0.1.
+    """The hub (``url``) and its CDN, each a ``ThreadingHTTPServer`` on ``host`` (127.0.0.1).
 
     ``private`` and ``gated`` map a repo id to the tokens that may read it; any
     token that appears there, or in ``tokens``, is a valid credential.
@@ -117,18 +80,28 @@ class HubServer:
         self._lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
         self._hashes: dict[tuple[Path, int, int], str] = {}
-        self.blobs: dict[str, _Entry] = {}
-        self._hub = ThreadingHTTPServer((host, port), _handler(self, "hub"))
-        self._cdn = ThreadingHTTPServer((host, 0), _handler(self, "cdn"))
+        self.blobs: dict[str, Entry] = {}
+        self._hub = ThreadingHTTPServer((host, port), handler_for(self, "hub"))
+        self._cdn = ThreadingHTTPServer((host, 0), handler_for(self, "cdn"))
         self._threads: list[threading.Thread] = []
 
     @property
+    def address(self) -> str:
+        """Where clients on this machine reach the servers: ``host``, or loopback for a wildcard."""
+        return "127.0.0.1" if self.host in WILDCARDS else self.host
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._hub.server_port}"
+        return self.url_at(self.address)
 
     @property
     def cdn_url(self) -> str:
-        return f"http://{self.host}:{self._cdn.server_port}"
+        return f"http://{self.address}:{self._cdn.server_port}"
+
+    def url_at(self, address: str) -> str:
+        """The hub's URL for a client that reaches this machine at ``address`` (e.g. its gateway)."""
+        host = f"[{address}]" if ":" in address else address
+        return f"http://{host}:{self._hub.server_port}"
 
     def start(self) -> HubServer:
         for server in (self._hub, self._cdn):
@@ -191,29 +164,34 @@ class HubServer:
         listing = "".join(f"{e.path}\0{e.sha256}\n" for e in self.entries(repo))
         return hashlib.sha1(f"{repo}\n{listing}".encode()).hexdigest()
 
-    def entries(self, repo: str) -> list[_Entry]:
+    def entries(self, repo: str) -> list[Entry]:
         base = self.root / repo
         files = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
         return [self._entry(base, file) for file in files]
 
-    def _entry(self, base: Path, file: Path) -> _Entry:
+    def _entry(self, base: Path, file: Path) -> Entry:
         stat = file.stat()
         key = (file, stat.st_size, stat.st_mtime_ns)
         if key not in self._hashes:
             digest = hashlib.sha256()
             with file.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
+                while chunk := handle.read(CHUNK):
                     digest.update(chunk)
             self._hashes[key] = digest.hexdigest()
         lfs = file.suffix in LFS_SUFFIXES or stat.st_size >= LFS_MIN_SIZE
         path = file.relative_to(base).as_posix()
-        return _Entry(path, file, stat.st_size, self._hashes[key], lfs)
+        return Entry(path, file, stat.st_size, self._hashes[key], lfs)
 
-    def cdn_link(self, entry: _Entry) -> str:
+    def cdn_link(self, entry: Entry, via: str | None = None) -> str:
+        """A signed CDN URL for ``entry``, on the address ``via`` that the client used, if known."""
         self.blobs[entry.sha256] = entry
         expires = str(int(time.time()) + 3600)
         query = f"expires={expires}&signature={self._sign(entry.sha256, expires)}"
-        return f"{self.cdn_url}/lfs/{entry.sha256}?{query}&name={quote(entry.path)}"
+        base = self.cdn_url
+        if via and self.host in (*WILDCARDS, via):
+            host = f"[{via}]" if ":" in via else via
+            base = f"http://{host}:{self._cdn.server_port}"
+        return f"{base}/lfs/{entry.sha256}?{query}&name={quote(entry.path)}"
 
     def _sign(self, sha256: str, expires: str) -> str:
         return hmac.new(self._secret, f"{sha256}:{expires}".encode(), "sha256").hexdigest()
@@ -239,203 +217,9 @@ class HubServer:
         with self._lock:
             self.bytes_sent += sent
 
-
-class _Handler(BaseHTTPRequestHandler):
-    """Answers one request for the hub or its CDN; ``hub`` and ``role`` are set per server."""
-
-    protocol_version = "HTTP/1.1"
-    hub: HubServer
-    role: str
-
-    def setup(self) -> None:
-        super().setup()
-        self.hub.track(self.connection, alive=True)
-
-    def finish(self) -> None:
-        self.hub.track(self.connection, alive=False)
-        super().finish()
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("%s %s", self.role, format % args)
-
-    def do_HEAD(self) -> None:
-        self._dispatch(body=False)
-
-    def do_GET(self) -> None:
-        self._dispatch(body=True)
-
-    def do_POST(self) -> None:
-        self._dispatch(body=True)
-
-    def _dispatch(self, body: bool) -> None:
-        url = urlsplit(self.path)
-        path, query = unquote(url.path), parse_qs(url.query)
-        form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        auth = self.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-        self.hub.requests.append(Request(self.role, self.command, path, self.headers.get("Range"), token is not None))
-        if self.role == "cdn":
-            self._cdn(path, query, body)
-        elif match := _RESOLVE.match(path):
-            self._resolve(match["repo"], match["rev"], match["path"], token, body)
-        elif match := _API.match(path):
-            paths = parse_qs(form).get("paths", [])
-            self._api(match["repo"], match["kind"], match["rev"] or "main", token, query, paths)
-        else:  # e.g. /api/agent-harnesses, which the client fetches best-effort
-            self._error(404, "", "Not found", body=body)
-
-    def _open_repo(self, repo: str, rev: str, token: str | None, body: bool) -> str | None:
-        """The commit of ``repo`` at ``rev``, or ``None`` once an error has been sent."""
-        if not (self.hub.root / repo).is_dir():
-            self._error(404, "RepoNotFound", "Repository not found", body=body)
-            return None
-        if (denied := self.hub.access_error(repo, token)) is not None:
-            self._error(*denied, body=body)
-            return None
-        commit = self.hub.commit(repo)
-        if rev not in ("main", commit):
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", body=body)
-            return None
-        return commit
-
-    def _resolve(self, repo: str, rev: str, path: str, token: str | None, body: bool) -> None:
-        if (commit := self._open_repo(repo, rev, token, body)) is None:
-            return
-        entry = next((e for e in self.hub.entries(repo) if e.path == path), None)
-        headers = {"X-Repo-Commit": commit}
-        if entry is None:
-            self._error(404, "EntryNotFound", "Entry not found", headers, body=body)
-            return
-        headers["ETag"] = f'"{entry.git_oid}"'
-        if not entry.lfs:
-            self._file(entry, headers, body)
-            return
-        headers["X-Linked-Etag"] = f'"{entry.sha256}"'
-        headers["X-Linked-Size"] = str(entry.size)
-        headers["Location"] = self.hub.cdn_link(entry)
-        self._send(302, headers, b"", body)
-
-    def _cdn(self, path: str, query: dict[str, list[str]], body: bool) -> None:
-        match = _CDN.match(path)
-        entry = self.hub.blobs.get(match["sha256"]) if match else None
-        if entry is None or not self.hub.signature_ok(entry.sha256, query):
-            self._error(403, "", "AccessDenied: bad or expired signature", body=body)
-            return
-        disposition = f'attachment; filename="{Path(entry.path).name}"'
-        self._file(entry, {"ETag": f'"{entry.sha256}"', "Content-Disposition": disposition}, body)
-
-    def _file(self, entry: _Entry, headers: dict[str, str], body: bool) -> None:
-        fault = self.hub.take_fault() if body else Fault()
-        if fault.status is not None:
-            self._error(fault.status, "", "Unavailable (injected fault)", body=body)
-            return
-        cut, corrupt = fault.cut_after, fault.corrupt
-        start, end, status = 0, entry.size - 1, 200
-        if (wanted := self.headers.get("Range")) is not None:
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
-            if match is None or not (match[1] or match[2]):
-                self._error(416, "", "Bad range", {"Content-Range": f"bytes */{entry.size}"})
-                return
-            if match[1]:
-                start, end = int(match[1]), min(int(match[2] or end), end)
-            else:  # suffix range: the last N bytes
-                start = max(entry.size - int(match[2]), 0)
-            if start >= entry.size or start > end:
-                self._error(416, "", "Range not satisfiable", {"Content-Range": f"bytes */{entry.size}"})
-                return
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
-        headers.update({"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"})
-        self._send(status, headers, None, body, length=end - start + 1)
-        if not body:
-            return
-        remaining = end - start + 1
-        with entry.file.open("rb") as handle:
-            handle.seek(start)
-            while remaining > 0 and (chunk := handle.read(min(_CHUNK, remaining))):
-                if corrupt:
-                    chunk, corrupt = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
-                if cut is not None and len(chunk) >= cut:
-                    self.wfile.write(chunk[:cut])
-                    self.wfile.flush()
-                    self.hub.count(cut)
-                    self.close_connection = True
-                    return
-                self.wfile.write(chunk)
-                self.hub.count(len(chunk))
-                remaining -= len(chunk)
-                cut = None if cut is None else cut - len(chunk)
-
-    def _api(
-        self,
-        repo: str,
-        kind: str | None,
-        rev: str,
-        token: str | None,
-        query: dict[str, list[str]],
-        paths: list[str],
-    ) -> None:
-        if (commit := self._open_repo(repo, rev, token, True)) is None:
-            return
-        entries = self.hub.entries(repo)
-        if kind == "paths-info":
-            self._json([_tree_item(e) for e in entries if e.path in paths])
-        elif kind == "tree":
-            self._json([_tree_item(e) for e in entries])
-        else:
-            blobs = query.get("blobs", ["false"])[0].lower() == "true"
-            siblings = [_sibling(e, blobs) for e in entries]
-            gated = "manual" if repo in self.hub.gated else False
-            info = {"id": repo, "modelId": repo, "sha": commit, "siblings": siblings}
-            self._json({**info, "private": repo in self.hub.private, "gated": gated})
-
-    def _json(self, payload: object) -> None:
-        self._send(200, {"Content-Type": "application/json"}, json.dumps(payload).encode(), True)
-
-    def _error(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        body: bool = True,
-    ) -> None:
-        headers = {
-            **(headers or {}),
-            "X-Error-Message": message,
-            "Content-Type": "application/json",
-        }
-        if code:
-            headers["X-Error-Code"] = code
-        self._send(status, headers, json.dumps({"error": message}).encode(), body)
-
-    def _send(self, status: int, headers: dict[str, str], data: bytes | None, body: bool, length: int = 0) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data) if data is not None else length))
-        self.end_headers()
-        if body and data:
-            self.wfile.write(data)
-
-
-def _sibling(entry: _Entry, blobs: bool) -> dict[str, object]:
-    if not blobs:
-        return {"rfilename": entry.path}
-    lfs = {"sha256": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
-    return {"rfilename": entry.path, "blobId": entry.git_oid, "size": entry.size} | ({"lfs": lfs} if entry.lfs else {})
-
-
-def _tree_item(entry: _Entry) -> dict[str, object]:
-    item: dict[str, object] = {"type": "file", "path": entry.path, "size": entry.size}
-    item["oid"] = entry.git_oid
-    if entry.lfs:
-        item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
-    return item
-
-
-def _handler(hub: HubServer, role: str) -> type[BaseHTTPRequestHandler]:
-    return type(f"{role.title()}Handler", (_Handler,), {"hub": hub, "role": role})
+    def record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve ROOT/<owner>/<name>/ directories over the Hugging Face hub protocol.",
     )
     parser.add_argument("--root", type=Path, required=True, help="directory of <owner>/<name> repos")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 also serves other machines, which put this machine's "
+                        "address in their HF_ENDPOINT")  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--gated", action="append", default=[], metavar="REPO", help="gated repo")
     parser.add_argument("--private", action="append", default=[], metavar="REPO", help="private repo")

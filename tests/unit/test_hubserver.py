@@ -18,6 +18,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from lemfleet.hub import DEFAULT_FILE as Q4
 from lemfleet.hub import DEFAULT_REPO as LEM_REPO
+from lemfleet.hubserver import HubServer
 
 if TYPE_CHECKING:
     from conftest import LocalHub
@@ -169,3 +170,23 @@ def test_cli_serves_a_root(hub_root: Path, free_port: Callable[[], int]) -> None
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_server_on_all_addresses_redirects_each_client_to_the_address_it_used(hub_root: Path, tmp_path: Path) -> None:
+    # 127.0.0.2 stands for a gateway address: another address of this machine, on which a
+    # client elsewhere (a test-bed host) reaches the server.
+    with HubServer(hub_root, host="0.0.0.0") as server:
+        assert server.url == f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}"
+        endpoint = server.url_at("127.0.0.2")
+        head = httpx.head(f"{endpoint}/{LEM_REPO}/resolve/main/{Q4}")
+        assert head.headers["Location"].startswith(f"http://127.0.0.2:{server.cdn_url.rsplit(':', 1)[1]}/lfs/")
+        path = hf_hub_download(LEM_REPO, Q4, cache_dir=tmp_path, endpoint=endpoint)
+        assert Path(path).read_bytes() == (hub_root / LEM_REPO / Q4).read_bytes()
+        cdn = [r for r in server.requests if r.server == "cdn" and r.method == "GET"]
+        # The peer address is recorded: the kernel answers 127.0.0.2 from lo's own 127.0.0.1.
+        assert [r.client for r in cdn] == ["127.0.0.1"]
+
+
+def test_a_server_on_one_address_keeps_its_own_cdn_address(local_hub: LocalHub) -> None:
+    head = httpx.head(f"{local_hub.url}/{LEM_REPO}/resolve/main/{Q4}", headers={"Host": "elsewhere.example:80"})
+    assert head.headers["Location"].startswith(f"{local_hub.server.cdn_url}/lfs/")

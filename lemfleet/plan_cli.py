@@ -1,0 +1,215 @@
+"""``lemfleet plan``: the plan of every host in an inventory, before anything is changed.
+
+    lemfleet plan INVENTORY.py [--limit HOST] [--data KEY=VALUE] [--group-data DIR] [--json OUT|-]
+
+The inventory is read with pyinfra's own loader (``--data`` and ``group_data/`` apply as they do
+for ``pyinfra INVENTORY.py deploy.py``), every host's settings are checked first (a bad one exits
+2 and no host is contacted), then the hosts are reached in parallel and probed with the deploy's
+own facts, which only read. Each host's plan is computed as the deploy computes it, with the
+model taken from its settings rather than downloaded (see :mod:`lemfleet.plan_fleet`).
+
+People get a table (host, GPUs, backend, build targets, quant, server flags, warnings) followed
+by each host's reasons; ``--json OUT`` also writes the rows for CI, ``--json -`` prints only the
+JSON. Exit status: 0 when every host has a plan, 1 when any host could not be reached or its plan
+fails (e.g. a GPU host that would end on the CPU without ``gpu_allow_cpu_fallback``), 2 for an
+unreadable inventory or an invalid setting.
+
+The JSON is a list with one object per host, in inventory order, always with these keys:
+
+- ``host`` (the inventory name), ``ok`` (bool), ``errors`` (list of strings, empty when ok);
+- ``hostname``, ``os`` ("debian 12 (bookworm)"), ``arch``, ``cpu_physical_cores``,
+  ``mem_total_bytes``: from the facts, null when the host was not reached;
+- ``gpus``: list of ``{index, vendor, name, vram_bytes, gfx_target, compute_capability,
+  pci_slot, integrated, driver_ok, chosen}``;
+- ``model``: ``{source, alias, file, size_bytes}`` (``size_bytes`` is 0 where unknown before
+  the deploy resolves it) or null;
+- ``quant``: ``{value, from, budget_bytes, reserve_bytes, note}``; ``value`` is "auto" for
+  ``model_quant=auto``, whose memory budget and context reserve are given; null on error;
+- the keys of ``HostPlan.to_json()`` except ``host`` (named ``hostname`` here): ``backend``,
+  ``gpu_targets``, ``cuda_architectures``, ``cmake_flags``, ``threads``, ``ctx_size``,
+  ``parallel``, ``n_gpu_layers``, ``flash_attn``, ``listen``, ``alias``, ``run_env``,
+  ``reasons``, ``warnings``; plus ``tensor_split``. Null or empty when there is no plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lemfleet.plan_fleet import SETUP_ERROR, PlanRequest
+
+HELP = "print the plan (backend, targets, quant, flags, reasons) for every inventory host; changes nothing"
+GIB = 1024**3
+COLUMNS = ("HOST", "GPUS", "BACKEND", "TARGETS", "QUANT", "FLAGS", "WARNINGS")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; accepted: a whole number of seconds, at least 1")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inventory", nargs="?", metavar="INVENTORY", help="pyinfra inventory file (or @local, or host1,host2)"
+    )
+    parser.add_argument("--limit", action="append", default=[], metavar="HOST", help="a group or host glob; repeat")
+    parser.add_argument(
+        "--data", action="append", default=[], metavar="KEY=VALUE", help="override host data, as pyinfra's --data"
+    )
+    parser.add_argument(
+        "--group-data", action="append", default=[], metavar="DIR", help="extra group_data folder, as pyinfra's"
+    )
+    parser.add_argument(
+        "--connect-timeout", type=_positive_int, default=10, metavar="S", help="SSH connect timeout (10, pyinfra's)"
+    )
+    parser.add_argument("--json", metavar="OUT", help="write the plans as JSON; '-' prints only the JSON")
+
+
+# -- rendering (pure) -------------------------------------------------------------------
+
+
+def _size(size: int | None) -> str:
+    if not size:
+        return "VRAM ?"
+    value = size / GIB
+    return f"{value:.0f} GiB" if value >= 10 else f"{value:.1f} GiB"
+
+
+def gpus_cell(row: dict[str, Any]) -> str:
+    """``NVIDIA A100-SXM4-80GB x8 (80 GiB)``; iGPUs and GPUs the plan leaves out are marked."""
+    groups: dict[tuple[str, int | None, bool, bool], int] = {}
+    for gpu in row["gpus"]:
+        unused = bool(row["ok"]) and not gpu["chosen"]
+        key = (gpu["name"], gpu["vram_bytes"], gpu["integrated"], unused)
+        groups[key] = groups.get(key, 0) + 1
+    cells = []
+    for (name, vram, integrated, unused), count in groups.items():
+        notes = [_size(vram)] + (["iGPU"] if integrated else []) + (["unused"] if unused else [])
+        cells.append(f"{name} x{count} ({', '.join(notes)})")
+    return "; ".join(cells) or "-"
+
+
+def targets_cell(row: dict[str, Any]) -> str:
+    if row["gpu_targets"]:
+        return ",".join(row["gpu_targets"])
+    if row["backend"] == "cuda":
+        return "sm " + (",".join(row["cuda_architectures"]) or "native")
+    return "-"
+
+
+def quant_cell(row: dict[str, Any]) -> str:
+    quant = row["quant"]
+    if not quant:
+        return "-"
+    if quant["value"] == "auto":
+        return f"auto (budget {quant['budget_bytes'] / GIB:.1f} GiB)"
+    return str(quant["value"] or "?")
+
+
+def flags_cell(row: dict[str, Any]) -> str:
+    if row["backend"] is None:
+        return "-"
+    return f"-ngl {row['n_gpu_layers']} -c {row['ctx_size']} -np {row['parallel']} -t {row['threads']}"
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The fleet's plans as an aligned text table, one line per host (rows as the JSON has them)."""
+    lines = [list(COLUMNS)]
+    for row in rows:
+        lines.append(
+            [
+                row["host"],
+                gpus_cell(row),
+                row["backend"] if row["ok"] else "ERROR",
+                targets_cell(row),
+                quant_cell(row),
+                flags_cell(row),
+                str(len(row["warnings"])) if row["warnings"] else "-",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def render_details(rows: Sequence[dict[str, Any]]) -> str:
+    """Each host's reasons, quant, warnings and errors, under its name."""
+    blocks = []
+    for row in rows:
+        seen_as = f" ({row['hostname']}, {row['os']}, {row['arch']})" if row["hostname"] else ""
+        lines = [f"{row['host']}{seen_as}: {row['backend'] if row['ok'] else 'no plan'}"]
+        lines += [f"  error: {error}" for error in row["errors"]]
+        lines += [f"  {key}: {why}" for key, why in row["reasons"].items()]
+        if row["quant"]:
+            lines.append(f"  quant: {row['quant']['note']}")
+        if row["run_env"]:
+            lines.append("  environment: " + " ".join(f"{k}={v}" for k, v in row["run_env"].items()))
+        lines += [f"  warning: {warning}" for warning in row["warnings"]]
+        blocks.append("\n".join(lines))
+    planned = sum(1 for row in rows if row["ok"])
+    summary = f"{len(rows)} host(s): {planned} planned, {len(rows) - planned} with errors"
+    return "\n\n".join([*blocks, summary])
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def collect(request: PlanRequest) -> list[dict[str, Any]]:
+    """Run :mod:`lemfleet.plan_fleet` in a child process (pyinfra's loader patches for gevent).
+
+    The child imports this very checkout's packages, and reads the request on stdin so that
+    ``--data`` values (an API key, say) never appear on a command line. Its stderr, pyinfra's
+    messages, passes through.
+    """
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-m", "lemfleet.plan_fleet"],
+        input=json.dumps(asdict(request)),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        check=False,
+    )
+    try:
+        document = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise ValueError(f"planning stopped (exit status {done.returncode}); see the messages above") from None
+    if done.returncode == SETUP_ERROR or "error" in document:
+        raise ValueError(document["error"])
+    rows: list[dict[str, Any]] = document["rows"]
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.inventory:
+        raise ValueError("give the inventory: lemfleet plan INVENTORY.py (or @local for this machine)")
+    looks_like_file = args.inventory.endswith(".py") or os.sep in args.inventory
+    if looks_like_file and not os.path.exists(args.inventory):
+        raise ValueError(f"inventory file {args.inventory} does not exist")
+    request = PlanRequest(
+        inventory=args.inventory,
+        limit=tuple(args.limit),
+        data=tuple(args.data),
+        group_data=tuple(args.group_data),
+        connect_timeout=args.connect_timeout,
+    )
+    rows = collect(request)
+    document = json.dumps(rows, indent=2) + "\n"
+    if args.json == "-":
+        sys.stdout.write(document)
+    else:
+        if args.json:
+            Path(args.json).write_text(document, encoding="utf-8")
+        print(render_table(rows))
+        print()
+        print(render_details(rows))
+    return 0 if all(row["ok"] for row in rows) else 1
