@@ -1,21 +1,20 @@
 """pyinfra reads this before it loads the inventory: lemfleet hooks its settings check in here.
 
-The check must run after pyinfra initialises its state (which resets the
-callback handlers) and before it connects, so it is registered right after
-``state.init``. It then validates every host's settings before the first
-connection, and one bad value stops the run with nothing contacted.
+The check runs right after pyinfra initialises its state with the inventory
+and the ``--limit``, and before it connects: every host's settings are
+validated, and one bad value stops the run with nothing contacted.
 """
 
 from pyinfra import state
 
-from roles.controller import PreflightCheck
+from roles.controller import preflight
 
 _init = state.init
 
 
-def _init_then_register(*args, **kwargs):
+def _init_then_check(*args, **kwargs):
     _init(*args, **kwargs)
-    state.add_callback_handler(PreflightCheck())
+    preflight(state)
 
 
-setattr(state, "init", _init_then_register)  # noqa: B010 (pyinfra's context proxy)
+setattr(state, "init", _init_then_check)  # noqa: B010 (pyinfra's context proxy)

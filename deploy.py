@@ -7,7 +7,8 @@ This file only puts the steps in order; each lives in its own module under roles
 
 from pyinfra import host
 
-from roles import apt_proxy, detect, model_source
+from roles import apt_proxy, detect, hoststate, llama_cpp, model_source, server
+from roles import model as model_step
 from roles.controller import once, source_for, validate_hosts
 from roles.drivers import install_drivers, plan_for_host
 from roles.llama_cpp import BINARY, install_llama_cpp
@@ -18,11 +19,15 @@ from roles.server import install_server
 from roles.smoke import smoke
 
 settings = validate_hosts([host])[host.name]
-facts = detect.gather()
+facts = detect.gather(extra_paths=[settings["model_dir"]])
 model = once("model", model_source.model_key(settings, facts), lambda: model_source.resolve_for_host(settings, facts))
 plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
 drivers = plan_for_host(facts, plan.backend, settings)
 source = source_for(settings)
+hoststate.declare(
+    [*apt_proxy.PATHS, *llama_cpp.managed_paths(plan, source), *model_step.managed_paths(model, settings["model_dir"]),
+     *server.managed_paths(settings["server_unit_name"])]
+)  # fmt: skip
 
 apt_proxy.configure_apt_proxy()
 # The service user joins the GPU groups in the server step, where it is created.

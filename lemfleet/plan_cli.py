@@ -7,6 +7,9 @@ for ``pyinfra INVENTORY.py deploy.py``), every host's settings are checked first
 2 and no host is contacted), then the hosts are reached in parallel and probed with the deploy's
 own facts, which only read. Each host's plan is computed as the deploy computes it, with the
 model taken from its settings rather than downloaded (see :mod:`lemfleet.plan_fleet`).
+``--limit`` takes a group name or a host glob as pyinfra's does, but one that matches nothing
+is an error here. ``--connect-timeout`` is pyinfra's ``CONNECT_TIMEOUT``; it also bounds a host
+that accepts the TCP connection but never answers SSH.
 
 People get a table (host, GPUs, backend, build targets, quant, server flags, warnings) followed
 by each host's reasons; ``--json OUT`` also writes the rows for CI, ``--json -`` prints only the

@@ -15,6 +15,7 @@ is known only for ``model_source=local`` (the file is stat'ed, not hashed), and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -125,34 +126,11 @@ def gpu_entries(gpus: Sequence[Gpu], chosen: Sequence[Gpu] = ()) -> list[dict[st
 
 def empty_row(name: str, errors: Sequence[str] = (), facts: HostFacts | None = None) -> dict[str, Any]:
     """A row with every key, for a host that has no plan (yet); ``errors`` say why."""
-    row: dict[str, Any] = {
-        "host": name,
-        "ok": not errors,
-        "errors": list(errors),
-        "hostname": None,
-        "os": None,
-        "arch": None,
-        "cpu_physical_cores": None,
-        "mem_total_bytes": None,
-        "gpus": [],
-        "model": None,
-        "quant": None,
-        "backend": None,
-        "gpu_targets": [],
-        "cuda_architectures": [],
-        "cmake_flags": [],
-        "threads": None,
-        "ctx_size": None,
-        "parallel": None,
-        "n_gpu_layers": None,
-        "flash_attn": None,
-        "listen": None,
-        "alias": None,
-        "run_env": {},
-        "tensor_split": [],
-        "reasons": {},
-        "warnings": [],
-    }
+    row: dict[str, Any] = {"host": name, "ok": not errors, "errors": list(errors)}
+    row.update(dict.fromkeys(("hostname", "os", "arch", "cpu_physical_cores", "mem_total_bytes")))
+    row.update(gpus=[], model=None, quant=None, backend=None, gpu_targets=[], cuda_architectures=[], cmake_flags=[])
+    row.update(dict.fromkeys(("threads", "ctx_size", "parallel", "n_gpu_layers", "flash_attn", "listen", "alias")))
+    row.update(run_env={}, tensor_split=[], reasons={}, warnings=[])
     if facts is not None:
         row["hostname"] = facts.hostname
         row["os"] = " ".join(p for p in (facts.os_id, facts.os_version, f"({facts.os_codename})") if p != "()")
@@ -263,15 +241,13 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
     class ConnectErrors(BaseStateCallback):
         @staticmethod
         def host_connect_error(state: Any, host: Any, error: Any) -> None:
-            errors[host.name] = [str(error)]
+            errors[host.name] = [f"cannot reach the host: {error}"]
 
     state.init(inventory, config, initial_limit=hosts)
     state.add_callback_handler(ConnectErrors())
     state.set_stage(StateStage.Connect)
-    try:
+    with contextlib.suppress(PyinfraError):  # raised when no host is left: each row says why
         connect_all(state)
-    except PyinfraError:
-        pass  # every host failed to connect: each one's row says why
     state.set_stage(StateStage.Prepare)
 
     def gather(host: Any) -> HostFacts:

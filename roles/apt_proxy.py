@@ -6,15 +6,14 @@ before is removed, so turning the setting off is also declared state.
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
+from roles.ops import absent, put_text
 from roles.settings import Setting, defaults, text
 
 PROXY_FILE = "/etc/apt/apt.conf.d/80lemfleet-proxy"
+PATHS = (PROXY_FILE,)
 
 SETTINGS = (
     Setting(
@@ -35,13 +34,6 @@ def render(proxy: str) -> str:
 def configure_apt_proxy() -> None:
     proxy = host.data.get("apt_proxy")
     if proxy:
-        files.put(
-            name=f"Use the apt proxy {proxy}",
-            src=StringIO(render(proxy)),
-            dest=PROXY_FILE,
-            user="root",
-            group="root",
-            mode="644",
-        )
+        put_text(name=f"Use the apt proxy {proxy}", dest=PROXY_FILE, content=render(proxy))
     else:
-        files.file(name="No apt proxy", path=PROXY_FILE, present=False)
+        absent(name="No apt proxy", path=PROXY_FILE)

@@ -1,20 +1,19 @@
 """The controller's share of a deploy: check every host's settings before connecting, and
 fetch each distinct source and model once.
 
-``config.py`` registers :class:`PreflightCheck`, so that ``pyinfra`` validates
-the settings of every host in the run before it opens a single connection;
-one bad value anywhere stops the whole run with every problem listed.
+``config.py`` runs :func:`preflight` as soon as pyinfra has loaded the
+inventory, so the settings of every host in the run are validated before a
+single connection is opened; one bad value anywhere stops the whole run with
+every problem listed.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.state import BaseStateCallback
 
 from roles.settings import SettingsError, validate
 from roles.sources import Source, prepare_source
@@ -40,25 +39,9 @@ def validate_hosts(hosts: Iterable[Any]) -> dict[str, dict[str, Any]]:
     return cleaned
 
 
-class PreflightCheck(BaseStateCallback):
-    """Validate all hosts' settings once, before the first connection of the run."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._error: FleetSettingsError | None = None
-        self._done = False
-
-    def host_before_connect(self, state, host) -> None:  # type: ignore[override]
-        with self._lock:
-            if not self._done:
-                self._done = True
-                hosts = [h for h in state.inventory if state.is_host_in_limit(h)]
-                try:
-                    validate_hosts(hosts)
-                except FleetSettingsError as err:
-                    self._error = err
-        if self._error is not None:
-            raise self._error
+def preflight(state: Any) -> None:
+    """Validate the settings of every host the run will touch; raise before any connection."""
+    validate_hosts([h for h in state.inventory if state.is_host_in_limit(h)])
 
 
 _memo: dict[str, Any] = {}

@@ -63,11 +63,15 @@ def facts_from_sections(
     )
 
 
-def gather() -> HostFacts:
-    """Probe the current pyinfra host (two SSH round trips in all)."""
+def gather(extra_paths: list[str] | None = None) -> HostFacts:
+    """Probe the current pyinfra host (two SSH round trips in all).
+
+    ``extra_paths`` are more paths whose free disk space the plan needs (e.g. a custom model_dir).
+    """
     from pyinfra import host
 
-    sections = host.get_fact(HostProbe, paths=TARGET_PATHS)
+    paths = tuple(dict.fromkeys([*TARGET_PATHS, *(extra_paths or [])]))
+    sections = host.get_fact(HostProbe, paths=paths)
     gpus, runtime = _gpu_probe(host)
     return facts_from_sections(sections, gpus, runtime)
 

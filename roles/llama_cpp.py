@@ -25,10 +25,10 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, git, server
 
-from roles.ops import atomic_link, q, script_unless_exists, verified_upload
+from roles.hoststate import SIDECAR, state
+from roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
 from roles.plan import HostPlan
 from roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
 from roles.sources import Source, file_sha256
@@ -102,6 +102,8 @@ SETTINGS = (
 DEFAULTS = defaults(SETTINGS)
 
 BUILD_PACKAGES = ["build-essential", "cmake"]
+# The binary is static but for the C and C++ runtimes and OpenMP (ggml's CPU threads).
+RUNTIME_PACKAGES = ["libgomp1"]
 
 
 def build_id(source: Source, plan: HostPlan) -> str:
@@ -159,27 +161,92 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
     """
     data = host.data
     bid = build_id(source, plan)
+    src = source_dir(source)
+    for path in (f"{ROOT}/src", f"{ROOT}/build", BUILDS):
+        directory(name=f"Directory {path}", path=path)
+
+    installed = installed_binary(bid)
+    cache_dir = data.get("llama_cpp_build_cache")
+    cached = Path(cache_dir).expanduser() / f"{bid}.tar.gz" if cache_dir else None
+    if state(installed).exists:
+        host.noop(f"build {bid} is already installed")
+    elif cached is not None and cached.exists():
+        _install_cached(bid, cached)
+    else:
+        compiled = _compile(bid, src, plan, source, int(data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores))
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            bundle = bundle_path(bid)
+            server.shell(
+                name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"], _if=compiled.did_change
+            )
+            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached), _if=compiled.did_change)
+            server.shell(name=f"Remove the packed build {bid}", commands=[f"rm -f {bundle}"], _if=compiled.did_change)
+    link = atomic_link(
+        name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
+    )
+    keep = int(data.get("llama_cpp_keep_builds"))
+    server.shell(
+        name="Prune old builds",
+        commands=[_prune_script(keep)],
+        _if=link.did_change,
+    )
+    return link
+
+
+def source_dir(source: Source) -> str:
+    return f"{ROOT}/src/{source.source_id}"
+
+
+def installed_binary(bid: str) -> str:
+    return f"{BUILDS}/{bid}/bin/llama-server"
+
+
+def bundle_path(bid: str) -> str:
+    return f"{ROOT}/build/{bid}.tar.gz"
+
+
+def managed_paths(plan: HostPlan, source: Source) -> list[str]:
+    """Every path this step reads or writes, for the one state probe (roles/hoststate.py)."""
+    bid = build_id(source, plan)
+    paths = [f"{ROOT}/src", f"{ROOT}/build", BUILDS, CURRENT, installed_binary(bid), bundle_path(bid)]
+    paths.append(f"{source_dir(source)}/CMakeLists.txt")
+    if source.archive is not None:
+        paths.append(f"{ROOT}/src/{source.archive.name}")
+    return paths
+
+
+def _install_cached(bid: str, cached: Path) -> None:
+    """Same build id: same source, flags, OS and CPU features, so the same binary; no compile."""
+    bundle = bundle_path(bid)
+    apt.packages(name="Install runtime dependencies", packages=RUNTIME_PACKAGES, update=True, cache_time=3600,
+                 no_recommends=True)  # fmt: skip
+    verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle, sha256=file_sha256(cached))
+    script_unless_exists(
+        name=f"Install cached build {bid}",
+        path=installed_binary(bid),
+        why=f"build {bid} is already installed",
+        script=f"rm -rf {BUILDS}/{bid}.new && mkdir {BUILDS}/{bid}.new && "
+        f"tar -xzf {bundle} -C {BUILDS}/{bid}.new --strip-components=1 && "
+        f"{BUILDS}/{bid}.new/bin/llama-server --version >/dev/null 2>&1 && "
+        f"mv -T {BUILDS}/{bid}.new {BUILDS}/{bid} && rm -f {bundle} {bundle}{SIDECAR}",
+    )
+
+
+def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> OperationMeta:
     apt.packages(
         name="Install build dependencies",
-        packages=BUILD_PACKAGES + (["git"] if source.git_url else []),
+        packages=BUILD_PACKAGES + RUNTIME_PACKAGES + (["git"] if source.git_url else []),
         update=True,
         cache_time=3600,
         no_recommends=True,
     )
-    for path in (f"{ROOT}/src", f"{ROOT}/build", BUILDS):
-        files.directory(name=f"Directory {path}", path=path, mode="755")
-
-    src = f"{ROOT}/src/{source.source_id}"
     if source.git_url:
         git.repo(
-            name=f"Clone llama.cpp {source.git_ref}",
-            src=source.git_url,
-            dest=src,
-            branch=source.git_ref,
-            pull=False,
-            depth=1,
-        )
-    else:
+            name=f"Clone llama.cpp {source.git_ref}", src=source.git_url, dest=src, branch=source.git_ref,
+            pull=False, depth=1,
+        )  # fmt: skip
+    elif not state(f"{src}/CMakeLists.txt").exists:
         assert source.archive and source.sha256
         archive = f"{ROOT}/src/{source.archive.name}"
         verified_upload(
@@ -196,49 +263,12 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
                 f"&& mv -T {src}.new {src}"
             ),
         )
-
-    jobs = data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores
-    installed = f"{BUILDS}/{bid}/bin/llama-server"
-    cache_dir = data.get("llama_cpp_build_cache")
-    cached = Path(cache_dir).expanduser() / f"{bid}.tar.gz" if cache_dir else None
-    if cached is not None and cached.exists() and not host.get_fact(File, path=installed):
-        # Same build id: same source, flags, OS and CPU features, so the same binary.
-        bundle = f"{ROOT}/build/{bid}.tar.gz"
-        verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle, sha256=file_sha256(cached))
-        script_unless_exists(
-            name=f"Install cached build {bid}",
-            path=installed,
-            why=f"build {bid} is already installed",
-            script=f"rm -rf {BUILDS}/{bid}.new && mkdir {BUILDS}/{bid}.new && "
-            f"tar -xzf {bundle} -C {BUILDS}/{bid}.new --strip-components=1 && "
-            f"{BUILDS}/{bid}.new/bin/llama-server --version >/dev/null 2>&1 && "
-            f"mv -T {BUILDS}/{bid}.new {BUILDS}/{bid} && rm -f {bundle}",
-        )
-    else:
-        compiled = script_unless_exists(
-            name=f"Compile llama-server {bid} ({plan.backend})",
-            path=installed,
-            why=f"build {bid} is already installed",
-            script=build_script(bid, src, plan, source, jobs),
-        )
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            bundle = f"{ROOT}/build/{bid}.tar.gz"
-            server.shell(
-                name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"], _if=compiled.did_change
-            )
-            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached), _if=compiled.did_change)
-            files.file(name=f"Remove the packed build {bid}", path=bundle, present=False)
-    link = atomic_link(
-        name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
+    return script_unless_exists(
+        name=f"Compile llama-server {bid} ({plan.backend})",
+        path=installed_binary(bid),
+        why=f"build {bid} is already installed",
+        script=build_script(bid, src, plan, source, jobs),
     )
-    keep = int(data.get("llama_cpp_keep_builds"))
-    server.shell(
-        name="Prune old builds",
-        commands=[_prune_script(keep)],
-        _if=link.did_change,
-    )
-    return link
 
 
 def _prune_script(keep: int) -> str:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server
+from pyinfra.facts.files import Sha256File
+from pyinfra.operations import server
 
-from roles.ops import fail, q, verified_upload
+from roles.hoststate import SIDECAR, state
+from roles.ops import directory, fail, q, verified_upload
 from roles.settings import Setting, defaults, integer, one_of, sha256, text
 
 
@@ -124,16 +126,13 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
     model_dir = host.data.get("model_dir")
     dest = model.path_on_host(model_dir)
     if model.host_path:
-        server.shell(
-            name=f"Check {dest}",
-            commands=[
-                f"echo {q(model.sha256 + '  ' + dest)} | sha256sum --check --status || "
-                f"{{ echo '{dest}: missing, or its sha256 is not model_sha256' >&2; exit 1; }}"
-            ],
-        )
+        check_on_host(name=f"Check {dest}", path=dest, sha256=model.sha256)
         return dest, None
-    files.directory(name=f"Directory {model_dir}", path=model_dir, mode="755")
-    free = disk_free.get("/var/lib/lemfleet")
+    directory(name=f"Directory {model_dir}", path=model_dir)
+    if state(dest).verified_sha256() == model.sha256:
+        host.noop(f"{dest} is in place, sha256 {model.sha256[:12]}")
+        return dest, None
+    free = disk_free.get(model_dir, disk_free.get("/var/lib/lemfleet"))
     if free is not None and free < model.size + DISK_MARGIN:
         fail(
             name="Check free disk for the model",
@@ -150,12 +149,27 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
     return dest, op
 
 
+def managed_paths(model: ModelArtifact, model_dir: str) -> list[str]:
+    """The paths this step reads or writes, for the one state probe (roles/hoststate.py)."""
+    return [model_dir, model.path_on_host(model_dir)]
+
+
+@operation()
+def check_on_host(path: str, sha256: str):
+    """Fail the host unless the model the user placed at ``path`` has ``sha256``; never changes it."""
+    if host.get_fact(Sha256File, path=path) == sha256:
+        host.noop(f"{path} has sha256 {sha256[:12]}")
+        return
+    yield f"echo {q(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
+
+
 def prune_models(model_dir: str, serving: str, keep: int, when: OperationMeta) -> None:
-    """Remove all but the ``keep`` newest model files, never the one serving."""
+    """Remove all but the ``keep`` newest model files (and their check records), never the one serving."""
     server.shell(
         name="Prune old models",
         commands=[
-            f"ls -1t {q(model_dir)}/*.gguf 2>/dev/null | grep -vxF {q(serving)} | tail -n +{keep} | xargs -r rm -f --"
+            f"ls -1t {q(model_dir)}/*.gguf 2>/dev/null | grep -vxF {q(serving)} | tail -n +{keep} | "
+            f'while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
         ],
         _if=when.did_change,
     )
@@ -169,4 +183,4 @@ def default_alias(filename: str) -> str:
     return parsed[0] if parsed else Path(filename).name.removesuffix(".gguf")
 
 
-__all__ = ["ModelArtifact", "files", "install_model", "prune_models"]
+__all__ = ["ModelArtifact", "install_model", "managed_paths", "prune_models"]

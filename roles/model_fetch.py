@@ -14,10 +14,10 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
-from pyinfra.facts.files import Sha256File
 
+from roles.hoststate import state
 from roles.model import ModelArtifact
-from roles.ops import q
+from roles.ops import place_verified, q
 
 SECRET_DIR = "/run/lemfleet-secret"
 
@@ -39,16 +39,14 @@ def download_script(url: str, dest: str, sha256: str, header_file: str | None) -
     return (
         f"curl -fsSL --retry 5 --retry-delay 2 -C - {auth}-o {q(partial)} {q(url)}; rc=$?; {cleanup}"
         f'[ "$rc" = 0 ] || {{ echo "download of {url} failed (curl exit $rc)" >&2; exit 1; }}; '
-        f"echo {q(sha256 + '  ' + partial)} | sha256sum --check --status || "
-        f"{{ rm -f {q(partial)}; echo 'sha256 mismatch for {url}: rejected' >&2; exit 1; }}; "
-        f"chmod 644 {q(partial)} && mv -f {q(partial)} {q(dest)}"
+        f"chmod 644 {q(partial)} && " + place_verified(partial, dest, sha256, url)
     )
 
 
 @operation()
 def host_download(model: ModelArtifact, dest: str):
     """Have the host download ``model.url`` to ``dest`` unless it already has the right file."""
-    if host.get_fact(Sha256File, path=dest) == model.sha256:
+    if state(dest).verified_sha256() == model.sha256:
         host.noop(f"{dest} already has sha256 {model.sha256[:12]}")
         return
     assert model.url

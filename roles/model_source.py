@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from lemfleet import hub
 from roles.model import ModelArtifact, default_alias
 from roles.settings import SettingsError
 from roles.sources import CACHE, file_sha256
+
+if TYPE_CHECKING:
+    from lemfleet.hub import ResolvedModel
 
 
 def _alias(settings: Mapping[str, Any], filename: str) -> str:
@@ -78,9 +80,9 @@ def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
     return ModelArtifact(_alias(settings, name), name, expected, 0, host_path=path)
 
 
-def hub_listing(
-    settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0
-) -> hub.ResolvedModel:
+def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0) -> ResolvedModel:
+    from lemfleet import hub
+
     try:
         return hub.resolve_model(
             settings["model_repo"],
@@ -95,7 +97,9 @@ def hub_listing(
         raise SettingsError([str(err)]) from err
 
 
-def _hub(settings: Mapping[str, Any], resolved: hub.ResolvedModel) -> ModelArtifact:
+def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
+    from lemfleet import hub
+
     alias = _alias(settings, resolved.filename)
     if settings["model_delivery"] == "host":
         return ModelArtifact(

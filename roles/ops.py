@@ -1,21 +1,75 @@
-"""lemfleet's own pyinfra operations, for what pyinfra's operations don't do atomically.
+"""lemfleet's own pyinfra operations: atomic where pyinfra's are not, and cheap to rerun.
 
-Each reads facts, compares them with the wanted state and yields commands
-only when something must change, so a second run yields nothing.
+Each reads the host's state from one shared fact (``roles/hoststate.py``),
+compares it with the wanted state and yields commands only when something
+must change, so a second run yields nothing and costs one round trip for
+all of them together. Files are written to a temporary name beside their
+destination and renamed into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from collections.abc import Iterable
+from io import StringIO
 from typing import IO, Any
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
-from pyinfra.facts.files import File, Link, Sha256File
+from pyinfra.api import FactBase, FileUploadCommand, operation
+
+from roles.hoststate import SIDECAR, state
 
 
 def q(value: str) -> str:
     return shlex.quote(value)
+
+
+def _owned(path: str, mode: str, user: str, group: str) -> str:
+    return f"chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}"
+
+
+@operation()
+def directory(path: str, mode: str = "755", user: str = "root", group: str = "root"):
+    """A directory with this mode and owner."""
+    current = state(path)
+    if current.kind == "dir" and (current.mode, current.user, current.group) == (mode, user, group):
+        host.noop(f"directory {path} is in place")
+        return
+    if current.kind not in ("dir", "missing"):
+        yield f"rm -f {q(path)}"
+    yield f"mkdir -p {q(path)} && {_owned(path, mode, user, group)}"
+
+
+@operation()
+def put_text(dest: str, content: str, mode: str = "644", user: str = "root", group: str = "root",
+             secret: bool = False):  # fmt: skip
+    """A small file with exactly ``content``, renamed into place.
+
+    + secret: the temporary file is created 0600 before the content is
+      written into it, and no diff of the content is ever shown
+    """
+    wanted = hashlib.sha256(content.encode()).hexdigest()
+    current = state(dest)
+    if current.kind == "file" and (current.sha256, current.mode, current.user, current.group) == (
+        wanted, mode, user, group,
+    ):  # fmt: skip
+        host.noop(f"{dest} is up to date")
+        return
+    tmp = f"{dest}.lemfleet-new"
+    if secret:
+        yield f"install -m 600 /dev/null {q(tmp)}"
+    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(dest))
+    yield f"{_owned(tmp, mode, user, group)} && mv -f {q(tmp)} {q(dest)}"
+
+
+@operation()
+def absent(path: str):
+    """No file or link at ``path``."""
+    if not state(path).exists:
+        host.noop(f"{path} is absent")
+        return
+    yield f"rm -f {q(path)}"
 
 
 @operation()
@@ -24,42 +78,42 @@ def atomic_link(path: str, target: str, previous: str | None = None):
 
     + previous: where to keep a link to the old target, for rollback
     """
-    current = host.get_fact(Link, path=path)
-    old_target = current.get("link_target") if current else None
-    if old_target == target:
+    current = state(path)
+    if current.kind == "link" and current.target == target:
         host.noop(f"{path} already points at {target}")
         return
-    if previous and old_target:
-        yield f"ln -sfn {q(old_target)} {q(previous)}.new && mv -T {q(previous)}.new {q(previous)}"
+    if previous and current.target:
+        yield f"ln -sfn {q(current.target)} {q(previous)}.new && mv -T {q(previous)}.new {q(previous)}"
     yield f"ln -sfn {q(target)} {q(path)}.new && mv -T {q(path)}.new {q(path)}"
 
 
+def place_verified(tmp: str, dest: str, sha256: str, what: str) -> str:
+    """Shell that checks ``tmp`` against ``sha256``, renames it to ``dest`` and records the check.
+
+    On a mismatch ``tmp`` is removed and ``dest`` is left as it was.
+    """
+    return (
+        f"echo {q(sha256 + '  ' + tmp)} | sha256sum --check --status "
+        f"|| {{ rm -f {q(tmp)}; echo {q(f'sha256 mismatch for {what}: rejected, {dest} left as it was')} >&2; "
+        f"exit 1; }}; mv -f {q(tmp)} {q(dest)} && "
+        f'echo "{sha256} $(stat -c "%s %Y" {q(dest)})" > {q(dest + SIDECAR)}'
+    )
+
+
 @operation()
-def verified_upload(
-    src: str | IO[Any],
-    dest: str,
-    sha256: str,
-    mode: str = "644",
-    user: str = "root",
-    group: str = "root",
-):
-    """Upload ``src`` to ``dest`` unless ``dest`` already has ``sha256``.
+def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644"):
+    """Upload ``src`` to ``dest`` unless ``dest`` is already that file (by recorded sha256).
 
     The file goes to a temporary name beside ``dest`` and is renamed into
     place only after its sha256 on the host matches, so a truncated or
     corrupt transfer never reaches ``dest`` and whatever was there stays.
     """
-    if host.get_fact(Sha256File, path=dest) == sha256:
+    if state(dest).verified_sha256() == sha256:
         host.noop(f"{dest} already has sha256 {sha256[:12]}")
         return
     tmp = f"{dest}.partial"
     yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
-    yield (
-        f"chown {q(user)}:{q(group)} {q(tmp)} && chmod {mode} {q(tmp)} && "
-        f"echo {q(sha256 + '  ' + tmp)} | sha256sum --check --status "
-        f"|| {{ rm -f {q(tmp)}; echo 'sha256 mismatch after transfer to {dest}' >&2; exit 1; }}; "
-        f"mv -f {q(tmp)} {q(dest)}"
-    )
+    yield f"chmod {mode} {q(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
 
 
 @operation()
@@ -68,7 +122,7 @@ def script_unless_exists(path: str, script: str, why: str):
 
     + why: shown in the noop line when nothing is needed
     """
-    if host.get_fact(File, path=path):
+    if state(path).exists:
         host.noop(why)
         return
     yield script
@@ -78,3 +132,41 @@ def script_unless_exists(path: str, script: str, why: str):
 def fail(message: str):
     """Fail this host with ``message``, leaving every other host to carry on."""
     yield f"echo {q('lemfleet: ' + message)} >&2; exit 1"
+
+
+class SystemUser(FactBase):
+    """A user's passwd entry and groups, in one round trip (pyinfra's server.user reads four facts).
+
+    Sample output::
+
+        lemfleet:x:999:999::/var/lib/lemfleet:/usr/sbin/nologin
+        lemfleet render video
+    """
+
+    def command(self, user: str) -> str:
+        return f"getent passwd {q(user)} && id -nG {q(user)} || true"
+
+    def process(self, output: Iterable[str]) -> dict[str, Any] | None:
+        lines = list(output)
+        if not lines:
+            return None
+        fields = lines[0].split(":")
+        return {"home": fields[5], "shell": fields[6], "groups": set(lines[1].split()) if len(lines) > 1 else set()}
+
+
+@operation()
+def system_user(user: str, home: str, shell: str = "/usr/sbin/nologin", groups: Iterable[str] = ()):
+    """A system user (and group of the same name) with this home and shell, in at least ``groups``."""
+    current = host.get_fact(SystemUser, user=user)
+    wanted = set(groups)
+    if current is None:
+        extra = f" --groups {q(','.join(sorted(wanted)))}" if wanted else ""
+        yield f"useradd --system --user-group --home-dir {q(home)} --no-create-home --shell {q(shell)}{extra} {q(user)}"
+        return
+    if (current["home"], current["shell"]) != (home, shell):
+        yield f"usermod --home {q(home)} --shell {q(shell)} {q(user)}"
+    missing = wanted - current["groups"]
+    if missing:
+        yield f"usermod --append --groups {q(','.join(sorted(missing)))} {q(user)}"
+    if (current["home"], current["shell"]) == (home, shell) and not missing:
+        host.noop(f"user {user} is in place")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import systemd
 
+from roles.ops import absent, directory, put_text, system_user
 from roles.plan import HostPlan
 from roles.settings import Setting, boolean, defaults, integer, one_of, string_list, text
 
@@ -91,6 +91,19 @@ _jinja = Environment(
 )
 
 
+def unit_path(unit_name: str) -> str:
+    return f"/etc/systemd/system/{unit_name}.service"
+
+
+def env_path(unit_name: str) -> str:
+    return f"{CONFIG_DIR}/{unit_name}.env"
+
+
+def managed_paths(unit_name: str) -> list[str]:
+    """The paths this step writes, for the one state probe (roles/hoststate.py)."""
+    return [CONFIG_DIR, API_KEY_FILE, env_path(unit_name), unit_path(unit_name), RECORD_FILE]
+
+
 def render_unit(
     plan: HostPlan,
     *,
@@ -105,7 +118,7 @@ def render_unit(
         user=user,
         alias=plan.alias,
         binary=binary,
-        env_file=f"{CONFIG_DIR}/{unit_name}.env",
+        env_file=env_path(unit_name),
         api_key_file=api_key_file,
         device_nodes=plan.device_nodes,
         supplementary_groups=list(supplementary_groups),
@@ -141,32 +154,22 @@ def install_server(
 ) -> None:
     data = host.data
     user, unit_name = data.get("server_user"), data.get("server_unit_name")
-    server.user(
-        name=f"Service user {user}",
-        user=user,
-        system=True,
-        shell="/usr/sbin/nologin",
-        home="/var/lib/lemfleet",
-        create_home=False,
-        groups=list(supplementary_groups) or None,
-    )
-    files.directory(name=f"Directory {CONFIG_DIR}", path=CONFIG_DIR, user="root", group="root", mode="755")
+    system_user(name=f"Service user {user}", user=user, home="/var/lib/lemfleet", groups=supplementary_groups)
+    directory(name=f"Directory {CONFIG_DIR}", path=CONFIG_DIR)
 
     keys = api_keys(data)
     changes = list(restart_when)
     if keys is not None:
-        # No diff is ever shown for the key: it is uploaded from memory, and
-        # pyinfra compares checksums, not contents.
+        # Uploaded from memory into a file made 0600 first; compared by sha256, never diffed.
         changes.append(
-            files.put(name="API key file", src=StringIO(keys), dest=API_KEY_FILE, user="root", group=user, mode="640")
-        )
+            put_text(name="API key file", dest=API_KEY_FILE, content=keys, user="root", group=user, mode="640",
+                     secret=True)
+        )  # fmt: skip
     else:
-        changes.append(files.file(name="No API key file", path=API_KEY_FILE, present=False))
+        changes.append(absent(name="No API key file", path=API_KEY_FILE))
 
     env_text = render_env(plan, unit_name=unit_name, model_path=model_path, extra_args=data.get("server_extra_args"))
-    changes.append(
-        files.put(name="Service environment", src=StringIO(env_text), dest=f"{CONFIG_DIR}/{unit_name}.env", mode="644")
-    )
+    changes.append(put_text(name="Service environment", dest=env_path(unit_name), content=env_text))
     unit_text = render_unit(
         plan,
         unit_name=unit_name,
@@ -175,12 +178,7 @@ def install_server(
         api_key_file=API_KEY_FILE if keys is not None else None,
         supplementary_groups=supplementary_groups,
     )
-    unit = files.put(
-        name=f"Unit {unit_name}.service",
-        src=StringIO(unit_text),
-        dest=f"/etc/systemd/system/{unit_name}.service",
-        mode="644",
-    )
+    unit = put_text(name=f"Unit {unit_name}.service", dest=unit_path(unit_name), content=unit_text)
     changes.append(unit)
 
     systemd.daemon_reload(name="Reload systemd", _if=unit.did_change)
@@ -193,9 +191,4 @@ def install_server(
     systemd.service(
         name=f"{unit_name} running", service=f"{unit_name}.service", running=True, enabled=data.get("server_enabled")
     )
-    files.put(
-        name="Deploy record",
-        src=StringIO(json.dumps(record, indent=2, sort_keys=True) + "\n"),
-        dest=RECORD_FILE,
-        mode="644",
-    )
+    put_text(name="Deploy record", dest=RECORD_FILE, content=json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -41,6 +41,8 @@ def driver_from_lemfleet() -> bool:
 
 def plan_for_host(facts: HostFacts, backend: str, settings: Mapping[str, Any]) -> DriverPlan:
     """:func:`plan_drivers` for the current host, with its kernel release and driver's origin."""
+    if backend == "cpu":  # nothing to install: spare the host the kernel and marker probes
+        return plan_drivers(target_from_facts(facts, backend), settings)
     target = target_from_facts(
         facts,
         backend,

@@ -1,0 +1,214 @@
+"""Issue bars for the model push, measured side by side on test-bed hosts.
+
+    python bench/model_push.py [--hosts 4] [--size-mib 1024] [--rounds 3]
+
+- push: one 1 GiB file to 4 hosts with lemfleet's controller-mode push (the model step of deploy.py,
+  ``roles.model.install_model``: upload to a temporary name, sha256 on the host, rename), against
+  ``scp`` of the same file to the same hosts, one scp per host, all at once, as pyinfra pushes to all
+  hosts at once. The two alternate, round by round. Bar: lemfleet <= 1.2x scp.
+- rerun: the same push with the file in place transfers nothing (no push operation changes, and the
+  hosts' links carry only SSH's own bytes) and takes at most 2 s per host beyond the no-op baseline,
+  ``pyinfra inventories/testbed.py exec -- true`` to the same hosts.
+
+Uses the test-bed hosts that are up, and boots more (removing them afterwards) when fewer than --hosts
+are running. Needs root. Writes under /var/lib/lemfleet/bench on the hosts and removes it at the end.
+
+pyinfra runs this same file as the deploy that pushes: there it runs :func:`push_deploy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __name__ == "__main__":  # the bench; pyinfra runs this file as a deploy, with no __name__ of its own
+    from common import PROJECT, median, pyinfra
+
+    sys.path.insert(0, str(PROJECT))
+
+from lemfleet import testbed
+from lemfleet.testbed import HostRecord, hosts
+from lemfleet.testbed.paths import SSH_CONFIG
+from roles.sources import CACHE
+
+BENCH_DIR = "/var/lib/lemfleet/bench"
+MIB = 1024 * 1024
+
+
+def push_deploy() -> None:
+    """The deploy pyinfra runs from this file: deploy.py's model step, for the file named in --data."""
+    from pyinfra import host
+
+    from roles import detect
+    from roles.hoststate import declare
+    from roles.model import ModelArtifact, install_model, managed_paths
+
+    path, model_dir = Path(host.data.get("bench_file")), host.data.get("model_dir", BENCH_DIR)
+    model = ModelArtifact("bench", path.name, host.data.get("bench_sha256"), path.stat().st_size, local_path=path)
+    # As deploy.py does: free disk where the model goes, and the one probe of every managed path.
+    facts = detect.gather(extra_paths=[model_dir])
+    declare(managed_paths(model, model_dir))
+    # pyinfra types a @deploy function as an operation, as in deploy.py (see pyproject.toml).
+    install_model(model, facts.disk_free_bytes)  # type: ignore[call-arg, arg-type]
+
+
+def _run_by_pyinfra() -> bool:
+    from pyinfra.context import ctx_host
+
+    return bool(ctx_host.isset())
+
+
+# -- the bench ----------------------------------------------------------------------
+
+
+def bench_file(size_mib: int) -> tuple[Path, str]:
+    """A file of random (incompressible) bytes, made once, and its sha256."""
+    path = CACHE / "bench" / f"push-{size_mib}MiB.bin"
+    stamp = path.with_name(path.name + ".sha256")
+    if not (path.exists() and stamp.exists()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with path.open("wb") as handle:
+            for _ in range(size_mib // 16):
+                chunk = os.urandom(16 * MIB)
+                digest.update(chunk)
+                handle.write(chunk)
+        stamp.write_text(digest.hexdigest())
+    return path, stamp.read_text().strip()
+
+
+def link_bytes(records: list[HostRecord]) -> int:
+    """Bytes sent from the controller to these hosts so far, on their veth links."""
+    return sum(int(Path(f"/sys/class/net/{r.veth}/statistics/tx_bytes").read_text()) for r in records)
+
+
+def on_hosts(records: list[HostRecord], command: str) -> None:
+    for rec in records:
+        testbed.ssh(rec, command, timeout=300)
+
+
+def limits(records: list[HostRecord]) -> list[str]:
+    return [arg for rec in records for arg in ("--limit", rec.name)]
+
+
+def lemfleet_push(records: list[HostRecord], path: Path, sha256: str) -> tuple[float, int, list[str]]:
+    """(seconds, bytes on the links, hosts whose push changed something) of one pyinfra run."""
+    data = [f"bench_file={path}", f"bench_sha256={sha256}", f"model_dir={BENCH_DIR}"]
+    args = ["inventories/testbed.py", "bench/model_push.py", "-y", "--json", *limits(records)]
+    before = link_bytes(records)
+    seconds, rc, out = pyinfra(*args, *[a for item in data for a in ("--data", item)])
+    sent = link_bytes(records) - before
+    assert rc == 0, out[-3000:]
+    report, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])
+    ops = report["results"]["operations"]
+    return seconds, sent, sorted({h for op in ops if "| Push " in op["name"] for h in op["success"]})
+
+
+def scp_push(records: list[HostRecord], path: Path) -> tuple[float, int]:
+    """(seconds, bytes on the links) of one scp per host, all started at once."""
+    before, started = link_bytes(records), time.monotonic()
+    procs = [
+        subprocess.Popen(["scp", "-q", "-F", str(SSH_CONFIG), str(path), f"{rec.name}:{BENCH_DIR}/scp-{path.name}"])
+        for rec in records
+    ]
+    codes = [p.wait() for p in procs]
+    seconds = time.monotonic() - started
+    assert codes == [0] * len(records), codes
+    return seconds, link_bytes(records) - before
+
+
+def bare_run(records: list[HostRecord]) -> float:
+    seconds, rc, out = pyinfra("inventories/testbed.py", *limits(records), "-y", "exec", "--", "true")
+    assert rc == 0, out[-2000:]
+    return seconds
+
+
+def bench_hosts(count: int) -> tuple[list[HostRecord], list[str]]:
+    """``count`` running test-bed hosts, and the names of those booted for the bench."""
+    running = [r for r in testbed.load() if hosts.alive(r.pid)][:count]
+    added = testbed.add(count - len(running)) if len(running) < count else []
+    return running + added, [r.name for r in added]
+
+
+def bench_push(records: list[HostRecord], path: Path, sha256: str, rounds: int) -> None:
+    ours, theirs = [], []
+    dest = f"{BENCH_DIR}/{sha256[:12]}-{path.name}"
+    for round_ in range(rounds):
+        on_hosts(records, f"rm -f {BENCH_DIR}/*")
+        measured = {}
+        for method in ("lemfleet", "scp") if round_ % 2 == 0 else ("scp", "lemfleet"):
+            if method == "lemfleet":
+                seconds, sent, pushed = lemfleet_push(records, path, sha256)
+                assert pushed == sorted(r.name for r in records), pushed
+            else:
+                seconds, sent = scp_push(records, path)
+            measured[method] = (seconds, sent)
+        ours.append(measured["lemfleet"][0])
+        theirs.append(measured["scp"][0])
+        print(
+            f"round {round_ + 1}: "
+            + ", ".join(f"{m} {s:.1f} s ({b / MIB:.0f} MiB sent)" for m, (s, b) in measured.items())
+        )
+    on_hosts(records, f"test \"$(sha256sum {dest} | cut -d' ' -f1)\" = {sha256}")
+    size = path.stat().st_size
+    print(f"{len(records)} hosts, {size / MIB:.0f} MiB each, {rounds} rounds")
+    print(f"lemfleet push: median {median(ours):.1f} s  {[round(s, 1) for s in ours]}  "
+          f"({len(records) * size / MIB / median(ours):.0f} MiB/s in all)")  # fmt: skip
+    print(f"scp:           median {median(theirs):.1f} s  {[round(s, 1) for s in theirs]}  "
+          f"({len(records) * size / MIB / median(theirs):.0f} MiB/s in all)")  # fmt: skip
+    print(f"ratio: {median(ours) / median(theirs):.2f}x (bar: <= 1.2x)")
+
+
+def bench_rerun(records: list[HostRecord], path: Path, sha256: str, rounds: int) -> None:
+    lemfleet_push(records, path, sha256)  # in place, whatever ran before
+    bare, rerun, sent = [], [], []
+    for _ in range(rounds):
+        bare.append(bare_run(records))
+        seconds, link, pushed = lemfleet_push(records, path, sha256)
+        assert pushed == [], f"a rerun pushed to {pushed}"
+        rerun.append(seconds)
+        sent.append(link)
+    extra = median(rerun) - median(bare)
+    print(f"no-op baseline (exec -- true): median {median(bare):.2f} s  {[round(s, 2) for s in bare]}")
+    print(f"rerun, file in place:          median {median(rerun):.2f} s  {[round(s, 2) for s in rerun]}")
+    print(f"push operations that changed: none; bytes on the links per rerun: {sent} (SSH's own, no file data)")
+    print(
+        f"extra: {extra:.2f} s for {len(records)} hosts, {extra / len(records):.2f} s per host (bar: <= 2 s per host)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", choices=("push", "rerun", "all"), default="all")
+    parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    path, sha256 = bench_file(args.size_mib)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # both read it from the page cache
+    records, added = bench_hosts(args.hosts)
+    try:
+        on_hosts(records, f"mkdir -p {shlex.quote(BENCH_DIR)}")
+        if args.what in ("push", "all"):
+            bench_push(records, path, sha256, args.rounds)
+        if args.what in ("rerun", "all"):
+            bench_rerun(records, path, sha256, args.rounds)
+    finally:
+        for rec in records:
+            testbed.ssh(rec, f"rm -rf {shlex.quote(BENCH_DIR)}", check=False)
+        for name in added:
+            testbed.remove(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+elif _run_by_pyinfra():
+    push_deploy()
