@@ -34,7 +34,7 @@ apt_proxy.configure_apt_proxy()
 install_drivers(drivers)
 build_switched = install_llama_cpp(plan, source)
 model_path, model_placed = install_model(model, facts.disk_free_bytes)
-install_server(
+environment = install_server(
     plan,
     binary=BINARY,
     model_path=model_path,
@@ -44,6 +44,7 @@ install_server(
     ),
     supplementary_groups=drivers.service_groups,
 )
-if model_placed:
-    prune_models(settings["model_dir"], model_path, settings["model_keep"], when=model_placed)
+prune_models(
+    settings["model_dir"], model_path, settings["model_keep"], when=[environment, *filter(None, [model_placed])]
+)
 smoke(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend)

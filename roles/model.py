@@ -92,6 +92,13 @@ SETTINGS = (
     Setting(
         "model_dir", "/var/lib/lemfleet/models", "Where models live on the host.", text(r"/\S+", "an absolute path")
     ),
+    Setting(
+        "model_memory_budget",
+        None,
+        "Bytes model_quant=auto may fill with weights plus context; None measures it (VRAM of the chosen "
+        "GPUs, or RAM on a CPU plan). A value caps the measured budget.",
+        integer(1, 2**62, none_ok=True),
+    ),
     Setting("model_keep", 2, "Model files kept on the host, the serving one included.", integer(1, 50)),
 )
 DEFAULTS = defaults(SETTINGS)
@@ -113,6 +120,7 @@ class ModelArtifact:
     host_path: str | None = None  # already on the host (model_source=host)
     repo: str | None = None
     revision: str | None = None
+    reason: str = ""  # why this file, e.g. what model_quant=auto weighed
 
     def path_on_host(self, model_dir: str) -> str:
         if self.host_path:
@@ -163,15 +171,21 @@ def check_on_host(path: str, sha256: str):
     yield f"echo {q(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
 
 
-def prune_models(model_dir: str, serving: str, keep: int, when: OperationMeta) -> None:
-    """Remove all but the ``keep`` newest model files (and their check records), never the one serving."""
+def prune_models(model_dir: str, serving: str, keep: int, when: list[OperationMeta]) -> None:
+    """Keep the serving model and the ``keep - 1`` that served most recently before it; remove the rest.
+
+    "Most recently served" is the mtime of each file's check record, touched
+    whenever the file becomes the serving one (the model's own mtime is part
+    of that record, so it is never touched).
+    """
     server.shell(
         name="Prune old models",
         commands=[
-            f"ls -1t {q(model_dir)}/*.gguf 2>/dev/null | grep -vxF {q(serving)} | tail -n +{keep} | "
-            f'while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
+            f"touch -c {q(serving + SIDECAR)}; "
+            f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
+            f'tail -n +{keep} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
         ],
-        _if=when.did_change,
+        _if=lambda: any(op.did_change() for op in when),
     )
 
 

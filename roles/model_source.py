@@ -110,6 +110,7 @@ def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
             url=resolved.url,
             repo=resolved.repo,
             revision=resolved.revision,
+            reason=resolved.reason,
         )
     try:
         path = hub.download(resolved)
@@ -123,6 +124,7 @@ def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
         local_path=path,
         repo=resolved.repo,
         revision=resolved.revision,
+        reason=resolved.reason,
     )
 
 
@@ -149,8 +151,11 @@ def memory_budget(settings: Mapping[str, Any], facts: Any) -> tuple[int, int]:
 
     gpu = choose_gpu(facts, settings)
     if gpu.backend == "cpu":
-        return facts.mem_total_bytes, CONTEXT_RESERVE["cpu"]
-    return gpu.vram_budget_bytes, CONTEXT_RESERVE["gpu"]
+        budget, reserve = facts.mem_total_bytes, CONTEXT_RESERVE["cpu"]
+    else:
+        budget, reserve = gpu.vram_budget_bytes, CONTEXT_RESERVE["gpu"]
+    cap = settings.get("model_memory_budget")
+    return (min(budget, cap) if cap else budget), reserve
 
 
 def model_key(settings: Mapping[str, Any], facts: Any) -> dict[str, Any]:

@@ -54,6 +54,7 @@ def deploy_record(
             "size": model.size,
             "repo": model.repo,
             "revision": model.revision,
+            "reason": model.reason,
         },
         "server": {
             "threads": plan.threads,

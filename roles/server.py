@@ -151,7 +151,7 @@ def install_server(
     restart_when: list[OperationMeta],
     record: dict[str, Any],
     supplementary_groups: Sequence[str] = (),
-) -> None:
+) -> OperationMeta:
     data = host.data
     user, unit_name = data.get("server_user"), data.get("server_unit_name")
     system_user(name=f"Service user {user}", user=user, home="/var/lib/lemfleet", groups=supplementary_groups)
@@ -169,7 +169,8 @@ def install_server(
         changes.append(absent(name="No API key file", path=API_KEY_FILE))
 
     env_text = render_env(plan, unit_name=unit_name, model_path=model_path, extra_args=data.get("server_extra_args"))
-    changes.append(put_text(name="Service environment", dest=env_path(unit_name), content=env_text))
+    environment = put_text(name="Service environment", dest=env_path(unit_name), content=env_text)
+    changes.append(environment)
     unit_text = render_unit(
         plan,
         unit_name=unit_name,
@@ -192,3 +193,4 @@ def install_server(
         name=f"{unit_name} running", service=f"{unit_name}.service", running=True, enabled=data.get("server_enabled")
     )
     put_text(name="Deploy record", dest=RECORD_FILE, content=json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return environment
