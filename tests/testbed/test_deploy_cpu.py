@@ -143,7 +143,7 @@ def test_a_bad_setting_fails_before_any_connection(deployed):
     assert after == before + 1  # only the ssh call above, none from pyinfra
 
 
-def test_a_source_with_a_wrong_sha256_fails_and_the_old_build_keeps_serving(deployed, tinfra, tmp_path):
+def test_a_source_with_a_wrong_sha256_fails_and_the_old_build_keeps_serving(deployed, tinfra, tmp_path, tiny_model):
     rec, _ = deployed
     tarball = tmp_path / "llama.cpp-broken.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
@@ -154,6 +154,8 @@ def test_a_source_with_a_wrong_sha256_fails_and_the_old_build_keeps_serving(depl
     before = service(tinfra)["MainPID"]
     wrong = deploy(
         rec.name,
+        "model_source=local",
+        f"model_path={tiny_model}",
         "llama_cpp_source=tarball",
         f"llama_cpp_tarball={tarball}",
         "llama_cpp_tarball_sha256=" + "ab" * 32,
@@ -166,6 +168,8 @@ def test_a_source_with_a_wrong_sha256_fails_and_the_old_build_keeps_serving(depl
     # A verified source that fails to compile fails the host with the build log's tail.
     broken = deploy(
         rec.name,
+        "model_source=local",
+        f"model_path={tiny_model}",
         "llama_cpp_source=tarball",
         f"llama_cpp_tarball={tarball}",
         f"llama_cpp_tarball_sha256={file_sha256(tarball)}",
