@@ -28,7 +28,6 @@ from lemfleet.testbed.paths import SSH_CONFIG
 from lemfleet.testbed.paths import run as run_here
 from lemfleet.tinygguf import TinyShape, write_tiny_gemma3
 from roles.model_source import CONTEXT_RESERVE
-from roles.settings import all_settings
 from tests.testbed.conftest import PyinfraRun, pyinfra
 
 UNIT = "lemfleet-llama.service"
@@ -279,10 +278,6 @@ def test_quant_auto_on_a_cpu_host_takes_the_largest_quant_its_ram_holds(hosts: H
     assert serving(rec)[1] == ctl.dest(DEFAULT_REPO, f"{STEM}-BF16.gguf")
 
 
-@pytest.mark.skipif(
-    "model_memory_budget" not in {s.name for s in all_settings()},
-    reason="needs a model_memory_budget setting: test-bed hosts all see the controller's RAM",
-)
 def test_quant_auto_follows_each_hosts_memory_budget(hosts: Hosts, ctl: Controller) -> None:
     reserve = CONTEXT_RESERVE["cpu"]
     for rec, quant in ((hosts[0], "Q4_K_M"), (hosts[1], "Q8_0")):

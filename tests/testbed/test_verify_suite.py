@@ -179,8 +179,14 @@ def test_an_ansible_inventory_deploys_with_its_group_vars(hosts, tiny_model, tmp
 
 def test_smoke_cli_reaches_loopback_servers_through_ssh_and_writes_reports(hosts, tmp_path):
     out_json, out_junit = tmp_path / "smoke.json", tmp_path / "smoke.xml"
+    inventory = tmp_path / "deployed.py"
+    names = ", ".join(repr(h.name) for h in hosts)
+    inventory.write_text(
+        "from inventories.testbed import _host\nfrom lemfleet.testbed import find\n\n"
+        f"fleet = [_host(find(name)) for name in ({names},)]\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "lemfleet", "smoke", "--inventory", "inventories/testbed.py",
+        [sys.executable, "-m", "lemfleet", "smoke", "--inventory", str(inventory),
          "--json", str(out_json), "--junit", str(out_junit)],
         cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
