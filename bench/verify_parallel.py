@@ -4,8 +4,9 @@
 
 Deploys the demo model to 4 test-bed hosts (booting any that are missing; the
 build comes from the controller's build cache after the first), then times
-the shipped suite (`pytest tests/verify`) on 1 host and on 4 hosts with one
-worker per host (`-n 4`, pytest-xdist), alternating, and prints the medians.
+the shipped suite (`pytest tests/verify`) on 1 host and on 4 hosts, alternating,
+and prints the medians. The suite observes all its hosts at once (see
+tests/verify/conftest.py), so no extra workers are needed.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from lemfleet.demo import demo_model
 from lemfleet.testbed.paths import SSH_CONFIG
 
 
-def timed_suite(names: list[str], workers: int) -> float:
+def timed_suite(names: list[str]) -> float:
     cmd = [sys.executable, "-m", "pytest", "tests/verify", "-q", "-p", "no:cacheprovider",
            f"--hosts={','.join(f'ssh://{n}' for n in names)}", f"--ssh-config={SSH_CONFIG}"]  # fmt: skip
-    if workers > 1:
-        cmd += ["-n", str(workers)]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -49,10 +48,10 @@ def main() -> int:
         assert rc == 0, out[-2000:]
     one, four = [], []
     for _ in range(args.rounds):
-        one.append(timed_suite(names[:1], 1))
-        four.append(timed_suite(names, 4))
+        one.append(timed_suite(names[:1]))
+        four.append(timed_suite(names))
     print(f"verify 1 host: median {median(one):.1f} s  {[round(s, 1) for s in one]}")
-    print(f"verify 4 hosts (-n 4): median {median(four):.1f} s  {[round(s, 1) for s in four]}")
+    print(f"verify 4 hosts: median {median(four):.1f} s  {[round(s, 1) for s in four]}")
     print(f"ratio: {median(four) / median(one):.2f}x (bar: <= 1.5x)")
     return 0
 

@@ -3,43 +3,138 @@
 Run it against any fleet with any testinfra backend, for example::
 
     pytest tests/verify --hosts=ssh://gpu1,ssh://gpu2 --junitxml=verify.xml
+    pytest tests/verify --hosts=paramiko://root@gpu1 --ssh-config=~/.ssh/config
     pytest tests/verify --ansible-inventory=hosts.ini --hosts='ansible://all'
     pytest tests/verify --hosts=local://
 
 Each host is checked against the record the deploy left on it
 (``/etc/lemfleet/deployed.json``), not against constants, so the suite follows
 whatever settings the fleet was deployed with.
+
+Every host is observed once, in two round trips (the record, then one shell
+command gathering everything the checks need), and all hosts are observed at
+the same time; the tests then only compare. Verifying many hosts therefore
+takes about as long as verifying one.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import testinfra
 
 RECORD = "/etc/lemfleet/deployed.json"
+KEY_FILE = "/etc/lemfleet/api-key"
+MARK = "@@lemfleet-verify:"
+UNIT_PROPERTIES = (
+    "ActiveState,SubState,UnitFileState,NRestarts,MainPID,ProtectSystem,ProtectHome,PrivateTmp,NoNewPrivileges,"
+    "CapabilityBoundingSet,Restart,RestrictAddressFamilies,SystemCallFilter"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lemfleet")
-    group.addoption("--lemfleet-max-restarts", type=int, default=3,
-                    help="NRestarts above this means the service is restarting in a loop (default 3)")  # fmt: skip
+    group.addoption(
+        "--lemfleet-max-restarts",
+        type=int,
+        default=3,
+        help="NRestarts above this means the service is restarting in a loop (default 3)",
+    )
 
 
-@pytest.fixture(scope="module")
-def record(host: Any) -> dict[str, Any]:
-    f = host.file(RECORD)
-    if not f.exists:
-        pytest.fail(f"{RECORD} is missing on {host.backend.hostname}: this host was not deployed by lemfleet")
-    return json.loads(f.content_string)
+def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None) -> str:
+    service = record["service"]
+    address = service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
+    # The key is read on the host, inside the command: it never crosses to the controller.
+    auth = '-H "Authorization: Bearer $(grep -v "^#" /etc/lemfleet/api-key | head -1)"'
+    data = f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}" if body else ""
+    return (
+        f"curl -sS --max-time 120 -w '\\n%{{http_code}}' {auth if service['api_key_required'] else ''} {data} "
+        f"http://{address}:{service['port']}{path}"
+    )
 
 
-@pytest.fixture(scope="module")
-def unit_props(host: Any, record: dict[str, Any]) -> dict[str, str]:
-    return host.service(record["service"]["unit"]).systemd_properties
+def observe_command(record: dict[str, Any]) -> str:
+    """One shell command printing, in marked sections, everything the checks compare."""
+    unit, service, model, build = record["service"]["unit"], record["service"], record["model"], record["build"]
+    chat = {
+        "model": model["alias"],
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    sections = {
+        "unit": f"systemctl show {shlex.quote(unit)} -p {UNIT_PROPERTIES}",
+        "user": f"ps -o user= -p $(systemctl show {shlex.quote(unit)} -p MainPID --value)",
+        "current": "readlink -f /opt/lemfleet/llama.cpp/current",
+        "build": f"cat {shlex.quote(build['path'])}/build.json",
+        "model": f"sha256sum {shlex.quote(model['path'])} | cut -d' ' -f1",
+        "listen": f"ss -Htln 'sport = :{service['port']}'",
+        "key": f"stat -c '%a %U' {KEY_FILE} 2>/dev/null || echo missing",
+        "health": _curl(record, "/health"),
+        "models": _curl(record, "/v1/models"),
+        "chat": _curl(record, "/v1/chat/completions", chat),
+    }
+    # The leading echo ends a section whose last line (curl's status code) has no newline.
+    return "; ".join(f"echo; echo {MARK}{name}; {cmd} 2>&1" for name, cmd in sections.items())
 
 
-@pytest.fixture(scope="module")
+def parse_sections(text: str) -> dict[str, str]:
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = found.setdefault(line[len(MARK) :], [])
+        elif current is not None:
+            current.append(line)
+    return {k: "\n".join(v).strip() for k, v in found.items()}
+
+
+def observe(host: Any) -> dict[str, Any]:
+    """The record and the host's observed state, or the reason there is none."""
+    record_file = host.run(f"cat {RECORD}")
+    if record_file.rc != 0:
+        return {"error": f"{RECORD} is missing: this host was not deployed by lemfleet"}
+    record = json.loads(record_file.stdout)
+    out = parse_sections(host.run(observe_command(record)).stdout)
+    props = dict(line.split("=", 1) for line in out.get("unit", "").splitlines() if "=" in line)
+    return {"record": record, "unit": props, **{k: v for k, v in out.items() if k != "unit"}}
+
+
+def _hosts(config: pytest.Config) -> list[Any]:
+    specs = config.option.hosts.split(",") if config.option.hosts else [None]
+    return testinfra.get_hosts(  # the same call pytest-testinfra makes for the host fixture
+        specs,
+        connection=config.option.connection,
+        ssh_config=config.option.ssh_config,
+        ssh_identity_file=config.option.ssh_identity_file,
+        sudo=config.option.sudo,
+        sudo_user=config.option.sudo_user,
+        ansible_inventory=config.option.ansible_inventory,
+        force_ansible=config.option.force_ansible,
+    )
+
+
+@pytest.fixture(scope="session")
+def observations(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
+    hosts = _hosts(request.config)
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        found = dict(zip((h.backend.get_pytest_id() for h in hosts), pool.map(observe, hosts), strict=True))
+    return found
+
+
+@pytest.fixture
+def seen(host: Any, observations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """This host's observation; a host without a deploy record fails every check, saying so."""
+    found = observations[host.backend.get_pytest_id()]
+    if "error" in found:
+        pytest.fail(f"{host.backend.hostname}: {found['error']}")
+    return found
+
+
+@pytest.fixture(scope="session")
 def max_restarts(request: pytest.FixtureRequest) -> int:
     return int(request.config.getoption("--lemfleet-max-restarts"))

@@ -1,0 +1,318 @@
+"""GPU runtimes installed and llama-server compiled for them, on real test-bed hosts with no GPU.
+
+A Debian 13 (trixie) host gets Vulkan and Debian's CUDA 12.4; a Debian 12 (bookworm) host gets Debian's CUDA 11.8,
+a second toolchain for the same CUDA build. The hosts have no GPU, so detection there would plan the CPU. The facts
+the plans read are therefore the host's own (OS, CPU, memory, container: the real probe over SSH) with the GPU part
+taken from real recorded outputs in ``tests/fixtures/gpu``: an RX 7900 XTX for Vulkan (Debian 13's HIP is too old,
+so the plan picks Vulkan) and an HGX H100 host whose driver is not loaded for CUDA. The plans then choose backend,
+packages and cmake flags themselves, the packages go in the way the drivers and llama_cpp steps install them (apt,
+no recommends), and lemfleet's own build script compiles the pinned sdist.
+
+What this proves: *installed* (the Vulkan and Debian CUDA package lists on real Debian systems, with no kernel
+driver inside a container), *compiled* (llama-server linking libvulkan, or libcudart and libcublas with device code
+for exactly the planned architecture) and, for Vulkan, *run*: the build serves a tiny model on Mesa's lavapipe, a
+software Vulkan device. No GPU computes here; that takes ``bench/gpu.sh`` on a GPU machine.
+
+All slow (GiBs of CUDA packages, 15+ minute compiles on two cores):
+``./scripts/test.sh -m slow tests/testbed/test_gpu_builds.py``; ``-k "not bookworm"`` leaves out the Debian 12 CUDA
+build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from lemfleet import testbed
+from lemfleet.testbed import HostRecord
+from lemfleet.testbed.paths import SSH_CONFIG
+from lemfleet.testbed.paths import run as run_here
+from roles import llama_cpp
+from roles.detect import TARGET_PATHS, facts_from_sections
+from roles.drivers import DriverPlan, pins, plan_drivers, target_from_facts
+from roles.drivers.model import NOUVEAU_BLACKLIST
+from roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
+from roles.facts.gpu import PROBE_COMMAND, parse_probe
+from roles.facts.host import probe_command, split_sections
+from roles.hostinfo import HostFacts
+from roles.plan import HostPlan, ModelInfo, plan_host
+from roles.settings import validate
+from roles.sources import Source, sdist_source
+from tests.fixtures.gpu.hosts import SCENARIOS
+
+pytestmark = pytest.mark.slow
+
+VULKAN_GPU = "rx7900xtx"  # rocminfo of an RX 7900 XTX (ROCm/ROCm#3949)
+CUDA_GPU = "nvidia-broken"  # lspci of an HGX H100 host whose nvidia-smi cannot reach the driver
+CUDA_SUITES = ("trixie", "bookworm")
+RELEASES = {"trixie": "13", "bookworm": "12"}
+# The host compiler Debian's nvidia-cuda-toolkit depends on first ("g++-13 | ..." in trixie, "g++-11 | ..." in
+# bookworm; apt-cache show, 2026-11-29): nvcc 12.4 takes GCC <= 13 and 11.8 GCC <= 11, older than each suite's
+# default g++. Debian's nvcc wrapper picks the same one itself; CUDAHOSTCXX makes CMake's choice explicit.
+CUDA_HOST_CXX = {"trixie": "g++-13", "bookworm": "g++-11"}
+APT_TIMEOUT = 3600
+BUILD_TIMEOUT = 4 * 3600
+PROBE_UNIT = "lemfleet-vulkan-probe"
+PROBE_PORT = 18111
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A host with one backend's runtime and build packages installed as the drivers step plans them."""
+
+    rec: HostRecord
+    suite: str
+    facts: HostFacts
+    settings: Mapping[str, Any]
+    plan: HostPlan
+    drivers: DriverPlan
+
+
+def remote(rec: HostRecord, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` as root on the host; the caller reads its status and both streams."""
+    return run_here(["ssh", "-F", str(SSH_CONFIG), rec.name, command], check=False, timeout=timeout)
+
+
+def push(rec: HostRecord, local: Path, dest: str) -> None:
+    run_here(["scp", "-q", "-F", str(SSH_CONFIG), str(local), f"{rec.name}:{dest}"], timeout=900)
+
+
+def host_facts(rec: HostRecord, gpu_scenario: str) -> HostFacts:
+    """The host's own facts from the real probe, with the GPUs and runtime of a recorded GPU host."""
+    sections = split_sections(testbed.ssh(rec, probe_command(TARGET_PATHS)).splitlines())
+    gpus, runtime = SCENARIOS[gpu_scenario][1]()
+    return facts_from_sections(sections, gpus, runtime)
+
+
+def apt_install(rec: HostRecord, packages: list[str] | tuple[str, ...]) -> None:
+    """Install as the drivers and llama_cpp steps do: pyinfra's apt.packages with no_recommends."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    testbed.ssh(
+        rec,
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {names}",
+        timeout=APT_TIMEOUT,
+    )
+
+
+def installed(rec: HostRecord, *patterns: str) -> set[str]:
+    """Names of installed packages matching dpkg-query ``patterns``."""
+    quoted = " ".join(shlex.quote(p) for p in patterns)
+    out = remote(rec, f"dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\\n' {quoted}").stdout
+    return {line.split()[-1] for line in out.splitlines() if line.startswith("ii")}
+
+
+def prepare(rec: HostRecord, suite: str, gpu_scenario: str, settings: Mapping[str, Any]) -> Prepared:
+    """Plan the host, then apply the drivers plan's apt sources and packages as the drivers step does."""
+    facts = host_facts(rec, gpu_scenario)
+    plan = plan_host(facts, settings, ModelInfo("lemfleet-tiny-gemma3"))
+    kernel = testbed.ssh(rec, "uname -r").strip()
+    drivers = plan_drivers(target_from_facts(facts, plan.backend, kernel_release=kernel), settings)
+    # Debian's own archive, whose keyring every host has: no keys, keyring packages or pins to fetch here.
+    assert not (drivers.keys or drivers.keyring_debs or drivers.pins), drivers.describe()
+    assert not drivers.kernel_packages, f"a container host got a kernel driver:\n{drivers.describe()}"
+    for source in drivers.sources:
+        testbed.ssh(rec, f"printf %s {shlex.quote(source.deb822())} > {source.path}")
+    testbed.ssh(rec, "apt-get update -q", timeout=APT_TIMEOUT)
+    apt_install(rec, drivers.packages)
+    return Prepared(rec, suite, facts, settings, plan, drivers)
+
+
+def push_source(rec: HostRecord, source: Source) -> str:
+    """The pinned llama.cpp tree on the host, pushed, verified and unpacked as the llama_cpp step does."""
+    src = llama_cpp.source_dir(source)
+    if remote(rec, f"test -f {src}/CMakeLists.txt").returncode == 0:
+        return src
+    assert source.archive is not None and source.sha256
+    archive = f"{llama_cpp.ROOT}/src/{source.archive.name}"
+    testbed.ssh(rec, f"mkdir -p {llama_cpp.ROOT}/src")
+    push(rec, source.archive, archive)
+    depth = len([part for part in source.strip_prefix.split("/") if part])
+    testbed.ssh(
+        rec,
+        f"echo '{source.sha256}  {archive}' | sha256sum -c --quiet - && rm -rf {src}.new && mkdir -p {src}.new && "
+        f"tar -xzf {archive} -C {src}.new --strip-components={depth} {shlex.quote(source.strip_prefix)} && "
+        f"mv -T {src}.new {src}",
+        timeout=900,
+    )
+    return src
+
+
+def compile_server(rec: HostRecord, plan: HostPlan, source: Source) -> str:
+    """Compile llama-server with lemfleet's build script (once per build id); the installed binary's path."""
+    apt_install(rec, llama_cpp.BUILD_PACKAGES + llama_cpp.RUNTIME_PACKAGES)
+    src = push_source(rec, source)
+    bid = llama_cpp.build_id(source, plan)
+    binary = llama_cpp.installed_binary(bid)
+    if remote(rec, f"test -x {binary}").returncode != 0:
+        script = llama_cpp.build_script(bid, src, plan, source, plan.cpu_logical_cores)
+        started = time.monotonic()
+        testbed.ssh(rec, f"sh -c {shlex.quote(script)}", timeout=BUILD_TIMEOUT)
+        minutes = (time.monotonic() - started) / 60
+        print(f"{plan.backend} build {bid} on {rec.name} ({rec.suite}): {minutes:.1f} min")
+    return binary
+
+
+def build_record(rec: HostRecord, binary: str) -> dict[str, Any]:
+    """The build.json the build script writes beside the binary."""
+    record: dict[str, Any] = json.loads(testbed.ssh(rec, f"cat {PurePosixPath(binary).parent.parent}/build.json"))
+    return record
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def boot() -> Iterator[Callable[[str], HostRecord]]:
+    """One test-bed host per Debian suite, booted on first use beside any others and removed after the module."""
+    if os.geteuid() != 0:
+        pytest.fail("test-bed tests need root; deselect them with -m 'not testbed'")
+    booted: dict[str, HostRecord] = {}
+
+    def host(suite: str) -> HostRecord:
+        if suite not in booted:
+            booted[suite] = testbed.add(1, suite=suite)[0]
+        return booted[suite]
+
+    yield host
+    for rec in booted.values():
+        testbed.remove(rec.name)
+
+
+@pytest.fixture(scope="module")
+def source() -> Source:
+    return sdist_source(validate({}))
+
+
+@pytest.fixture(scope="module")
+def vulkan_host(boot: Callable[[str], HostRecord]) -> Prepared:
+    return prepare(boot("trixie"), "trixie", VULKAN_GPU, validate({}))
+
+
+@pytest.fixture(scope="module")
+def vulkan_server(vulkan_host: Prepared, source: Source) -> str:
+    return compile_server(vulkan_host.rec, vulkan_host.plan, source)
+
+
+@pytest.fixture(scope="module", params=CUDA_SUITES)
+def cuda_host(request: pytest.FixtureRequest, boot: Callable[[str], HostRecord]) -> Prepared:
+    suite: str = request.param
+    return prepare(boot(suite), suite, CUDA_GPU, validate({"drivers_cuda_source": "distro"}))
+
+
+# -- Vulkan --------------------------------------------------------------------------------------------
+
+
+def test_vulkan_build_dependencies_install_on_debian_13(vulkan_host: Prepared) -> None:
+    rec, drivers = vulkan_host.rec, vulkan_host.drivers
+    assert vulkan_host.plan.backend == "vulkan", vulkan_host.plan.reasons
+    assert "-DGGML_VULKAN=ON" in vulkan_host.plan.cmake_flags
+    assert set(VULKAN_BUILD_PACKAGES) <= set(drivers.packages)
+    assert set(drivers.packages) <= installed(rec, *drivers.packages)
+    assert "shaderc" in testbed.ssh(rec, "glslc --version")
+    # What `pkg-config --modversion vulkan` prints, read from the .pc file itself (pkg-config is not a build dep).
+    pc_version = testbed.ssh(rec, "sed -n 's/^Version: //p' $(dpkg -L libvulkan-dev | grep '/vulkan[.]pc$')").strip()
+    assert pins.version_tuple(pc_version) >= pins.VULKAN_MIN_HEADERS
+    assert pc_version == pins.VULKAN_HEADERS[("debian", "13")], "the Debian 13 Vulkan pin is stale"
+    # ggml-vulkan's CMakeLists.txt: find_package(SPIRV-Headers CONFIG REQUIRED).
+    testbed.ssh(rec, "test -f /usr/include/spirv/unified1/spirv.hpp")
+    testbed.ssh(rec, "test -f /usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake")
+
+
+def test_detection_does_not_take_lavapipe_for_a_gpu(vulkan_host: Prepared) -> None:
+    """With Mesa installed, vulkaninfo lists llvmpipe, a CPU device: the real GPU probe must still find no GPU."""
+    out = testbed.ssh(vulkan_host.rec, PROBE_COMMAND, timeout=120)
+    assert "llvmpipe" in out, out[-2000:]
+    gpus, runtime = parse_probe(out.splitlines())
+    assert gpus == ()
+    assert not runtime.vulkan_ok
+    real = dataclasses.replace(vulkan_host.facts, gpus=gpus, gpu_runtime=runtime)
+    assert plan_host(real, validate({}), ModelInfo("lemfleet-tiny-gemma3")).backend == "cpu"
+
+
+def test_vulkan_build_links_libvulkan(vulkan_host: Prepared, vulkan_server: str) -> None:
+    rec = vulkan_host.rec
+    record = build_record(rec, vulkan_server)
+    assert record["backend"] == "vulkan" and "-DGGML_VULKAN=ON" in record["cmake_flags"]
+    assert re.search(r"libvulkan\.so\.1 => /", testbed.ssh(rec, f"ldd {vulkan_server}"))
+    listed = remote(rec, f"{vulkan_server} --list-devices")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    # By default ggml-vulkan uses GPUs only and skips CPU devices such as lavapipe (ggml_vk_instance_init).
+    assert "Available devices:" in listed.stdout and "(none)" in listed.stdout, listed.stdout
+
+
+def test_vulkan_build_serves_on_lavapipe(vulkan_host: Prepared, vulkan_server: str, tiny_model: Path) -> None:
+    """GGML_VK_VISIBLE_DEVICES=0 selects lavapipe explicitly: every layer runs through ggml-vulkan's shaders."""
+    rec, model = vulkan_host.rec, "/root/lemfleet-tiny-gemma3.gguf"
+    push(rec, tiny_model, model)
+    listed = testbed.ssh(rec, f"GGML_VK_VISIBLE_DEVICES=0 {vulkan_server} --list-devices")
+    assert re.search(r"Vulkan0: llvmpipe", listed), listed
+    testbed.ssh(
+        rec,
+        f"systemd-run --unit={PROBE_UNIT} --setenv=GGML_VK_VISIBLE_DEVICES=0 "
+        f"{vulkan_server} -m {model} -ngl 99 --host 127.0.0.1 --port {PROBE_PORT}",
+    )
+    base = f"http://127.0.0.1:{PROBE_PORT}"
+    request = json.dumps({"prompt": "Hello", "n_predict": 8, "ignore_eos": True})
+    try:
+        # lavapipe compiles each shader pipeline with LLVM on the CPU: loading takes a while.
+        wait = f"for i in $(seq 600); do curl -sf {base}/health && exit 0; sleep 1; done; exit 1"
+        testbed.ssh(rec, wait, timeout=660)
+        reply = json.loads(testbed.ssh(rec, f"curl -sf -d {shlex.quote(request)} {base}/completion", timeout=600))
+    finally:
+        log = remote(rec, f"journalctl -u {PROBE_UNIT} --no-pager -o cat").stdout
+        remote(rec, f"systemctl stop {PROBE_UNIT}; systemctl reset-failed {PROBE_UNIT}")
+    assert reply["tokens_predicted"] == 8, reply
+    offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", log)
+    assert offloaded and offloaded[1] == offloaded[2], log[-3000:]
+    assert "Vulkan0" in log
+
+
+# -- CUDA, from Debian's non-free archive ------------------------------------------------------------------
+
+
+def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: Prepared) -> None:
+    rec, suite, drivers = cuda_host.rec, cuda_host.suite, cuda_host.drivers
+    assert cuda_host.plan.backend == "cuda", cuda_host.plan.reasons
+    assert cuda_host.facts.container, "the test-bed host should be detected as a container"
+    # The same host outside a container gets Debian's driver and the nouveau blacklist: the container alone drops them.
+    bare_metal = dataclasses.replace(target_from_facts(cuda_host.facts, "cuda"), container=False)
+    outside = plan_drivers(bare_metal, cuda_host.settings)
+    assert any(name.endswith("kernel-dkms") for name in outside.kernel_packages) and outside.blacklists_nouveau
+    assert not drivers.kernel_packages and not drivers.files and not drivers.reboot_may_be_needed, drivers.describe()
+
+    assert set(drivers.packages) <= installed(rec, *drivers.packages)
+    toolkit = pins.DISTRO_CUDA_TOOLKIT[("debian", RELEASES[suite])]
+    assert f"release {toolkit}," in testbed.ssh(rec, "nvcc --version"), "the Debian CUDA toolkit pin is stale"
+    testbed.ssh(rec, f"{CUDA_HOST_CXX[suite]} --version")  # pulled in by nvidia-cuda-toolkit itself
+    assert not installed(rec, "*-dkms", "linux-headers-*", "linux-image-*")
+    assert remote(rec, f"test -e {NOUVEAU_BLACKLIST.path}").returncode != 0
+
+
+def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: Source) -> None:
+    rec, suite = cuda_host.rec, cuda_host.suite
+    assert cuda_host.plan.cuda_architectures == ("90",)
+    plan = dataclasses.replace(
+        cuda_host.plan, build_env={**cuda_host.plan.build_env, "CUDAHOSTCXX": f"/usr/bin/{CUDA_HOST_CXX[suite]}"}
+    )
+    binary = compile_server(rec, plan, source)
+    record = build_record(rec, binary)
+    assert record["backend"] == "cuda" and "-DCMAKE_CUDA_ARCHITECTURES=90" in record["cmake_flags"]
+    ldd = testbed.ssh(rec, f"ldd {binary}")
+    assert re.search(r"libcudart\.so\.\S+ => /", ldd) and re.search(r"libcublas\.so\.\S+ => /", ldd), ldd
+    # Device code for exactly the planned architecture, and none other.
+    cubins = re.findall(r"\.(sm_\w+)\.cubin", testbed.ssh(rec, f"cuobjdump --list-elf {binary}", timeout=300))
+    assert cubins and set(cubins) == {"sm_90"}, sorted(set(cubins))
+    # No GPU in the container: the CUDA backend is linked in and asks the driver, which finds no device.
+    listed = remote(rec, f"{binary} --list-devices")
+    assert listed.returncode == 0 and "Available devices:" in listed.stdout, listed.stdout + listed.stderr
+    assert "failed to initialize CUDA" in listed.stderr, listed.stderr[-2000:]
