@@ -10,6 +10,7 @@ every problem listed.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -45,13 +46,23 @@ def preflight(state: Any) -> None:
 
 
 _memo: dict[str, Any] = {}
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
 
 
 def once(kind: str, key: Any, make: Callable[[], T]) -> T:
-    """``make()`` once per distinct ``key`` in this run (sources and models are shared by hosts)."""
+    """``make()`` once per distinct ``key`` in this run (sources and models are shared by hosts).
+
+    pyinfra prepares hosts concurrently (greenlets; ``threading`` is gevent's
+    under pyinfra), so a host that asks while another is fetching the same
+    thing waits for it instead of fetching it again.
+    """
     token = kind + ":" + json.dumps(key, sort_keys=True, default=str)
-    if token not in _memo:
-        _memo[token] = make()
+    with _locks_guard:
+        lock = _locks.setdefault(token, threading.Lock())
+    with lock:
+        if token not in _memo:
+            _memo[token] = make()
     return _memo[token]
 
 
