@@ -107,7 +107,7 @@ RUNTIME_PACKAGES = ["libgomp1"]
 
 
 def build_id(source: Source, plan: HostPlan) -> str:
-    identity = {
+    identity: dict[str, object] = {
         "source": source.source_id,
         "backend": plan.backend,
         "gpu_targets": list(plan.gpu_targets),
@@ -117,7 +117,23 @@ def build_id(source: Source, plan: HostPlan) -> str:
         "os": f"{plan.os_id}-{plan.os_version}-{plan.arch}",
         "cpu_features": list(plan.cpu_features),
     }
+    if plan.build_env:  # only when set, so that ids of builds without one stay as they were
+        identity["build_env"] = plan.build_env
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The library a GPU build must link; without it the binary would silently serve on the CPU.
+BACKEND_LIBRARY = {"vulkan": "libvulkan.so", "cuda": "libcudart.so", "hip": "libamdhip64.so"}
+
+
+def _backend_check(backend: str, binary: str, bid: str) -> list[str]:
+    library = BACKEND_LIBRARY.get(backend)
+    if library is None:
+        return []
+    return [
+        f"ldd {binary} | grep -q {library} || {{ echo 'llama-server build {bid} does not link {library}: "
+        f"it would serve on the CPU, not {backend}' >&2; exit 1; }}"
+    ]
 
 
 def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
@@ -144,6 +160,7 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) 
             f"&& cmake --build {build_dir} --config Release -t llama-server -j {jobs} ) > {log} 2>&1 || {fail}",
             f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
             f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
+            *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid),
             f"echo {q(record)} > {dest}.new/build.json",
             f"mv -T {dest}.new {dest}",
             # The tree is large and the log is kept beside the installed build.

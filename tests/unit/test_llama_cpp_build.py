@@ -1,0 +1,51 @@
+"""The build script and build id, from plans built on recorded host facts."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+from roles.detect import facts_from_sections
+from roles.facts.host import split_sections
+from roles.llama_cpp import build_id, build_script
+from roles.plan import ModelInfo, plan_host
+from roles.settings import validate
+from roles.sources import Source
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
+FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
+SOURCE = Source("pypi-sdist", "llama-cpp-python-0.3.36-832db0699007", sha256="8" * 64)
+PLAN = plan_host(FACTS, validate({}), ModelInfo("tiny", 1))
+
+
+def test_build_id_is_stable_and_follows_what_shapes_the_binary():
+    assert build_id(SOURCE, PLAN) == build_id(SOURCE, PLAN)
+    for changed in (
+        dataclasses.replace(PLAN, backend="vulkan"),
+        dataclasses.replace(PLAN, gpu_targets=("gfx1100",)),
+        dataclasses.replace(PLAN, cmake_flags=(*PLAN.cmake_flags, "-DGGML_BLAS=ON")),
+        dataclasses.replace(PLAN, build_env={"CUDAHOSTCXX": "g++-13"}),
+        dataclasses.replace(PLAN, os_version="13"),
+        dataclasses.replace(PLAN, cpu_features=("avx2",)),
+    ):
+        assert build_id(SOURCE, changed) != build_id(SOURCE, PLAN)
+    # Server flags are not part of the build.
+    assert build_id(SOURCE, dataclasses.replace(PLAN, ctx_size=1024, threads=1)) == build_id(SOURCE, PLAN)
+
+
+def test_build_script_is_valid_shell_and_builds_only_llama_server():
+    script = build_script("abc", "/opt/lemfleet/src/x", PLAN, SOURCE, 2)
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert "-t llama-server -j 2" in script
+    assert "mv -T /opt/lemfleet/llama.cpp/abc.new /opt/lemfleet/llama.cpp/abc" in script
+    assert "tail -n 40" in script  # a failure shows the build log's tail
+    assert "ldd" not in script  # a CPU build needs no backend library
+
+
+def test_a_gpu_build_must_link_its_backend_library():
+    script = build_script("abc", "/src", dataclasses.replace(PLAN, backend="vulkan"), SOURCE, 2)
+    assert "ldd /opt/lemfleet/llama.cpp/abc.new/bin/llama-server | grep -q libvulkan.so" in script
+    check = next(line for line in script.splitlines() if "ldd" in line)
+    # The check runs before the build is renamed into place.
+    assert script.index(check) < script.index("mv -T /opt/lemfleet/llama.cpp/abc.new")
