@@ -47,4 +47,5 @@ environment = install_server(
 prune_models(
     settings["model_dir"], model_path, settings["model_keep"], when=[environment, *filter(None, [model_placed])]
 )
-smoke(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend)
+smoke(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
+      n_gpu_layers=plan.n_gpu_layers)  # fmt: skip

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from pyinfra import host, logger, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 
 from lemfleet.forward import forward
 from lemfleet.smoke import smoke_check
@@ -41,8 +42,29 @@ def _report_failure(message: str):
     return failed
 
 
+OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+
+
+def offload_problem(log: str, backend: str, n_gpu_layers: int) -> str | None:
+    """Why the server's log shows it is not running as planned on the GPU, or None.
+
+    llama.cpp logs ``load_tensors: offloaded N/M layers to GPU`` when it loads
+    a model; a GPU plan that asked for every layer must see N == M, so that a
+    silent CPU run (a missing driver, a wrong device) fails the host.
+    """
+    if backend == "cpu" or n_gpu_layers == 0:
+        return None
+    found = OFFLOADED.findall(log)
+    if not found:
+        return f"the {backend} server's log does not say how many layers it offloaded to the GPU"
+    done, total = (int(x) for x in found[-1])
+    if done < min(total, n_gpu_layers):
+        return f"only {done}/{total} layers were offloaded to the GPU ({backend} planned {n_gpu_layers})"
+    return None
+
+
 @operation(is_idempotent=False)
-def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
+def check_endpoint(port: int, listen_host: str, alias: str, backend: str, unit: str = "", n_gpu_layers: int = 0):
     """Run the smoke test at execution time; yield a failing command only when it fails."""
     if not state.is_executing:
         return
@@ -67,6 +89,16 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
     tmp = out / f".{host.name}.json.tmp"
     tmp.write_text(json.dumps(result.to_json(), indent=2))
     os.replace(tmp, out / f"{host.name}.json")
+    if result.ok and backend != "cpu":
+        status, log = host.run_shell_command(
+            StringCommand(
+                f"journalctl -u {unit} -b --no-pager -o cat | grep -E 'offloaded [0-9]+/[0-9]+ layers' | tail -n 1"
+            )
+        )
+        problem = offload_problem(log.stdout if status else "", backend, n_gpu_layers)
+        if problem:
+            yield FunctionCommand(_report_failure(f"smoke test failed: {problem}"), (), {})
+            return
     if result.ok:
         host.log_styled(
             f"smoke passed: ttft {result.time_to_first_token_s}s, "
@@ -80,6 +112,14 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str):
 
 
 @deploy("Smoke-test the endpoint", data_defaults=DEFAULTS)
-def smoke(port: int, listen_host: str, alias: str, backend: str) -> None:
+def smoke(port: int, listen_host: str, alias: str, backend: str, n_gpu_layers: int = 0) -> None:
     if host.data.get("smoke_enabled"):
-        check_endpoint(name="Smoke test", port=port, listen_host=listen_host, alias=alias, backend=backend)
+        check_endpoint(
+            name="Smoke test",
+            port=port,
+            listen_host=listen_host,
+            alias=alias,
+            backend=backend,
+            unit=f"{host.data.get('server_unit_name')}.service",
+            n_gpu_layers=n_gpu_layers,
+        )

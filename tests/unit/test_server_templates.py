@@ -82,3 +82,16 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
         if str(path) in line or "lemfleet-llama" in line
     ]
     assert proc.returncode == 0 and not problems, proc.stderr
+
+
+def test_offload_check_catches_a_silent_cpu_run():
+    from roles.smoke import offload_problem
+
+    full = "load_tensors: offloaded 27/27 layers to GPU"
+    assert offload_problem(full, "cuda", 999) is None
+    assert offload_problem("load_tensors: offloaded 0/27 layers to GPU", "vulkan", 999) == (
+        "only 0/27 layers were offloaded to the GPU (vulkan planned 999)"
+    )
+    assert "does not say" in (offload_problem("", "hip", 999) or "")
+    assert offload_problem("load_tensors: offloaded 10/27 layers to GPU", "cuda", 10) is None
+    assert offload_problem("", "cpu", 0) is None
