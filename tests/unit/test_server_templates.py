@@ -92,6 +92,6 @@ def test_offload_check_catches_a_silent_cpu_run():
     assert offload_problem("load_tensors: offloaded 0/27 layers to GPU", "vulkan", 999) == (
         "only 0/27 layers were offloaded to the GPU (vulkan planned 999)"
     )
-    assert "does not say" in (offload_problem("", "hip", 999) or "")
+    assert offload_problem("", "hip", 999) is None  # no evidence either way: the caller warns
     assert offload_problem("load_tensors: offloaded 10/27 layers to GPU", "cuda", 10) is None
     assert offload_problem("", "cpu", 0) is None
