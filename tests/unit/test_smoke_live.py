@@ -25,21 +25,11 @@ from lemfleet.cli import main
 from lemfleet.smoke import CHECKS, SmokeResult, smoke_check, smoke_many
 from lemfleet.smoke_load import load_test
 from lemfleet.sshtunnel import free_local_port
+from tests.unit import llama_bin
 
-LLAMA_CPP_SRC = Path(
-    os.environ.get(
-        "LEMFLEET_LLAMA_CPP_SRC",
-        "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp",
-    )
-)
-LLAMA_SERVER = Path(os.environ.get("LEMFLEET_LLAMA_SERVER", LLAMA_CPP_SRC / "build" / "bin" / "llama-server"))
-VOCAB = LLAMA_CPP_SRC / "models" / "ggml-vocab-llama-spm.gguf"
-if not LLAMA_SERVER.exists():
-    MISSING: str | None = f"no llama-server at {LLAMA_SERVER} (set LEMFLEET_LLAMA_SERVER)"
-elif not VOCAB.exists():
-    MISSING = f"no SPM vocab at {VOCAB} (set LEMFLEET_LLAMA_CPP_SRC to a llama.cpp tree)"
-else:
-    MISSING = None
+LLAMA_SERVER = llama_bin.LLAMA_SERVER or Path("/nonexistent/llama-server")
+VOCAB = llama_bin.vocab()
+MISSING: str | None = llama_bin.MISSING_SERVER
 needs_server = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 ALIAS = "tiny-test"
@@ -55,8 +45,7 @@ class LiveServer:
 
 
 def make_tiny_gguf(out: Path) -> Path:
-    env = {**os.environ, "LEMFLEET_LLAMA_CPP_SRC": str(LLAMA_CPP_SRC)}
-    subprocess.run([sys.executable, "-m", "lemfleet.tinygguf", str(out)], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "lemfleet.tinygguf", str(out), "--vocab-gguf", str(VOCAB)], check=True)
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,10 +15,10 @@ import numpy as np
 import pytest
 
 from lemfleet.tinygguf import GEMMA3_CHAT_TEMPLATE, TinyShape, main, write_tiny_gemma3
+from tests.unit import llama_bin
 
 # A llama-server built from the pinned llama.cpp (the sdist's tree, as extracted on dev machines).
-_SRC = os.environ.get("LEMFLEET_LLAMA_CPP_SRC", "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp")
-LLAMA_SERVER = Path(os.environ.get("LEMFLEET_LLAMA_SERVER", f"{_SRC}/build/bin/llama-server"))
+LLAMA_SERVER = llama_bin.LLAMA_SERVER or Path("/nonexistent/llama-server")
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,7 +154,7 @@ def test_chat_template_renders_gemma_turns() -> None:
 
 @pytest.mark.skipif(
     not LLAMA_SERVER.is_file(),
-    reason=f"no llama-server at {LLAMA_SERVER}; build one or set LEMFLEET_LLAMA_SERVER",
+    reason=llama_bin.MISSING_SERVER or "",
 )
 def test_llama_server_loads_it_and_answers_a_chat(tiny_gguf: Path, free_port: Callable[[], int]) -> None:
     port = free_port()
