@@ -9,13 +9,10 @@ fixtures (``tests/testbed/conftest.py``) or from ``inventories/testbed.py``.
 from lemfleet.testbed.bed import (
     add,
     cut_link,
-    down,
     find,
     freeze,
     kill,
-    leftovers,
     load,
-    remove,
     restore_link,
     ssh,
     status,
@@ -23,6 +20,7 @@ from lemfleet.testbed.bed import (
     up,
 )
 from lemfleet.testbed.hosts import HostRecord
+from lemfleet.testbed.teardown import down, leftovers, remove
 
 __all__ = [
     "HostRecord",
