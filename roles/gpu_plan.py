@@ -25,7 +25,7 @@ from typing import Any, Literal
 from roles.facts.gpu_pci import normalize_slot
 from roles.gpu_backends import Notes, choose_cuda, choose_hip, choose_vulkan, gib, label
 from roles.hostinfo import Gpu, HostFacts
-from roles.settings import Setting, SettingsError, boolean, defaults, one_of
+from roles.settings import Setting, boolean, clean_group, defaults, one_of
 
 Backend = Literal["hip", "cuda", "vulkan", "cpu"]
 BACKENDS = ("auto", "hip", "cuda", "vulkan", "cpu")
@@ -140,15 +140,7 @@ DEFAULTS = defaults(SETTINGS)
 
 
 def _clean(settings: Mapping[str, Any], host: str) -> dict[str, Any]:
-    clean, problems = {}, []
-    for setting in SETTINGS:
-        try:
-            clean[setting.name] = setting.clean(settings.get(setting.name, setting.default))
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise SettingsError(problems, host)
-    return clean
+    return clean_group(SETTINGS, settings, host)
 
 
 # -- choice -------------------------------------------------------------------------

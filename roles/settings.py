@@ -135,6 +135,20 @@ def str_mapping(name: str, value: Any) -> dict[str, str]:
 # -- collection --------------------------------------------------------------
 
 
+def clean_group(settings: Iterable[Setting], data: Any, host: str | None = None) -> dict[str, Any]:
+    """One group of settings from ``data``, defaulted and checked; every problem reported at once."""
+    problems: list[str] = []
+    clean: dict[str, Any] = {}
+    for setting in settings:
+        try:
+            clean[setting.name] = setting.clean(_get(data, setting.name, setting.default))
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise SettingsError(problems, host)
+    return clean
+
+
 def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
     return {s.name: s.default for s in settings}
 
@@ -153,18 +167,10 @@ def validate(data: Mapping[str, Any] | Any, host: str | None = None) -> dict[str
     defaults. Cross-setting rules live here too, so that every rule runs
     before any host is touched.
     """
-    problems: list[str] = []
-    clean: dict[str, Any] = {}
-    for setting in all_settings():
-        value = _get(data, setting.name, setting.default)
-        try:
-            clean[setting.name] = setting.clean(value)
-        except ValueError as err:
-            problems.append(str(err))
-    if not problems:
-        from roles.rules import cross_checks
+    clean = clean_group(all_settings(), data, host)
+    from roles.rules import cross_checks
 
-        problems.extend(cross_checks(clean))
+    problems = cross_checks(clean)
     if problems:
         raise SettingsError(problems, host)
     return clean

@@ -19,6 +19,7 @@ from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 
 from lemfleet.forward import forward
 from lemfleet.smoke import smoke_check
+from roles.server import api_keys
 from roles.settings import Setting, boolean, defaults, integer, text
 
 SETTINGS = (
@@ -69,9 +70,9 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str, unit: 
         return
     data = host.data
     remote = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
-    key = data.get("server_api_key")
-    if not key and data.get("server_api_key_file"):
-        key = Path(data.get("server_api_key_file")).expanduser().read_text().split()[0]
+    # The first key of the same content the server step writes to the host's key file.
+    keys = api_keys(data) or ""
+    key = next((line.strip() for line in keys.splitlines() if line.strip() and not line.startswith("#")), None)
     with forward(host, remote, port) as base:
         result = smoke_check(
             base,

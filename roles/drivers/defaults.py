@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roles.drivers import pins
-from roles.settings import Setting, SettingsError, boolean, defaults, integer, one_of, text
+from roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, text
 
 SETTINGS = (
     # -- what may change on a host
@@ -97,13 +97,4 @@ def clean_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     Raises :class:`SettingsError` naming every bad setting, its value and what
     is accepted.
     """
-    problems: list[str] = []
-    clean: dict[str, Any] = {}
-    for setting in SETTINGS:
-        try:
-            clean[setting.name] = setting.clean(settings.get(setting.name, setting.default))
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise SettingsError(problems)
-    return clean
+    return clean_group(SETTINGS, settings)

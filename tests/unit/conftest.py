@@ -117,6 +117,7 @@ def free_port() -> Callable[[], int]:
 @pytest.fixture(scope="session")
 def vocab_gguf() -> Path:
     if not VOCAB_GGUF.is_file():
+        # Only when LEMFLEET_LLAMA_CPP_SRC names a tree without the vocab; otherwise it comes from the pinned sdist.
         pytest.skip(f"llama.cpp's SPM vocab is not at {VOCAB_GGUF}; set LEMFLEET_LLAMA_CPP_SRC")
     return VOCAB_GGUF
 

@@ -87,7 +87,7 @@ def stop(server: LiveServer) -> None:
 @pytest.fixture(scope="session")
 def smoke_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if MISSING:
-        pytest.skip(MISSING)
+        pytest.skip(MISSING)  # no llama-server on this machine yet; MISSING says where it was looked for
     return make_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
