@@ -126,6 +126,11 @@ def build_id(source: Source, plan: HostPlan) -> str:
 BACKEND_LIBRARY = {"vulkan": "libvulkan.so", "cuda": "libcudart.so", "hip": "libamdhip64.so"}
 
 
+# ggml-hip configures with the HIP compiler and ROCm root that hipconfig reports (llama.cpp's build docs, HIP):
+# AMD's /opt/rocm/llvm on Ubuntu, Debian's /usr/lib/llvm-N with ROCm in /usr on sid.
+HIP_CONFIGURE_ENV = 'HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)"'
+
+
 def _backend_check(backend: str, binary: str, bid: str) -> list[str]:
     library = BACKEND_LIBRARY.get(backend)
     if library is None:
@@ -139,7 +144,10 @@ def _backend_check(backend: str, binary: str, bid: str) -> list[str]:
 def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
     """The shell that configures, builds, checks and installs one build (pure, unit-tested)."""
     build_dir, dest, log = f"{ROOT}/build/{bid}", f"{BUILDS}/{bid}", f"{ROOT}/build/{bid}/build.log"
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.build_env.items())
+    env = " ".join(
+        [f"{k}={shlex.quote(v)}" for k, v in plan.build_env.items()]
+        + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
+    )
     record = json.dumps(
         {
             "build_id": bid,

@@ -14,7 +14,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from io import StringIO
 from typing import IO, Any
 
@@ -45,13 +45,56 @@ def directory(path: str, mode: str = "755", user: str = "root", group: str = "ro
     yield f"mkdir -p {q(path)} && {_owned(path, mode, user, group)}"
 
 
+# Privilege switches under which pyinfra uploads as the login user to a temporary file, then copies it as root.
+ESCALATION = ("_sudo", "_su_user", "_doas", "_dzdo")
+UPLOAD_DIR = ".lemfleet-upload"
+
+
+class LoginAccount(FactBase[tuple[str, str, str]]):
+    """The account pyinfra logs in as, before any sudo/su: user, primary group and home.
+
+    Sample output::
+
+        deploy
+        deploy
+        /home/deploy
+    """
+
+    def command(self) -> str:
+        return "id -un && id -gn && echo ~"
+
+    def process(self, output: list[str]) -> tuple[str, str, str]:
+        user, group, home = output[:3]
+        return user, group, home
+
+
+def _private_staging(dest: str) -> tuple[list[str], str | None]:
+    """Where a secret is staged when pyinfra uploads as one user and writes as another.
+
+    pyinfra's SSH connector then puts the content in a temporary file that the login user's umask
+    leaves readable to all (``/tmp/pyinfra-<hash>``) before copying it as root. Staging it instead in
+    a directory of the login user's own home, mode 0700, keeps it from every other account.
+    Returns the commands that make that directory and the staging path, or ``([], None)`` when no
+    escalation is in use and the upload goes straight into the 0600 file.
+    """
+    arguments: Mapping[str, Any] = host.current_op_global_arguments or {}
+    if not any(arguments.get(name) for name in ESCALATION):
+        return [], None
+    user, group, home = host.get_fact(LoginAccount, _sudo=False, _su_user=None, _doas=False, _dzdo=False)
+    staging = f"{home}/{UPLOAD_DIR}"
+    make = f"install -d -m 700 -o {q(user)} -g {q(group)} {q(staging)}"
+    return [make], f"{staging}/{os.path.basename(dest)}.lemfleet-new"
+
+
 @operation()
 def put_text(dest: str, content: str, mode: str = "644", user: str = "root", group: str = "root",
              secret: bool = False):  # fmt: skip
     """A small file with exactly ``content``, renamed into place.
 
     + secret: the temporary file is created 0600 before the content is
-      written into it, and no diff of the content is ever shown
+      written into it, and no diff of the content is ever shown; under
+      sudo/su the upload is staged in a 0700 directory of the login
+      user's home, not in a world-readable /tmp file
     """
     wanted = hashlib.sha256(content.encode()).hexdigest()
     current = state(dest)
@@ -61,9 +104,12 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
         host.noop(f"{dest} is up to date")
         return
     tmp = f"{dest}.lemfleet-new"
+    staging = None
     if secret:
         yield f"install -m 600 /dev/null {q(tmp)}"
-    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=host.get_temp_filename(dest))
+        make_staging, staging = _private_staging(dest)
+        yield from make_staging
+    yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=staging or host.get_temp_filename(dest))
     yield f"{_owned(tmp, mode, user, group)} && mv -f {q(tmp)} {q(dest)}"
 
 

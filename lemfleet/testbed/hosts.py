@@ -139,6 +139,7 @@ def boot(rec: HostRecord) -> int:
     ]
     proc = subprocess.Popen(
         cmd,
+        env=_nspawn_env(rec.suite),
         stdin=subprocess.DEVNULL,
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
@@ -146,6 +147,18 @@ def boot(rec: HostRecord) -> int:
     )
     rec.pid = proc.pid
     return proc.pid
+
+
+# systemd >= 258 (Debian sid) refuses to boot on the legacy cgroup hierarchy that nspawn hands a container
+# on a cgroup v1 controller; nspawn can give it a unified (cgroup2) hierarchy of its own instead.
+UNIFIED_CGROUP_SUITES = frozenset({"sid"})
+
+
+def _nspawn_env(suite: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if suite in UNIFIED_CGROUP_SUITES:
+        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+    return env
 
 
 def alive(pid: int) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lemfleet.testbed.paths import CACHE_DIR, DEBIAN_MIRROR, PROXY_URL, log, retry, run
 
-SUITES = ("bookworm", "trixie")
+SUITES = ("bookworm", "trixie", "sid")
 DEFAULT_SUITE = "bookworm"
 
 # What a host needs to boot with systemd, be reached over SSH and be managed
@@ -32,6 +32,8 @@ PACKAGES = (
     "curl",
     "xz-utils",
 )
+# sid's Release file is valid for a week only: apt refuses a mirror or snapshot older than that, as one can be here.
+VALID_UNTIL_IGNORED = frozenset({"sid"})
 COMPONENTS = ("main", "contrib", "non-free", "non-free-firmware")
 ROOTFS_FORMAT = 1  # bump when the customisation below changes
 
@@ -86,6 +88,8 @@ def _customise(root: Path, suite: str) -> None:
     is written per host into its overlay, never into the shared tree.
     """
     (root / "etc/apt/sources.list").write_text(f"deb {DEBIAN_MIRROR} {suite} {' '.join(COMPONENTS)}\n")
+    if suite in VALID_UNTIL_IGNORED:
+        (root / "etc/apt/apt.conf.d/80testbed-valid-until").write_text('Acquire::Check-Valid-Until "false";\n')
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (root / "etc/machine-id").write_text("")

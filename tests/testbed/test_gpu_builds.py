@@ -25,27 +25,27 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from lemfleet import testbed
 from lemfleet.testbed import HostRecord
-from lemfleet.testbed.paths import SSH_CONFIG
-from lemfleet.testbed.paths import run as run_here
-from roles import llama_cpp
-from roles.detect import TARGET_PATHS, facts_from_sections
-from roles.drivers import DriverPlan, pins, plan_drivers, target_from_facts
+from lemfleet.testbed.gpuhost import (
+    Prepared,
+    build_record,
+    compile_server,
+    installed,
+    prepare,
+    push,
+    remote,
+)
+from roles.drivers import pins, plan_drivers, target_from_facts
 from roles.drivers.model import NOUVEAU_BLACKLIST
 from roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
 from roles.facts.gpu import PROBE_COMMAND, parse_probe
-from roles.facts.host import probe_command, split_sections
-from roles.hostinfo import HostFacts
-from roles.plan import HostPlan, ModelInfo, plan_host
+from roles.plan import ModelInfo, plan_host
 from roles.settings import validate
 from roles.sources import Source, sdist_source
 from tests.fixtures.gpu.hosts import SCENARIOS
@@ -54,118 +54,15 @@ pytestmark = pytest.mark.slow
 
 VULKAN_GPU = "rx7900xtx"  # rocminfo of an RX 7900 XTX (ROCm/ROCm#3949)
 CUDA_GPU = "nvidia-broken"  # lspci of an HGX H100 host whose nvidia-smi cannot reach the driver
+HIP_GPU = VULKAN_GPU  # the same RX 7900 XTX: on Debian sid, whose HIP is new enough, its plan is HIP
 CUDA_SUITES = ("trixie", "bookworm")
 RELEASES = {"trixie": "13", "bookworm": "12"}
 # The host compiler Debian's nvidia-cuda-toolkit depends on first ("g++-13 | ..." in trixie, "g++-11 | ..." in
 # bookworm; apt-cache show, 2026-11-29): nvcc 12.4 takes GCC <= 13 and 11.8 GCC <= 11, older than each suite's
 # default g++. Debian's nvcc wrapper picks the same one itself; CUDAHOSTCXX makes CMake's choice explicit.
 CUDA_HOST_CXX = {"trixie": "g++-13", "bookworm": "g++-11"}
-APT_TIMEOUT = 3600
-BUILD_TIMEOUT = 4 * 3600
 PROBE_UNIT = "lemfleet-vulkan-probe"
 PROBE_PORT = 18111
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """A host with one backend's runtime and build packages installed as the drivers step plans them."""
-
-    rec: HostRecord
-    suite: str
-    facts: HostFacts
-    settings: Mapping[str, Any]
-    plan: HostPlan
-    drivers: DriverPlan
-
-
-def remote(rec: HostRecord, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` as root on the host; the caller reads its status and both streams."""
-    return run_here(["ssh", "-F", str(SSH_CONFIG), rec.name, command], check=False, timeout=timeout)
-
-
-def push(rec: HostRecord, local: Path, dest: str) -> None:
-    run_here(["scp", "-q", "-F", str(SSH_CONFIG), str(local), f"{rec.name}:{dest}"], timeout=900)
-
-
-def host_facts(rec: HostRecord, gpu_scenario: str) -> HostFacts:
-    """The host's own facts from the real probe, with the GPUs and runtime of a recorded GPU host."""
-    sections = split_sections(testbed.ssh(rec, probe_command(TARGET_PATHS)).splitlines())
-    gpus, runtime = SCENARIOS[gpu_scenario][1]()
-    return facts_from_sections(sections, gpus, runtime)
-
-
-def apt_install(rec: HostRecord, packages: list[str] | tuple[str, ...]) -> None:
-    """Install as the drivers and llama_cpp steps do: pyinfra's apt.packages with no_recommends."""
-    names = " ".join(shlex.quote(p) for p in packages)
-    testbed.ssh(
-        rec,
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {names}",
-        timeout=APT_TIMEOUT,
-    )
-
-
-def installed(rec: HostRecord, *patterns: str) -> set[str]:
-    """Names of installed packages matching dpkg-query ``patterns``."""
-    quoted = " ".join(shlex.quote(p) for p in patterns)
-    out = remote(rec, f"dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\\n' {quoted}").stdout
-    return {line.split()[-1] for line in out.splitlines() if line.startswith("ii")}
-
-
-def prepare(rec: HostRecord, suite: str, gpu_scenario: str, settings: Mapping[str, Any]) -> Prepared:
-    """Plan the host, then apply the drivers plan's apt sources and packages as the drivers step does."""
-    facts = host_facts(rec, gpu_scenario)
-    plan = plan_host(facts, settings, ModelInfo("lemfleet-tiny-gemma3"))
-    kernel = testbed.ssh(rec, "uname -r").strip()
-    drivers = plan_drivers(target_from_facts(facts, plan.backend, kernel_release=kernel), settings)
-    # Debian's own archive, whose keyring every host has: no keys, keyring packages or pins to fetch here.
-    assert not (drivers.keys or drivers.keyring_debs or drivers.pins), drivers.describe()
-    assert not drivers.kernel_packages, f"a container host got a kernel driver:\n{drivers.describe()}"
-    for source in drivers.sources:
-        testbed.ssh(rec, f"printf %s {shlex.quote(source.deb822())} > {source.path}")
-    testbed.ssh(rec, "apt-get update -q", timeout=APT_TIMEOUT)
-    apt_install(rec, drivers.packages)
-    return Prepared(rec, suite, facts, settings, plan, drivers)
-
-
-def push_source(rec: HostRecord, source: Source) -> str:
-    """The pinned llama.cpp tree on the host, pushed, verified and unpacked as the llama_cpp step does."""
-    src = llama_cpp.source_dir(source)
-    if remote(rec, f"test -f {src}/CMakeLists.txt").returncode == 0:
-        return src
-    assert source.archive is not None and source.sha256
-    archive = f"{llama_cpp.ROOT}/src/{source.archive.name}"
-    testbed.ssh(rec, f"mkdir -p {llama_cpp.ROOT}/src")
-    push(rec, source.archive, archive)
-    depth = len([part for part in source.strip_prefix.split("/") if part])
-    testbed.ssh(
-        rec,
-        f"echo '{source.sha256}  {archive}' | sha256sum -c --quiet - && rm -rf {src}.new && mkdir -p {src}.new && "
-        f"tar -xzf {archive} -C {src}.new --strip-components={depth} {shlex.quote(source.strip_prefix)} && "
-        f"mv -T {src}.new {src}",
-        timeout=900,
-    )
-    return src
-
-
-def compile_server(rec: HostRecord, plan: HostPlan, source: Source) -> str:
-    """Compile llama-server with lemfleet's build script (once per build id); the installed binary's path."""
-    apt_install(rec, llama_cpp.BUILD_PACKAGES + llama_cpp.RUNTIME_PACKAGES)
-    src = push_source(rec, source)
-    bid = llama_cpp.build_id(source, plan)
-    binary = llama_cpp.installed_binary(bid)
-    if remote(rec, f"test -x {binary}").returncode != 0:
-        script = llama_cpp.build_script(bid, src, plan, source, plan.cpu_logical_cores)
-        started = time.monotonic()
-        testbed.ssh(rec, f"sh -c {shlex.quote(script)}", timeout=BUILD_TIMEOUT)
-        minutes = (time.monotonic() - started) / 60
-        print(f"{plan.backend} build {bid} on {rec.name} ({rec.suite}): {minutes:.1f} min")
-    return binary
-
-
-def build_record(rec: HostRecord, binary: str) -> dict[str, Any]:
-    """The build.json the build script writes beside the binary."""
-    record: dict[str, Any] = json.loads(testbed.ssh(rec, f"cat {PurePosixPath(binary).parent.parent}/build.json"))
-    return record
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -195,7 +92,7 @@ def source() -> Source:
 
 @pytest.fixture(scope="module")
 def vulkan_host(boot: Callable[[str], HostRecord]) -> Prepared:
-    return prepare(boot("trixie"), "trixie", VULKAN_GPU, validate({}))
+    return prepare(boot("trixie"), "trixie", SCENARIOS[VULKAN_GPU][1](), validate({}))
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +100,15 @@ def vulkan_server(vulkan_host: Prepared, source: Source) -> str:
     return compile_server(vulkan_host.rec, vulkan_host.plan, source)
 
 
+@pytest.fixture(scope="module")
+def hip_host(boot: Callable[[str], HostRecord]) -> Prepared:
+    return prepare(boot("sid"), "sid", SCENARIOS[HIP_GPU][1](), validate({}))
+
+
 @pytest.fixture(scope="module", params=CUDA_SUITES)
 def cuda_host(request: pytest.FixtureRequest, boot: Callable[[str], HostRecord]) -> Prepared:
     suite: str = request.param
-    return prepare(boot(suite), suite, CUDA_GPU, validate({"drivers_cuda_source": "distro"}))
+    return prepare(boot(suite), suite, SCENARIOS[CUDA_GPU][1](), validate({"drivers_cuda_source": "distro"}))
 
 
 # -- Vulkan --------------------------------------------------------------------------------------------
@@ -316,3 +218,40 @@ def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: S
     listed = remote(rec, f"{binary} --list-devices")
     assert listed.returncode == 0 and "Available devices:" in listed.stdout, listed.stdout + listed.stderr
     assert "failed to initialize CUDA" in listed.stderr, listed.stderr[-2000:]
+
+
+# -- HIP, from Debian sid's ROCm packages ------------------------------------------------------------------
+
+
+def test_hip_sdk_installs_from_debian_sid(hip_host: Prepared) -> None:
+    rec, plan, drivers = hip_host.rec, hip_host.plan, hip_host.drivers
+    assert plan.backend == "hip", plan.reasons
+    assert plan.gpu_targets == ("gfx1100",) and "-DGPU_TARGETS=gfx1100" in plan.cmake_flags
+    assert drivers.source == "debian" and set(drivers.service_groups) == {"render", "video"}
+    assert set(drivers.packages) <= installed(rec, *drivers.packages)
+    packaged = testbed.ssh(rec, "dpkg-query -W -f='${Version}' libamdhip64-dev")
+    assert packaged.startswith(pins.DEBIAN_HIP["sid"] + "-"), f"the Debian sid HIP pin is stale: {packaged}"
+    # ggml-hip refuses HIP below 6.1; hipconfig is what the build script asks for the compiler and root.
+    assert pins.version_tuple(testbed.ssh(rec, "hipconfig --version").split("-")[0]) >= (6, 1)
+    testbed.ssh(
+        rec,
+        'test -x "$(hipconfig -l)/clang" && test -f "$(hipconfig -R)/lib/cmake/hip/hip-config.cmake" '
+        '|| test -n "$(find "$(hipconfig -R)/lib" -name hip-config.cmake -print -quit)"',
+    )
+
+
+def test_hip_build_compiles_for_the_detected_target_only(hip_host: Prepared, source: Source) -> None:
+    rec, plan = hip_host.rec, hip_host.plan
+    binary = compile_server(rec, plan, source)
+    record = build_record(rec, binary)
+    assert record["backend"] == "hip" and "-DGPU_TARGETS=gfx1100" in record["cmake_flags"]
+    ldd = testbed.ssh(rec, f"ldd {binary}")
+    for library in ("libamdhip64", "libhipblas", "librocblas"):
+        assert re.search(rf"{library}\.so\S* => /", ldd), ldd
+    # Device code for exactly the planned target: the offload bundles name each target they carry.
+    bundles = testbed.ssh(rec, f"grep -aoE 'amdgcn-amd-amdhsa--gfx[0-9a-z]+' {binary} | sort -u", timeout=300)
+    assert {line.rsplit("--", 1)[1] for line in bundles.split()} == {"gfx1100"}, bundles
+    # No GPU in the container: the HIP backend is linked in and finds no device.
+    listed = remote(rec, f"{binary} --list-devices")
+    assert "Available devices:" in listed.stdout, listed.stdout + listed.stderr
+    assert "ROCm" in listed.stderr, listed.stderr[-2000:]

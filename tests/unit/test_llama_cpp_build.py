@@ -8,7 +8,7 @@ from pathlib import Path
 
 from roles.detect import facts_from_sections
 from roles.facts.host import split_sections
-from roles.llama_cpp import build_id, build_script
+from roles.llama_cpp import HIP_CONFIGURE_ENV, build_id, build_script
 from roles.plan import ModelInfo, plan_host
 from roles.settings import validate
 from roles.sources import Source
@@ -49,3 +49,23 @@ def test_a_gpu_build_must_link_its_backend_library():
     check = next(line for line in script.splitlines() if "ldd" in line)
     # The check runs before the build is renamed into place.
     assert script.index(check) < script.index("mv -T /opt/lemfleet/llama.cpp/abc.new")
+
+
+def test_a_hip_build_configures_with_the_compiler_and_root_hipconfig_reports(tmp_path: Path):
+    hip = dataclasses.replace(PLAN, backend="hip", gpu_targets=("gfx1100",))
+    script = build_script("abc", "/src", hip, SOURCE, 2)
+    configure = next(line for line in script.splitlines() if " cmake -S " in line)
+    assert configure.startswith(f"( {HIP_CONFIGURE_ENV} cmake -S /src")
+    assert HIP_CONFIGURE_ENV not in build_script("abc", "/src", PLAN, SOURCE, 2)
+    # What the prefix gives cmake, with a hipconfig that prints as Debian's does (no trailing newline).
+    fake = tmp_path / "hipconfig"
+    fake.write_text('#!/bin/sh\ncase "$1" in -l) printf /usr/lib/llvm-21/bin;; -R) printf /usr;; esac\n')
+    fake.chmod(0o755)
+    seen = subprocess.run(
+        ["sh", "-c", f"{HIP_CONFIGURE_ENV} sh -c 'echo \"$HIPCXX|$HIP_PATH\"'"],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert seen == "/usr/lib/llvm-21/bin/clang|/usr\n"
