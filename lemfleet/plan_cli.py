@@ -30,7 +30,7 @@ The JSON is a list with one object per host, in inventory order, always with the
   ``model_quant=auto``, whose memory budget and context reserve are given; null on error;
 - the keys of ``HostPlan.to_json()`` except ``host`` (named ``hostname`` here): ``backend``,
   ``gpu_targets``, ``cuda_architectures``, ``cmake_flags``, ``threads``, ``ctx_size``,
-  ``parallel``, ``n_gpu_layers``, ``flash_attn``, ``listen``, ``alias``, ``run_env``,
+  ``parallel``, ``n_gpu_layers``, ``flash_attn``, ``log_verbosity``, ``listen``, ``alias``, ``run_env``,
   ``reasons``, ``warnings``; plus ``tensor_split``. Null or empty when there is no plan.
 """
 

@@ -129,7 +129,11 @@ def empty_row(name: str, errors: Sequence[str] = (), facts: HostFacts | None = N
     row: dict[str, Any] = {"host": name, "ok": not errors, "errors": list(errors)}
     row.update(dict.fromkeys(("hostname", "os", "arch", "cpu_physical_cores", "mem_total_bytes")))
     row.update(gpus=[], model=None, quant=None, backend=None, gpu_targets=[], cuda_architectures=[], cmake_flags=[])
-    row.update(dict.fromkeys(("threads", "ctx_size", "parallel", "n_gpu_layers", "flash_attn", "listen", "alias")))
+    row.update(
+        dict.fromkeys(
+            ("threads", "ctx_size", "parallel", "n_gpu_layers", "flash_attn", "log_verbosity", "listen", "alias")
+        )
+    )
     row.update(run_env={}, tensor_split=[], reasons={}, warnings=[])
     if facts is not None:
         row["hostname"] = facts.hostname

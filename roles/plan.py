@@ -61,6 +61,7 @@ class HostPlan:
     port: int
     alias: str
     tensor_split: tuple[float, ...] = ()
+    log_verbosity: int = 3
     reasons: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -80,6 +81,7 @@ class HostPlan:
             "parallel": self.parallel,
             "n_gpu_layers": self.n_gpu_layers,
             "flash_attn": self.flash_attn,
+            "log_verbosity": self.log_verbosity,
             "listen": f"{self.listen_host}:{self.port}",
             "alias": self.alias,
             "run_env": self.run_env,
@@ -159,6 +161,18 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
         ngl = 999
         reasons["n_gpu_layers"] = f"all layers on the GPU ({gpu.vram_budget_bytes / GIB:.1f} GiB VRAM chosen)"
 
+    log_verbosity = settings.get("server_log_verbosity")
+    if log_verbosity is not None:
+        reasons["log_verbosity"] = "set by server_log_verbosity"
+    elif gpu.backend != "cpu":
+        log_verbosity = 4
+        reasons["log_verbosity"] = (
+            "4: the journal then shows where the weights were loaded, which the smoke step checks"
+        )
+    else:
+        log_verbosity = 3
+        reasons["log_verbosity"] = "3: llama-server's default"
+
     run_env = dict(gpu.env)
     if gpu.tensor_split:
         reasons["tensor_split"] = "split across GPUs by VRAM: " + ",".join(f"{s:g}" for s in gpu.tensor_split)
@@ -186,6 +200,7 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
         port=settings.get("server_port", 8080),
         alias=model.alias,
         tensor_split=tuple(gpu.tensor_split),
+        log_verbosity=log_verbosity,
         reasons=reasons,
         warnings=tuple(warnings),
     )

@@ -73,6 +73,13 @@ SETTINGS = (
         integer(0, 999, none_ok=True),
     ),
     Setting("server_flash_attn", "auto", "Flash attention (-fa).", one_of("auto", "on", "off")),
+    Setting(
+        "server_log_verbosity",
+        None,
+        "llama-server's log verbosity (-lv, 0-5); None: 4 on a GPU plan, whose load log then shows where the "
+        "weights went (the smoke step checks it), 3 (llama-server's default) otherwise.",
+        integer(0, 5, none_ok=True),
+    ),
     Setting("server_extra_args", [], "Extra llama-server arguments, appended as they are.", string_list),
     Setting("server_user", "lemfleet", "System user the service runs as.", text(r"[a-z_][a-z0-9_-]*", "a user name")),
     Setting(

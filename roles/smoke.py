@@ -44,22 +44,35 @@ def _report_failure(message: str):
 
 
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+# load_tensors: "%12s model buffer size = %8.2f MiB", one line per buffer the weights were loaded into.
+MODEL_BUFFER = re.compile(r"(\S+) model buffer size = +([\d.]+) MiB")
+# A buffer in a GPU's own memory: CUDA0, ROCm1, Vulkan0 (not CUDA_Host or CPU_Mapped, which are host memory).
+GPU_BUFFER = re.compile(r"(CUDA|ROCm|Vulkan)\d+")
+LOAD_LINES = "offloaded [0-9]+/[0-9]+ layers|model buffer size"
 
 
 def offload_problem(log: str, backend: str, n_gpu_layers: int) -> str | None:
     """Why the server's log shows it is not running as planned on the GPU, or None.
 
-    llama.cpp logs ``load_tensors: offloaded N/M layers to GPU`` when it loads
-    a model; a GPU plan that asked for every layer must see N == M, so that a
-    silent CPU run (a missing driver, a wrong device) fails the host. A log
-    without that line proves nothing either way; the caller warns about it.
+    When it loads a model llama.cpp logs ``load_tensors: offloaded N/M layers
+    to GPU`` and one ``<buffer> model buffer size = X MiB`` line per buffer the
+    weights went into. A GPU plan that asked for every layer must see N == M
+    and some weights in a GPU's own memory (CUDA0, ROCm0, Vulkan0), so that a
+    silent CPU run (a missing driver, a wrong device) fails the host. /props
+    reports no devices in the pinned llama.cpp, so the log is the evidence; a
+    log with neither line proves nothing either way and the caller warns.
     """
-    found = OFFLOADED.findall(log)
-    if backend == "cpu" or n_gpu_layers == 0 or not found:
+    if backend == "cpu" or n_gpu_layers == 0:
         return None
-    done, total = (int(x) for x in found[-1])
-    if done < min(total, n_gpu_layers):
-        return f"only {done}/{total} layers were offloaded to the GPU ({backend} planned {n_gpu_layers})"
+    found = OFFLOADED.findall(log)
+    if found:
+        done, total = (int(x) for x in found[-1])
+        if done < min(total, n_gpu_layers):
+            return f"only {done}/{total} layers were offloaded to the GPU ({backend} planned {n_gpu_layers})"
+    buffers = [(name, float(size)) for name, size in MODEL_BUFFER.findall(log)]
+    if buffers and not any(GPU_BUFFER.fullmatch(name) and size > 0 for name, size in buffers):
+        listed = ", ".join(f"{name} {size:.0f} MiB" for name, size in buffers)
+        return f"the model's weights were loaded into host memory only ({listed}), not the {backend} GPU's"
     return None
 
 
@@ -90,14 +103,15 @@ def check_endpoint(port: int, listen_host: str, alias: str, backend: str, unit: 
     tmp.write_text(json.dumps(result.to_json(), indent=2))
     os.replace(tmp, out / f"{host.name}.json")
     if result.ok and backend != "cpu":
+        # This run of the service only: its invocation's journal.
+        invocation = f"_SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value {unit})"
         status, log = host.run_shell_command(
-            StringCommand(
-                f"journalctl -u {unit} -b --no-pager -o cat | grep -E 'offloaded [0-9]+/[0-9]+ layers' | tail -n 1"
-            )
+            StringCommand(f"journalctl {invocation} --no-pager -o cat | grep -E '{LOAD_LINES}'")
         )
         text = log.stdout if status else ""
-        if not OFFLOADED.search(text):
-            host.log_styled(f"warning: the {backend} server's log does not say how many layers it offloaded",
+        if not (OFFLOADED.search(text) or MODEL_BUFFER.search(text)):
+            host.log_styled(f"warning: the {backend} server's log does not say where it loaded the model "
+                            "(server_log_verbosity below 4?)",
                             fg="yellow", log_func=logger.warning)  # fmt: skip
         problem = offload_problem(text, backend, n_gpu_layers)
         if problem:

@@ -1,21 +1,23 @@
 """GPU runtimes installed and llama-server compiled for them, on real test-bed hosts with no GPU.
 
 A Debian 13 (trixie) host gets Vulkan and Debian's CUDA 12.4; a Debian 12 (bookworm) host gets Debian's CUDA 11.8,
-a second toolchain for the same CUDA build. The hosts have no GPU, so detection there would plan the CPU. The facts
-the plans read are therefore the host's own (OS, CPU, memory, container: the real probe over SSH) with the GPU part
-taken from real recorded outputs in ``tests/fixtures/gpu``: an RX 7900 XTX for Vulkan (Debian 13's HIP is too old,
-so the plan picks Vulkan) and an HGX H100 host whose driver is not loaded for CUDA. The plans then choose backend,
-packages and cmake flags themselves, the packages go in the way the drivers and llama_cpp steps install them (apt,
-no recommends), and lemfleet's own build script compiles the pinned sdist.
+a second toolchain for the same CUDA build; a Debian sid host gets Debian's ROCm (HIP 6.4). The hosts have no GPU,
+so detection there would plan the CPU. The facts the plans read are therefore the host's own (OS, CPU, memory,
+container: the real probe over SSH) with the GPU part taken from real recorded outputs in ``tests/fixtures/gpu``:
+an RX 7900 XTX for Vulkan on Debian 13 (whose HIP is too old) and for HIP on sid, and an HGX H100 host whose driver
+is not loaded for CUDA. The plans then choose backend, packages and cmake flags themselves, the packages go in the
+way the drivers and llama_cpp steps install them (apt, no recommends), and lemfleet's own build script compiles
+the pinned sdist (``lemfleet/testbed/gpuhost.py``).
 
-What this proves: *installed* (the Vulkan and Debian CUDA package lists on real Debian systems, with no kernel
-driver inside a container), *compiled* (llama-server linking libvulkan, or libcudart and libcublas with device code
-for exactly the planned architecture) and, for Vulkan, *run*: the build serves a tiny model on Mesa's lavapipe, a
-software Vulkan device. No GPU computes here; that takes ``bench/gpu.sh`` on a GPU machine.
+What this proves: *installed* (the Vulkan, Debian CUDA and Debian ROCm package lists on real Debian systems, with
+no kernel driver inside a container), *compiled* (llama-server linking libvulkan; libcudart and libcublas with
+device code for exactly the planned architecture; libamdhip64, hipBLAS and rocBLAS with device code for exactly
+the planned gfx target) and, for Vulkan, *run*: the build serves a tiny model on Mesa's lavapipe, a software
+Vulkan device. No GPU computes here; that takes ``bench/gpu.sh`` on a GPU machine.
 
-All slow (GiBs of CUDA packages, 15+ minute compiles on two cores):
+All slow (GiBs of CUDA and ROCm packages, 15+ minute compiles on two cores):
 ``./scripts/test.sh -m slow tests/testbed/test_gpu_builds.py``; ``-k "not bookworm"`` leaves out the Debian 12 CUDA
-build.
+build, ``-k hip`` runs the HIP tests alone.
 """
 
 from __future__ import annotations

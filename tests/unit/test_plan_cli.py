@@ -29,7 +29,7 @@ GIB = 1024**3
 KEYS = {
     "host", "ok", "errors", "hostname", "os", "arch", "cpu_physical_cores", "mem_total_bytes", "gpus", "model",
     "quant", "backend", "gpu_targets", "cuda_architectures", "cmake_flags", "threads", "ctx_size", "parallel",
-    "n_gpu_layers", "flash_attn", "listen", "alias", "run_env", "tensor_split", "reasons", "warnings",
+    "n_gpu_layers", "flash_attn", "log_verbosity", "listen", "alias", "run_env", "tensor_split", "reasons", "warnings",
 }  # fmt: skip
 GPU_KEYS = {
     "index", "vendor", "name", "vram_bytes", "gfx_target", "compute_capability", "pci_slot", "integrated",

@@ -95,3 +95,23 @@ def test_offload_check_catches_a_silent_cpu_run():
     assert offload_problem("", "hip", 999) is None  # no evidence either way: the caller warns
     assert offload_problem("load_tensors: offloaded 10/27 layers to GPU", "cuda", 10) is None
     assert offload_problem("", "cpu", 0) is None
+
+
+def test_offload_check_reads_where_the_weights_were_loaded():
+    from roles.smoke import offload_problem
+
+    # Lines as llama.cpp's load_tensors prints them ("%12s model buffer size = %8.2f MiB").
+    on_gpu = (
+        "load_tensors: offloaded 27/27 layers to GPU\n"
+        "load_tensors:        CUDA0 model buffer size =   762.81 MiB\n"
+        "load_tensors:   CPU_Mapped model buffer size =   306.00 MiB\n"
+    )
+    assert offload_problem(on_gpu, "cuda", 999) is None
+    assert offload_problem(on_gpu.replace("CUDA0", "ROCm0"), "hip", 999) is None
+    on_cpu = "load_tensors:   CPU_Mapped model buffer size =  1068.81 MiB\n"
+    assert offload_problem(on_cpu, "vulkan", 999) == (
+        "the model's weights were loaded into host memory only (CPU_Mapped 1069 MiB), not the vulkan GPU's"
+    )
+    pinned_host = "load_tensors:    CUDA_Host model buffer size =   306.00 MiB\n"
+    assert offload_problem(pinned_host, "cuda", 999) is not None  # pinned host memory is not the GPU's
+    assert offload_problem(on_cpu, "cpu", 0) is None

@@ -246,3 +246,24 @@ def test_cli_load_reports_counts(llama: LiveServer, tmp_path: Path, capsys: pyte
     assert "20 requests in" in capsys.readouterr().out
     load = json.loads(out.read_text())["load"]
     assert load["correct"] + load["unavailable"] == 20 and load["failed"] == 0
+
+
+def test_the_offload_check_reads_a_real_server_log(llama: LiveServer, smoke_gguf: Path, tmp_path: Path) -> None:
+    """The CPU build's own load log: read as if a GPU had been planned, it shows the weights in host memory.
+
+    At llama-server's default verbosity (3) the load lines are not logged at all, which is why a GPU plan runs
+    the service at 4 (server_log_verbosity).
+    """
+    from roles.smoke import MODEL_BUFFER, offload_problem
+
+    assert not MODEL_BUFFER.search(llama.log.read_text())
+    server = start_llama_server(smoke_gguf, tmp_path, extra=["--log-verbosity", "4"])
+    try:
+        wait_until_healthy(server)
+    finally:
+        stop(server)
+    log = server.log.read_text()
+    assert MODEL_BUFFER.search(log), log[-3000:]
+    problem = offload_problem(log, "cuda", 999)
+    assert problem is not None and problem.startswith("the model's weights were loaded into host memory only"), log
+    assert offload_problem(log, "cpu", 0) is None
