@@ -30,3 +30,4 @@ _records = load()
 testbed = [_host(r) for r in _records]
 bookworm = [_host(r) for r in _records if r.suite == "bookworm"]
 trixie = [_host(r) for r in _records if r.suite == "trixie"]
+sid = [_host(r) for r in _records if r.suite == "sid"]

@@ -122,12 +122,16 @@ DISTRO_CUDA_TOOLKIT: dict[tuple[str, str], str] = {
 }
 DEBIAN_ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
-# Compute capabilities a toolkit can build for (nvcc --list-gpu-arch per
-# release; llama.cpp ggml-cuda/CMakeLists.txt: 89/90 need 11.8, 120 needs 12.8).
+# Compute capabilities a toolkit can build the pinned llama.cpp for (nvcc
+# --list-gpu-arch per release; llama.cpp ggml-cuda/CMakeLists.txt: 89 needs
+# 11.8, 120 needs 12.8). nvcc 11.8 lists sm_90, but ggml-cuda's Hopper code
+# (programmatic dependent launch, common.cuh) does not compile with it:
+# "cudaGridDependencySynchronize is undefined", measured with Debian 12's
+# nvidia-cuda-toolkit 11.8 on 2026-11-29 (tests/testbed/test_gpu_builds.py).
 # Rows: (first toolkit version, lowest cc, highest cc).
 CUDA_CC_RANGES: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
     ((11, 0), (3, 5), (8, 6)),
-    ((11, 8), (3, 5), (9, 0)),
+    ((11, 8), (3, 5), (8, 9)),
     ((12, 0), (5, 0), (9, 0)),
     ((12, 8), (5, 0), (12, 0)),
     ((12, 9), (5, 0), (12, 1)),

@@ -55,7 +55,10 @@ from tests.fixtures.gpu.hosts import SCENARIOS
 pytestmark = pytest.mark.slow
 
 VULKAN_GPU = "rx7900xtx"  # rocminfo of an RX 7900 XTX (ROCm/ROCm#3949)
-CUDA_GPU = "nvidia-broken"  # lspci of an HGX H100 host whose nvidia-smi cannot reach the driver
+# Per suite: lspci of an HGX H100 host whose nvidia-smi cannot reach the driver (cc 9.0), and a Tesla T4's
+# nvidia-smi (cc 7.5) for Debian 12, whose CUDA 11.8 cannot build ggml-cuda's Hopper code (roles/drivers/pins.py).
+CUDA_GPU = {"trixie": "nvidia-broken", "bookworm": "t4"}
+CUDA_ARCH = {"trixie": "90", "bookworm": "75"}
 HIP_GPU = VULKAN_GPU  # the same RX 7900 XTX: on Debian sid, whose HIP is new enough, its plan is HIP
 CUDA_SUITES = ("trixie", "bookworm")
 RELEASES = {"trixie": "13", "bookworm": "12"}
@@ -110,7 +113,7 @@ def hip_host(boot: Callable[[str], HostRecord]) -> Prepared:
 @pytest.fixture(scope="module", params=CUDA_SUITES)
 def cuda_host(request: pytest.FixtureRequest, boot: Callable[[str], HostRecord]) -> Prepared:
     suite: str = request.param
-    return prepare(boot(suite), suite, SCENARIOS[CUDA_GPU][1](), validate({"drivers_cuda_source": "distro"}))
+    return prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), validate({"drivers_cuda_source": "distro"}))
 
 
 # -- Vulkan --------------------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: P
     assert cuda_host.plan.backend == "cuda", cuda_host.plan.reasons
     assert cuda_host.facts.container, "the test-bed host should be detected as a container"
     # The same host outside a container gets Debian's driver and the nouveau blacklist: the container alone drops them.
-    bare_metal = dataclasses.replace(target_from_facts(cuda_host.facts, "cuda"), container=False)
+    target = target_from_facts(cuda_host.facts, "cuda")
+    bare_metal = dataclasses.replace(target, container=False, runtime_working=False, kernel_driver_loaded=False)
     outside = plan_drivers(bare_metal, cuda_host.settings)
     assert any(name.endswith("kernel-dkms") for name in outside.kernel_packages) and outside.blacklists_nouveau
     assert not drivers.kernel_packages and not drivers.files and not drivers.reboot_may_be_needed, drivers.describe()
@@ -204,22 +208,39 @@ def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: P
 
 def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: Source) -> None:
     rec, suite = cuda_host.rec, cuda_host.suite
-    assert cuda_host.plan.cuda_architectures == ("90",)
+    assert cuda_host.plan.cuda_architectures == (CUDA_ARCH[suite],)
     plan = dataclasses.replace(
         cuda_host.plan, build_env={**cuda_host.plan.build_env, "CUDAHOSTCXX": f"/usr/bin/{CUDA_HOST_CXX[suite]}"}
     )
     binary = compile_server(rec, plan, source)
     record = build_record(rec, binary)
-    assert record["backend"] == "cuda" and "-DCMAKE_CUDA_ARCHITECTURES=90" in record["cmake_flags"]
+    assert record["backend"] == "cuda" and f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCH[suite]}" in record["cmake_flags"]
     ldd = testbed.ssh(rec, f"ldd {binary}")
     assert re.search(r"libcudart\.so\.\S+ => /", ldd) and re.search(r"libcublas\.so\.\S+ => /", ldd), ldd
     # Device code for exactly the planned architecture, and none other.
     cubins = re.findall(r"\.(sm_\w+)\.cubin", testbed.ssh(rec, f"cuobjdump --list-elf {binary}", timeout=300))
-    assert cubins and set(cubins) == {"sm_90"}, sorted(set(cubins))
+    assert cubins and set(cubins) == {f"sm_{CUDA_ARCH[suite]}"}, sorted(set(cubins))
     # No GPU in the container: the CUDA backend is linked in and asks the driver, which finds no device.
     listed = remote(rec, f"{binary} --list-devices")
     assert listed.returncode == 0 and "Available devices:" in listed.stdout, listed.stdout + listed.stderr
     assert "failed to initialize CUDA" in listed.stderr, listed.stderr[-2000:]
+
+
+def test_debian_12_cuda_cannot_build_ggml_cuda_for_hopper(boot: Callable[[str], HostRecord], source: Source) -> None:
+    """Why the pins stop Debian 12's CUDA 11.8 at compute capability 8.9: forced to sm_90, the build fails."""
+    suite = "bookworm"
+    prepared = prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), validate({"drivers_cuda_source": "distro"}))
+    assert pins.toolkit_cc_range(pins.DISTRO_CUDA_TOOLKIT[("debian", "12")])[1] < (9, 0)
+    flags = tuple(f for f in prepared.plan.cmake_flags if not f.startswith("-DCMAKE_CUDA_ARCHITECTURES="))
+    hopper = dataclasses.replace(
+        prepared.plan,
+        cuda_architectures=("90",),
+        cmake_flags=(*flags, "-DCMAKE_CUDA_ARCHITECTURES=90"),
+        build_env={"CUDAHOSTCXX": f"/usr/bin/{CUDA_HOST_CXX[suite]}"},
+    )
+    with pytest.raises(RuntimeError) as failed:
+        compile_server(prepared.rec, hopper, source)
+    assert 'identifier "cudaGridDependencySynchronize" is undefined' in str(failed.value), str(failed.value)[-3000:]
 
 
 # -- HIP, from Debian sid's ROCm packages ------------------------------------------------------------------

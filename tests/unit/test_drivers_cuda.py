@@ -233,3 +233,13 @@ def test_a_driver_lemfleet_installed_stays_declared_not_guarded() -> None:
     assert second.pins == first.pins
     assert second.kernel_packages == first.kernel_packages
     assert second.files == first.files
+
+
+def test_debian_12_cuda_cannot_build_the_pinned_llama_cpp_for_hopper() -> None:
+    """Debian 12's CUDA 11.8 failed to compile ggml-cuda for sm_90 (tests/testbed/test_gpu_builds.py)."""
+    hopper = cuda("debian", "12", "bookworm", compute_capabilities=("9.0",))
+    with pytest.raises(DriverPlanError) as err:
+        plan_drivers(hopper, DISTRO)
+    assert "CUDA 11.8 builds for compute capability 3.5 to 8.9, not 9.0" in str(err.value)
+    assert "drivers_cuda_source='nvidia-repo'" in str(err.value)
+    assert plan_drivers(cuda("debian", "12", "bookworm", compute_capabilities=("7.5",)), DISTRO).backend == "cuda"

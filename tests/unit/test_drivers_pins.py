@@ -124,7 +124,7 @@ def test_distro_packaged_versions() -> None:
     ("toolkit", "low", "high"),
     [
         ("11.5", (3, 5), (8, 6)),
-        ("11.8", (3, 5), (9, 0)),
+        ("11.8", (3, 5), (8, 9)),  # sm_90 is in nvcc 11.8, but not ggml-cuda's Hopper code (measured)
         ("12.0", (5, 0), (9, 0)),
         ("12.4", (5, 0), (9, 0)),
         ("12-8", (5, 0), (12, 0)),
