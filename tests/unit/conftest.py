@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import socket
 from collections.abc import Callable, Iterator
@@ -15,21 +14,10 @@ import pytest
 from lemfleet.hub import DEFAULT_REPO
 from lemfleet.hubserver import HubServer
 from lemfleet.tinygguf import write_tiny_gemma3
+from tests.unit import llama_bin
 
-# The llama.cpp tree inside the pinned llama-cpp-python sdist, as extracted on the dev machines.
-LLAMA_CPP_SRC = Path(
-    os.environ.get(
-        "LEMFLEET_LLAMA_CPP_SRC",
-        "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp",
-    )
-)
-if "LEMFLEET_LLAMA_CPP_SRC" in os.environ or LLAMA_CPP_SRC.exists():
-    VOCAB_GGUF = LLAMA_CPP_SRC / "models" / "ggml-vocab-llama-spm.gguf"
-else:
-    # A clean machine: take the vocab from the pinned sdist, fetched from the package index.
-    from lemfleet.demo import vocab_path
-
-    VOCAB_GGUF = vocab_path()
+# llama.cpp's SPM test vocab: from a hand-built tree when there is one, else from the pinned sdist.
+VOCAB_GGUF = llama_bin.vocab()
 
 LEM_REPO = DEFAULT_REPO
 GOOD_TOKEN = "hf_lemfleetUnitGoodToken7f3a9c"  # may read the gated and private repos
@@ -115,10 +103,16 @@ def free_port() -> Callable[[], int]:
 
 
 @pytest.fixture(scope="session")
+def llama_server_bin() -> Path:
+    """A real llama-server of the pinned llama.cpp, looked up when first needed (tests/unit/llama_bin.py)."""
+    binary = llama_bin.llama_server()
+    if binary is None:
+        pytest.fail(llama_bin.MISSING_SERVER)
+    return binary
+
+
+@pytest.fixture(scope="session")
 def vocab_gguf() -> Path:
-    if not VOCAB_GGUF.is_file():
-        # Only when LEMFLEET_LLAMA_CPP_SRC names a tree without the vocab; otherwise it comes from the pinned sdist.
-        pytest.skip(f"llama.cpp's SPM vocab is not at {VOCAB_GGUF}; set LEMFLEET_LLAMA_CPP_SRC")
     return VOCAB_GGUF
 
 

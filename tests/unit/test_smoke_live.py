@@ -27,10 +27,7 @@ from lemfleet.smoke_load import load_test
 from lemfleet.sshtunnel import free_local_port
 from tests.unit import llama_bin
 
-LLAMA_SERVER = llama_bin.LLAMA_SERVER or Path("/nonexistent/llama-server")
 VOCAB = llama_bin.vocab()
-MISSING: str | None = llama_bin.MISSING_SERVER
-needs_server = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 ALIAS = "tiny-test"
 KEY = "smoke-test-key-5d1f"
@@ -49,13 +46,15 @@ def make_tiny_gguf(out: Path) -> Path:
     return out
 
 
-def start_llama_server(model: Path, workdir: Path, *, port: int | None = None, extra: Sequence[str] = ()) -> LiveServer:
+def start_llama_server(
+    binary: Path, model: Path, workdir: Path, *, port: int | None = None, extra: Sequence[str] = ()
+) -> LiveServer:
     """Start llama-server with an API key file; do not wait for it (callers test the wait)."""
     port = port or free_local_port()
     key_file = workdir / "api-key"
     key_file.write_text(f"# lemfleet test key\n{KEY}\n")
     log = workdir / f"llama-server-{port}.log"
-    command = [str(LLAMA_SERVER), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
     command += ["-a", ALIAS, "-np", "2", "-c", "1024", "-t", "1", "--api-key-file", str(key_file)]
     with log.open("wb") as out:
         process = subprocess.Popen([*command, *extra], stdout=out, stderr=subprocess.STDOUT)
@@ -86,14 +85,12 @@ def stop(server: LiveServer) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if MISSING:
-        pytest.skip(MISSING)  # no llama-server on this machine yet; MISSING says where it was looked for
     return make_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")
-def llama(tmp_path_factory: pytest.TempPathFactory, smoke_gguf: Path) -> Iterator[LiveServer]:
-    server = start_llama_server(smoke_gguf, tmp_path_factory.mktemp("llama"))
+def llama(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path, smoke_gguf: Path) -> Iterator[LiveServer]:
+    server = start_llama_server(llama_server_bin, smoke_gguf, tmp_path_factory.mktemp("llama"))
     try:
         wait_until_healthy(server)
         yield server
@@ -105,7 +102,6 @@ def _statuses(result: SmokeResult) -> dict[str, str]:
     return {step.name: step.status for step in result.steps}
 
 
-@needs_server
 def test_every_check_passes_and_records_figures(llama: LiveServer) -> None:
     result = smoke_check(llama.url, api_key=KEY, model_alias=ALIAS)
     assert _statuses(result) == dict.fromkeys(CHECKS, "passed"), result.steps
@@ -121,14 +117,12 @@ def test_every_check_passes_and_records_figures(llama: LiveServer) -> None:
     assert SmokeResult.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
-@needs_server
 def test_the_key_never_appears_in_results(llama: LiveServer) -> None:
     result = smoke_check(llama.url, api_key=KEY)
     assert result.ok
     assert KEY not in json.dumps(result.to_json())
 
 
-@needs_server
 def test_a_wrong_key_fails_every_authenticated_check(llama: LiveServer) -> None:
     result = smoke_check(llama.url, api_key="not-the-key")
     assert _statuses(result) == {
@@ -141,7 +135,6 @@ def test_a_wrong_key_fails_every_authenticated_check(llama: LiveServer) -> None:
     assert "not-the-key" not in json.dumps(result.to_json())
 
 
-@needs_server
 def test_a_model_that_is_not_served_fails_models(llama: LiveServer) -> None:
     result = smoke_check(llama.url, api_key=KEY, model_alias="LEM-Gemma3-1B")
     models = next(step for step in result.steps if step.name == "models")
@@ -149,13 +142,12 @@ def test_a_model_that_is_not_served_fails_models(llama: LiveServer) -> None:
     assert models.message == "model 'LEM-Gemma3-1B' not served; /v1/models lists ['tiny-test']"
 
 
-@needs_server
-def test_health_waits_through_loading_then_fails_at_the_deadline(tmp_path: Path) -> None:
+def test_health_waits_through_loading_then_fails_at_the_deadline(llama_server_bin: Path, tmp_path: Path) -> None:
     # A FIFO as the model keeps llama-server in its loading phase: the HTTP side is up and
     # answers 503 "Loading model" for as long as nobody writes to the FIFO.
     fifo = tmp_path / "never-written.gguf"
     os.mkfifo(fifo)
-    server = start_llama_server(fifo, tmp_path)
+    server = start_llama_server(llama_server_bin, fifo, tmp_path)
     try:
         result = smoke_check(server.url, api_key=KEY, health_timeout=2.0, poll_interval=0.1)
     finally:
@@ -167,8 +159,9 @@ def test_health_waits_through_loading_then_fails_at_the_deadline(tmp_path: Path)
     assert _statuses(result) == {"health": "failed", **dict.fromkeys(CHECKS[1:], "skipped")}
 
 
-@needs_server
-def test_health_tolerates_a_server_that_is_still_starting(smoke_gguf: Path, tmp_path: Path) -> None:
+def test_health_tolerates_a_server_that_is_still_starting(
+    llama_server_bin: Path, smoke_gguf: Path, tmp_path: Path
+) -> None:
     port = free_local_port()
     results: list[SmokeResult] = []
     waiting = threading.Thread(
@@ -176,7 +169,7 @@ def test_health_tolerates_a_server_that_is_still_starting(smoke_gguf: Path, tmp_
     )
     waiting.start()
     time.sleep(1.0)  # the smoke test is now polling a port nobody listens on
-    server = start_llama_server(smoke_gguf, tmp_path, port=port)
+    server = start_llama_server(llama_server_bin, smoke_gguf, tmp_path, port=port)
     try:
         waiting.join(timeout=120)
     finally:
@@ -192,7 +185,6 @@ def test_an_endpoint_that_never_answers_fails_health_with_the_reason() -> None:
     assert not result.ok
 
 
-@needs_server
 def test_smoke_many_keeps_order_and_reports_each(llama: LiveServer) -> None:
     dead = f"http://127.0.0.1:{free_local_port()}"
     urls = [llama.url, dead, llama.url + "/", llama.url]
@@ -201,7 +193,6 @@ def test_smoke_many_keeps_order_and_reports_each(llama: LiveServer) -> None:
     assert [r.ok for r in results] == [True, False, True, True]
 
 
-@needs_server
 def test_load_of_50_concurrent_chats_ends_cleanly(llama: LiveServer) -> None:
     load = load_test(llama.url, requests=50, api_key=KEY, model_alias=ALIAS, timeout=120)
     assert load.correct + load.unavailable == 50, load.problems
@@ -210,7 +201,6 @@ def test_load_of_50_concurrent_chats_ends_cleanly(llama: LiveServer) -> None:
     assert load.latency_s["p50"] <= load.latency_s["max"]
 
 
-@needs_server
 def test_cli_smoke_writes_json_and_junit(llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, junit = tmp_path / "smoke.json", tmp_path / "smoke.xml"
     argv = ["smoke", llama.url, "--api-key-file", str(llama.key_file), "--model", ALIAS]
@@ -227,7 +217,6 @@ def test_cli_smoke_writes_json_and_junit(llama: LiveServer, tmp_path: Path, caps
     assert KEY not in out.read_text() + junit.read_text() + table
 
 
-@needs_server
 def test_cli_smoke_fails_with_a_wrong_key_from_the_environment(
     llama: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,7 +227,6 @@ def test_cli_smoke_fails_with_a_wrong_key_from_the_environment(
     assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("4", "3")
 
 
-@needs_server
 def test_cli_load_reports_counts(llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "load.json"
     argv = ["smoke", "--load", "20", llama.url, "--api-key-file", str(llama.key_file)]
@@ -248,7 +236,9 @@ def test_cli_load_reports_counts(llama: LiveServer, tmp_path: Path, capsys: pyte
     assert load["correct"] + load["unavailable"] == 20 and load["failed"] == 0
 
 
-def test_the_offload_check_reads_a_real_server_log(llama: LiveServer, smoke_gguf: Path, tmp_path: Path) -> None:
+def test_the_offload_check_reads_a_real_server_log(
+    llama: LiveServer, llama_server_bin: Path, smoke_gguf: Path, tmp_path: Path
+) -> None:
     """The CPU build's own load log: read as if a GPU had been planned, it shows the weights in host memory.
 
     At llama-server's default verbosity (3) the load lines are not logged at all, which is why a GPU plan runs
@@ -257,7 +247,7 @@ def test_the_offload_check_reads_a_real_server_log(llama: LiveServer, smoke_gguf
     from roles.smoke import MODEL_BUFFER, offload_problem
 
     assert not MODEL_BUFFER.search(llama.log.read_text())
-    server = start_llama_server(smoke_gguf, tmp_path, extra=["--log-verbosity", "4"])
+    server = start_llama_server(llama_server_bin, smoke_gguf, tmp_path, extra=["--log-verbosity", "4"])
     try:
         wait_until_healthy(server)
     finally:

@@ -24,7 +24,6 @@ from lemfleet.cli import main
 from lemfleet.smoke import CHECKS
 from lemfleet.sshtunnel import TunnelError, forward, free_local_port, load_inventory_targets
 from tests.unit.test_smoke_live import (
-    MISSING,
     LiveServer,
     start_llama_server,
     stop,
@@ -33,16 +32,6 @@ from tests.unit.test_smoke_live import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-if not os.path.exists(SSHD):
-    NO_SSHD: str | None = "no OpenSSH sshd here (apt-get install openssh-server)"
-elif os.geteuid() == 0 and not os.path.isdir("/run/sshd") and not os.access("/run", os.W_OK):
-    NO_SSHD = "sshd needs its privilege separation directory /run/sshd"
-else:
-    NO_SSHD = None
-pytestmark = [
-    pytest.mark.skipif(NO_SSHD is not None, reason=NO_SSHD or ""),
-    pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
-]
 
 
 @dataclass
@@ -55,6 +44,8 @@ class Sshd:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not os.path.exists(SSHD):
+        pytest.fail("no OpenSSH sshd here (apt-get install openssh-server; .ci/run installs it)")
     work = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
@@ -86,11 +77,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 @pytest.fixture(scope="module")
-def loopback_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def loopback_llama(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Iterator[LiveServer]:
     from tests.unit.test_smoke_live import make_tiny_gguf
 
     work = tmp_path_factory.mktemp("tunnel-llama")
-    server = start_llama_server(make_tiny_gguf(work / "tiny.gguf"), work)
+    server = start_llama_server(llama_server_bin, make_tiny_gguf(work / "tiny.gguf"), work)
     try:
         wait_until_healthy(server)
         yield server

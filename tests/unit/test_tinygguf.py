@@ -15,10 +15,6 @@ import numpy as np
 import pytest
 
 from lemfleet.tinygguf import GEMMA3_CHAT_TEMPLATE, TinyShape, main, write_tiny_gemma3
-from tests.unit import llama_bin
-
-# A llama-server built from the pinned llama.cpp (the sdist's tree, as extracted on dev machines).
-LLAMA_SERVER = llama_bin.LLAMA_SERVER or Path("/nonexistent/llama-server")
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,13 +148,11 @@ def test_chat_template_renders_gemma_turns() -> None:
     )
 
 
-@pytest.mark.skipif(
-    not LLAMA_SERVER.is_file(),
-    reason=llama_bin.MISSING_SERVER or "",
-)
-def test_llama_server_loads_it_and_answers_a_chat(tiny_gguf: Path, free_port: Callable[[], int]) -> None:
+def test_llama_server_loads_it_and_answers_a_chat(
+    llama_server_bin: Path, tiny_gguf: Path, free_port: Callable[[], int]
+) -> None:
     port = free_port()
-    command = [str(LLAMA_SERVER), "-m", str(tiny_gguf), "--host", "127.0.0.1", "--port", str(port)]
+    command = [str(llama_server_bin), "-m", str(tiny_gguf), "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen([*command, "-c", "256", "-t", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
