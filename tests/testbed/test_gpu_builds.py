@@ -110,10 +110,23 @@ def hip_host(boot: Callable[[str], HostRecord]) -> Prepared:
     return prepare(boot("sid"), "sid", SCENARIOS[HIP_GPU][1](), validate({}))
 
 
+@pytest.fixture(scope="module")
+def prepared_for_cuda(boot: Callable[[str], HostRecord]) -> Callable[[str], Prepared]:
+    """The suite's host with Debian's CUDA packages as its plan installs them, prepared once per module."""
+    prepared: dict[str, Prepared] = {}
+
+    def host(suite: str) -> Prepared:
+        if suite not in prepared:
+            settings = validate({"drivers_cuda_source": "distro"})
+            prepared[suite] = prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), settings)
+        return prepared[suite]
+
+    return host
+
+
 @pytest.fixture(scope="module", params=CUDA_SUITES)
-def cuda_host(request: pytest.FixtureRequest, boot: Callable[[str], HostRecord]) -> Prepared:
-    suite: str = request.param
-    return prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), validate({"drivers_cuda_source": "distro"}))
+def cuda_host(request: pytest.FixtureRequest, prepared_for_cuda: Callable[[str], Prepared]) -> Prepared:
+    return prepared_for_cuda(request.param)
 
 
 # -- Vulkan --------------------------------------------------------------------------------------------
@@ -227,10 +240,12 @@ def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: S
     assert "failed to initialize CUDA" in listed.stderr, listed.stderr[-2000:]
 
 
-def test_debian_12_cuda_cannot_build_ggml_cuda_for_hopper(boot: Callable[[str], HostRecord], source: Source) -> None:
+def test_debian_12_cuda_cannot_build_ggml_cuda_for_hopper(
+    prepared_for_cuda: Callable[[str], Prepared], source: Source
+) -> None:
     """Why the pins stop Debian 12's CUDA 11.8 at compute capability 8.9: forced to sm_90, the build fails."""
     suite = "bookworm"
-    prepared = prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), validate({"drivers_cuda_source": "distro"}))
+    prepared = prepared_for_cuda(suite)
     assert pins.toolkit_cc_range(pins.DISTRO_CUDA_TOOLKIT[("debian", "12")])[1] < (9, 0)
     flags = tuple(f for f in prepared.plan.cmake_flags if not f.startswith("-DCMAKE_CUDA_ARCHITECTURES="))
     hopper = dataclasses.replace(

@@ -152,12 +152,25 @@ def test_ubuntu_distro_proprietary_headless() -> None:
     assert plan.kernel_packages[0] == "nvidia-headless-580-server"
 
 
-def test_ubuntu_22_04_toolkit_is_too_old_for_ada() -> None:
-    target = cuda("ubuntu", "22.04", "jammy", compute_capabilities=("8.9",))
+@pytest.mark.parametrize(
+    ("release", "too_new", "message", "fits"),
+    [
+        # Ubuntu 22.04's toolkit is too old for Ada.
+        (("ubuntu", "22.04", "jammy"), "8.9", "CUDA 11.5", "8.6"),
+        # Debian 13's toolkit (and driver) predate Blackwell.
+        (("debian", "13", "trixie"), "12.0", "CUDA 12.4 builds for compute capability 5.0 to 9.0, not 12.0", "9.0"),
+        # Debian 12's CUDA 11.8 failed to compile ggml-cuda for sm_90 (tests/testbed/test_gpu_builds.py).
+        (("debian", "12", "bookworm"), "9.0", "CUDA 11.8 builds for compute capability 3.5 to 8.9, not 9.0", "7.5"),
+    ],
+)
+def test_a_distro_toolkit_too_old_for_the_gpu_points_at_nvidias_repo(
+    release: tuple[str, str, str], too_new: str, message: str, fits: str
+) -> None:
     with pytest.raises(DriverPlanError) as err:
-        plan_drivers(target, DISTRO)
-    assert "CUDA 11.5" in str(err.value)
+        plan_drivers(cuda(*release, compute_capabilities=(too_new,)), DISTRO)
+    assert message in str(err.value)
     assert "accepted: drivers_cuda_source='nvidia-repo'" in str(err.value)
+    assert plan_drivers(cuda(*release, compute_capabilities=(fits,)), DISTRO).backend == "cuda"
 
 
 @pytest.mark.parametrize(
@@ -201,14 +214,6 @@ def test_debian_distro_mirror_and_proprietary_modules() -> None:
     assert plan.kernel_packages[0] == "nvidia-kernel-dkms"
 
 
-def test_debian_13_driver_predates_blackwell() -> None:
-    target = cuda("debian", "13", "trixie", compute_capabilities=("12.0",))
-    with pytest.raises(DriverPlanError) as err:
-        plan_drivers(target, DISTRO)
-    assert "CUDA 12.4 builds for compute capability 5.0 to 9.0, not 12.0" in str(err.value)
-    assert "drivers_cuda_source='nvidia-repo'" in str(err.value)
-
-
 def test_debian_distro_keeps_a_working_driver() -> None:
     target = cuda("debian", "13", "trixie", runtime_working=True, runtime_version="550.163.01")
     plan = plan_drivers(target, DISTRO)
@@ -233,13 +238,3 @@ def test_a_driver_lemfleet_installed_stays_declared_not_guarded() -> None:
     assert second.pins == first.pins
     assert second.kernel_packages == first.kernel_packages
     assert second.files == first.files
-
-
-def test_debian_12_cuda_cannot_build_the_pinned_llama_cpp_for_hopper() -> None:
-    """Debian 12's CUDA 11.8 failed to compile ggml-cuda for sm_90 (tests/testbed/test_gpu_builds.py)."""
-    hopper = cuda("debian", "12", "bookworm", compute_capabilities=("9.0",))
-    with pytest.raises(DriverPlanError) as err:
-        plan_drivers(hopper, DISTRO)
-    assert "CUDA 11.8 builds for compute capability 3.5 to 8.9, not 9.0" in str(err.value)
-    assert "drivers_cuda_source='nvidia-repo'" in str(err.value)
-    assert plan_drivers(cuda("debian", "12", "bookworm", compute_capabilities=("7.5",)), DISTRO).backend == "cuda"
