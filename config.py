@@ -7,7 +7,7 @@ validated, and one bad value stops the run with nothing contacted.
 
 from pyinfra import state
 
-from roles.controller import preflight
+from lemfleet.roles.controller import preflight
 
 _init = state.init
 

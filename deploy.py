@@ -7,16 +7,16 @@ This file only puts the steps in order; each lives in its own module under roles
 
 from pyinfra import host
 
-from roles import apt_proxy, detect, hoststate, llama_cpp, model_source, server
-from roles import model as model_step
-from roles.controller import once, source_for, validate_hosts
-from roles.drivers import install_drivers, plan_for_host
-from roles.llama_cpp import BINARY, install_llama_cpp
-from roles.model import install_model, prune_models
-from roles.plan import ModelInfo, plan_host
-from roles.record import deploy_record
-from roles.server import install_server
-from roles.smoke import smoke
+from lemfleet.roles import apt_proxy, detect, hoststate, llama_cpp, model_source, server
+from lemfleet.roles import model as model_step
+from lemfleet.roles.controller import once, source_for, validate_hosts
+from lemfleet.roles.drivers import install_drivers, plan_for_host
+from lemfleet.roles.llama_cpp import BINARY, install_llama_cpp
+from lemfleet.roles.model import install_model, prune_models
+from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.record import deploy_record
+from lemfleet.roles.server import install_server
+from lemfleet.roles.smoke import smoke
 
 settings = validate_hosts([host])[host.name]
 facts = detect.gather(extra_paths=[settings["model_dir"]])

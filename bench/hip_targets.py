@@ -7,8 +7,8 @@ up) prepared as the drivers step prepares an RX 7900 XTX host (recorded rocminfo
 llama.cpp is configured twice with the plan's own cmake flags and the build script's HIPCXX/HIP_PATH:
 
 - narrowed: GPU_TARGETS as the plan sets it, the detected gfx1100;
-- all targets: every gfx target ROCm's libraries ship kernels for (roles.gpu_tables.ROCM_GFX, the list llama.cpp's
-  own ROCm container image builds for), as a build meant for any AMD GPU must be.
+- all targets: every gfx target ROCm's libraries ship kernels for (lemfleet.roles.gpu_tables.ROCM_GFX, the list
+  llama.cpp's own ROCm container image builds for), as a build meant for any AMD GPU must be.
 
 A whole all-targets build is hours on two cores, so the two are compared on a sample of ggml-hip's HIP translation
 units (every Nth of the compile database, sorted by path), each compiled one at a time with the exact command CMake
@@ -33,11 +33,11 @@ if __name__ == "__main__":
     sys.path.insert(0, str(PROJECT))
 
 from lemfleet import testbed
+from lemfleet.roles import llama_cpp
+from lemfleet.roles.gpu_tables import ROCM_GFX
+from lemfleet.roles.settings import validate
+from lemfleet.roles.sources import sdist_source
 from lemfleet.testbed import HostRecord, gpuhost
-from roles import llama_cpp
-from roles.gpu_tables import ROCM_GFX
-from roles.settings import validate
-from roles.sources import sdist_source
 from tests.fixtures.gpu.hosts import SCENARIOS
 
 GPU = "rx7900xtx"

@@ -3,7 +3,7 @@
     python bench/model_push.py [--hosts 4] [--size-mib 1024] [--rounds 3]
 
 - push: one 1 GiB file to 4 hosts with lemfleet's controller-mode push (the model step of deploy.py,
-  ``roles.model.install_model``: upload to a temporary name, sha256 on the host, rename), against
+  ``lemfleet.roles.model.install_model``: upload to a temporary name, sha256 on the host, rename), against
   ``scp`` of the same file to the same hosts, one scp per host, all at once, as pyinfra pushes to all
   hosts at once. The two alternate, round by round. Bar: lemfleet <= 1.2x scp.
 - rerun: the same push with the file in place transfers nothing (no push operation changes, and the
@@ -34,9 +34,9 @@ if __name__ == "__main__":  # the bench; pyinfra runs this file as a deploy, wit
     sys.path.insert(0, str(PROJECT))
 
 from lemfleet import testbed
+from lemfleet.roles.sources import CACHE
 from lemfleet.testbed import HostRecord, hosts
 from lemfleet.testbed.paths import SSH_CONFIG
-from roles.sources import CACHE
 
 BENCH_DIR = "/var/lib/lemfleet/bench"
 MIB = 1024 * 1024
@@ -46,9 +46,9 @@ def push_deploy() -> None:
     """The deploy pyinfra runs from this file: deploy.py's model step, for the file named in --data."""
     from pyinfra import host
 
-    from roles import detect
-    from roles.hoststate import declare
-    from roles.model import ModelArtifact, install_model, managed_paths
+    from lemfleet.roles import detect
+    from lemfleet.roles.hoststate import declare
+    from lemfleet.roles.model import ModelArtifact, install_model, managed_paths
 
     path, model_dir = Path(host.data.get("bench_file")), host.data.get("model_dir", BENCH_DIR)
     model = ModelArtifact("bench", path.name, host.data.get("bench_sha256"), path.stat().st_size, local_path=path)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roles.gpu_plan import choose_gpu
-from roles.settings import SettingsError
+from lemfleet.roles.gpu_plan import choose_gpu
+from lemfleet.roles.settings import SettingsError
 from tests.fixtures.gpu.hosts import (
     DEBIAN_12,
     DEBIAN_13,

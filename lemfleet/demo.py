@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def vocab_path() -> Path:
     """llama.cpp's SPM test vocab, taken once from the pinned llama-cpp-python sdist (fetched with pip)."""
-    from roles.settings import validate
-    from roles.sources import CACHE, sdist_source
+    from lemfleet.roles.settings import validate
+    from lemfleet.roles.sources import CACHE, sdist_source
 
     vocab = CACHE / "demo" / "ggml-vocab-llama-spm.gguf"
     if vocab.exists():
@@ -68,8 +68,8 @@ def vocab_path() -> Path:
 
 def demo_model() -> Path:
     """A tiny gemma3 GGUF with a Gemma chat template, made once."""
+    from lemfleet.roles.sources import CACHE
     from lemfleet.tinygguf import write_tiny_gemma3
-    from roles.sources import CACHE
 
     out = CACHE / "demo" / "lemfleet-tiny-gemma3.gguf"
     if not out.exists():

@@ -13,7 +13,7 @@ go to a partial file of our own beside the cache's blobs, through the client's
 ``http_get`` with a ``Range`` from where the last run stopped, and the file is
 only moved into the cache once its sha256 matches.
 
-Errors are :class:`HubError` (or :class:`roles.settings.SettingsError` for a
+Errors are :class:`HubError` (or :class:`lemfleet.roles.settings.SettingsError` for a
 setting that names something the repo lacks) with a message saying what to do
 (:mod:`lemfleet.hub_errors`). The token never appears in them, nor in the logs.
 The cache is the client's own, read through its API (:mod:`lemfleet.hub_cache`).

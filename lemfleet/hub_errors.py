@@ -3,7 +3,7 @@
 ``huggingface_hub`` raises its own classes (``GatedRepoError``,
 ``RepositoryNotFoundError``, ...) from the hub's status and ``X-Error-Code``
 headers. :func:`explain` turns each into a :class:`HubError` that says what to
-do, or a :class:`roles.settings.SettingsError` when a setting names something
+do, or a :class:`lemfleet.roles.settings.SettingsError` when a setting names something
 the repo lacks. No message ever contains the token, only whether one was sent.
 """
 
@@ -13,7 +13,7 @@ import httpx2
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import get_token
 
-from roles.settings import SettingsError
+from lemfleet.roles.settings import SettingsError
 
 # What an unreachable hub looks like to the client: no connection, a timeout, or offline mode.
 OFFLINE_ERRORS = (httpx2.ConnectError, httpx2.TimeoutException, hf_errors.OfflineModeIsEnabled)

@@ -4,7 +4,7 @@ This is the work behind ``lemfleet plan`` (see :mod:`lemfleet.plan_cli` for the 
 row keys). Rows are built by :func:`plan_row`, a pure function of a host's facts and settings,
 so fixture hosts give the same rows as live ones. :func:`plan_inventory` loads the inventory
 with pyinfra's own loader, checks every host's settings, connects to the hosts in parallel and
-gathers facts with the deploy's own :func:`roles.detect.gather`; it runs in a child process
+gathers facts with the deploy's own :func:`lemfleet.roles.detect.gather`; it runs in a child process
 (``python -m lemfleet.plan_fleet``, the request as JSON on stdin, the rows as JSON on stdout),
 because pyinfra's CLI loader monkey-patches its whole process for gevent.
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roles.gpu_plan import choose_gpu
-from roles.hostinfo import Gpu, HostFacts
-from roles.plan import ModelInfo, plan_host
-from roles.settings import SettingsError
+from lemfleet.roles.gpu_plan import choose_gpu
+from lemfleet.roles.hostinfo import Gpu, HostFacts
+from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.settings import SettingsError
 
 GIB = 1024**3
 SETUP_ERROR = 2
@@ -62,7 +62,7 @@ def _file_name(settings: Mapping[str, Any]) -> tuple[str | None, str]:
 
 def model_for(settings: Mapping[str, Any]) -> tuple[ModelInfo, dict[str, Any]]:
     """The :class:`ModelInfo` the plan gets, and the row's ``model`` object; downloads nothing."""
-    from roles.model import default_alias
+    from lemfleet.roles.model import default_alias
 
     filename, _ = _file_name(settings)
     size = 0
@@ -85,7 +85,7 @@ def model_for(settings: Mapping[str, Any]) -> tuple[ModelInfo, dict[str, Any]]:
 def quant_for(settings: Mapping[str, Any], facts: HostFacts) -> dict[str, Any]:
     """The row's ``quant`` object: the quant named by the settings, or the budget ``auto`` will use."""
     from lemfleet.quants import parse_gguf_name
-    from roles.model_source import memory_budget
+    from lemfleet.roles.model_source import memory_budget
 
     filename, setting = _file_name(settings)
     if filename:
@@ -224,8 +224,8 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
     from pyinfra.api.state import BaseStateCallback, StateStage
     from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
-    from roles import detect
-    from roles.controller import FleetSettingsError, validate_hosts
+    from lemfleet.roles import detect
+    from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()

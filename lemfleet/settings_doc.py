@@ -16,7 +16,7 @@ END = "<!-- settings:end -->"
 
 
 def markdown_table() -> str:
-    from roles import ROLE_SETTINGS
+    from lemfleet.roles import ROLE_SETTINGS
 
     rows = ["| Setting | Default | What it does |", "|---|---|---|"]
     for group in ROLE_SETTINGS:

@@ -4,7 +4,7 @@
 together before any host is touched and checked against the README.
 """
 
-from roles import apt_proxy, drivers, gpu_plan, llama_cpp, model, server, smoke
+from lemfleet.roles import apt_proxy, drivers, gpu_plan, llama_cpp, model, server, smoke
 
 ROLE_SETTINGS = (
     apt_proxy.SETTINGS,

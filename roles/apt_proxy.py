@@ -9,8 +9,8 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from roles.ops import absent, put_text
-from roles.settings import Setting, defaults, text
+from lemfleet.roles.ops import absent, put_text
+from lemfleet.roles.settings import Setting, defaults, text
 
 PROXY_FILE = "/etc/apt/apt.conf.d/80lemfleet-proxy"
 PATHS = (PROXY_FILE,)

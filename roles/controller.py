@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from pyinfra.api.exceptions import PyinfraError
 
-from roles.settings import SettingsError, validate
-from roles.sources import Source, prepare_source
+from lemfleet.roles.settings import SettingsError, validate
+from lemfleet.roles.sources import Source, prepare_source
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """detect: learn what a host is, without changing it.
 
 One round trip for the host probe and one for the GPU probe. The result is a
-:class:`roles.hostinfo.HostFacts`, which the plan reads.
+:class:`lemfleet.roles.hostinfo.HostFacts`, which the plan reads.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roles.facts.gpu import GpuProbe
-from roles.facts.host import (
+from lemfleet.roles.facts.gpu import GpuProbe
+from lemfleet.roles.facts.host import (
     HostProbe,
     parse_cpuinfo,
     parse_df,
@@ -18,7 +18,7 @@ from roles.facts.host import (
     parse_meminfo,
     parse_os_release,
 )
-from roles.hostinfo import Gpu, GpuRuntime, HostFacts
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime, HostFacts
 
 # The paths whose filesystems receive builds and models.
 TARGET_PATHS = ("/opt/lemfleet", "/var/lib/lemfleet")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from roles.gpu_tables import (
+from lemfleet.roles.gpu_tables import (
     CUDA_MIN_CC,
     GFX_RE,
     HSA_OVERRIDE_KNOWN_GOOD,
@@ -23,11 +23,11 @@ from roles.gpu_tables import (
     os_release,
     vulkan_headers_ok,
 )
-from roles.hostinfo import Gpu, HostFacts
-from roles.settings import SettingsError
+from lemfleet.roles.hostinfo import Gpu, HostFacts
+from lemfleet.roles.settings import SettingsError
 
 if TYPE_CHECKING:
-    from roles.gpu_plan import GpuChoice
+    from lemfleet.roles.gpu_plan import GpuChoice
 
 
 class Notes:
@@ -57,7 +57,7 @@ class Notes:
             raise SettingsError(self.errors, self.host)
 
     def choice(self, **values: Any) -> GpuChoice:
-        from roles.gpu_plan import GpuChoice
+        from lemfleet.roles.gpu_plan import GpuChoice
 
         self.raise_if_failed()
         return GpuChoice(reasons=tuple(self.reasons), warnings=tuple(self.warnings), **values)

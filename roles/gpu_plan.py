@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from roles.facts.gpu_pci import normalize_slot
-from roles.gpu_backends import Notes, choose_cuda, choose_hip, choose_vulkan, gib, label
-from roles.hostinfo import Gpu, HostFacts
-from roles.settings import Setting, boolean, clean_group, defaults, one_of
+from lemfleet.roles.facts.gpu_pci import normalize_slot
+from lemfleet.roles.gpu_backends import Notes, choose_cuda, choose_hip, choose_vulkan, gib, label
+from lemfleet.roles.hostinfo import Gpu, HostFacts
+from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, one_of
 
 Backend = Literal["hip", "cuda", "vulkan", "cpu"]
 BACKENDS = ("auto", "hip", "cuda", "vulkan", "cpu")

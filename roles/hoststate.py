@@ -119,7 +119,7 @@ def declare(paths: Iterable[str]) -> None:
 def state(path: str) -> PathState:
     paths = _declared.get(host.name, ())
     if path not in paths:
-        raise KeyError(f"{path} was not declared with roles.hoststate.declare() for {host.name}")
+        raise KeyError(f"{path} was not declared with lemfleet.roles.hoststate.declare() for {host.name}")
     if host.name not in _observed:
         _observed[host.name] = host.get_fact(ManagedPaths, paths=paths)
     return _observed[host.name].get(path, MISSING)

@@ -27,11 +27,11 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, git, server
 
-from roles.hoststate import SIDECAR, state
-from roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
-from roles.plan import HostPlan
-from roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
-from roles.sources import Source, file_sha256
+from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
+from lemfleet.roles.plan import HostPlan
+from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
+from lemfleet.roles.sources import Source, file_sha256
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"

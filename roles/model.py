@@ -22,9 +22,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import server
 
-from roles.hoststate import SIDECAR, state
-from roles.ops import directory, fail, q, verified_upload
-from roles.settings import Setting, defaults, integer, one_of, sha256, text
+from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.roles.ops import directory, fail, q, verified_upload
+from lemfleet.roles.settings import Setting, defaults, integer, one_of, sha256, text
 
 
 def quant_name(name: str, value: Any) -> str:
@@ -151,7 +151,7 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
     if model.local_path is not None:
         op = verified_upload(name=f"Push {model.filename}", src=str(model.local_path), dest=dest, sha256=model.sha256)
     else:
-        from roles.model_fetch import host_download
+        from lemfleet.roles.model_fetch import host_download
 
         op = host_download(name=f"Download {model.filename} on the host", model=model, dest=dest)
     return dest, op

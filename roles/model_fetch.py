@@ -15,9 +15,9 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
-from roles.hoststate import state
-from roles.model import ModelArtifact
-from roles.ops import place_verified, q
+from lemfleet.roles.hoststate import state
+from lemfleet.roles.model import ModelArtifact
+from lemfleet.roles.ops import place_verified, q
 
 SECRET_DIR = "/run/lemfleet-secret"
 

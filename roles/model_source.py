@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from roles.model import ModelArtifact, default_alias
-from roles.settings import SettingsError
-from roles.sources import CACHE, file_sha256
+from lemfleet.roles.model import ModelArtifact, default_alias
+from lemfleet.roles.settings import SettingsError
+from lemfleet.roles.sources import CACHE, file_sha256
 
 if TYPE_CHECKING:
     from lemfleet.hub import ResolvedModel
@@ -147,7 +147,7 @@ CONTEXT_RESERVE = {"cpu": 1024**3, "gpu": 512 * 1024**2}
 
 def memory_budget(settings: Mapping[str, Any], facts: Any) -> tuple[int, int]:
     """(budget, context reserve) in bytes: VRAM of the chosen GPUs on a GPU plan, RAM on a CPU plan."""
-    from roles.gpu_plan import choose_gpu
+    from lemfleet.roles.gpu_plan import choose_gpu
 
     gpu = choose_gpu(facts, settings)
     if gpu.backend == "cpu":

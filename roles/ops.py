@@ -22,7 +22,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, operation
 from pyinfra.connectors.ssh import SSHConnector
 
-from roles.hoststate import SIDECAR, state
+from lemfleet.roles.hoststate import SIDECAR, state
 
 
 def q(value: str) -> str:

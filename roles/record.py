@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from roles.llama_cpp import BINARY, BUILDS, build_id
-from roles.model import ModelArtifact
-from roles.plan import HostPlan
-from roles.sources import Source
+from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id
+from lemfleet.roles.model import ModelArtifact
+from lemfleet.roles.plan import HostPlan
+from lemfleet.roles.sources import Source
 
 RECORD_VERSION = 1
 

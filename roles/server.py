@@ -23,9 +23,9 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
 
-from roles.ops import absent, directory, put_text, system_user
-from roles.plan import HostPlan
-from roles.settings import Setting, boolean, defaults, integer, one_of, string_list, text
+from lemfleet.roles.ops import absent, directory, put_text, system_user
+from lemfleet.roles.plan import HostPlan
+from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, string_list, text
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 CONFIG_DIR = "/etc/lemfleet"

@@ -155,7 +155,7 @@ def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
 
 def all_settings() -> tuple[Setting, ...]:
     """Every setting of every role, in deploy order."""
-    from roles import ROLE_SETTINGS
+    from lemfleet.roles import ROLE_SETTINGS
 
     return tuple(s for group in ROLE_SETTINGS for s in group)
 
@@ -168,7 +168,7 @@ def validate(data: Mapping[str, Any] | Any, host: str | None = None) -> dict[str
     before any host is touched.
     """
     clean = clean_group(all_settings(), data, host)
-    from roles.rules import cross_checks
+    from lemfleet.roles.rules import cross_checks
 
     problems = cross_checks(clean)
     if problems:

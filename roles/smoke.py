@@ -18,9 +18,9 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 
 from lemfleet.forward import forward
+from lemfleet.roles.server import api_keys
+from lemfleet.roles.settings import Setting, boolean, defaults, integer, text
 from lemfleet.smoke import smoke_check
-from roles.server import api_keys
-from roles.settings import Setting, boolean, defaults, integer, text
 
 SETTINGS = (
     Setting("smoke_enabled", True, "Smoke-test each host at the end of the deploy.", boolean),

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from roles.settings import SettingsError
+from lemfleet.roles.settings import SettingsError
 
 CACHE = Path(os.environ.get("LEMFLEET_CACHE", Path.home() / ".cache" / "lemfleet"))
 

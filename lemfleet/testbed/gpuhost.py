@@ -18,18 +18,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lemfleet.roles import llama_cpp
+from lemfleet.roles.detect import TARGET_PATHS, facts_from_sections
+from lemfleet.roles.drivers import DriverPlan, plan_drivers, target_from_facts
+from lemfleet.roles.facts.gpu_pci import GpuReport
+from lemfleet.roles.facts.host import probe_command, split_sections
+from lemfleet.roles.hostinfo import HostFacts
+from lemfleet.roles.plan import HostPlan, ModelInfo, plan_host
+from lemfleet.roles.sources import Source
 from lemfleet.testbed.bed import ssh
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import SSH_CONFIG
 from lemfleet.testbed.paths import run as run_here
-from roles import llama_cpp
-from roles.detect import TARGET_PATHS, facts_from_sections
-from roles.drivers import DriverPlan, plan_drivers, target_from_facts
-from roles.facts.gpu_pci import GpuReport
-from roles.facts.host import probe_command, split_sections
-from roles.hostinfo import HostFacts
-from roles.plan import HostPlan, ModelInfo, plan_host
-from roles.sources import Source
 
 APT_TIMEOUT = 3600
 BUILD_TIMEOUT = 4 * 3600

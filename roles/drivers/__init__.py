@@ -10,10 +10,10 @@ kernel modules are skipped inside containers, and a host reboots only when its
 kernel driver changed (never on ``@local``).
 """
 
-from roles.drivers.apply import install_drivers, plan_for_host
-from roles.drivers.defaults import DEFAULTS, SETTINGS
-from roles.drivers.model import DriverPlan, DriverPlanError, DriverTarget
-from roles.drivers.plan import plan_drivers, target_from_facts
+from lemfleet.roles.drivers.apply import install_drivers, plan_for_host
+from lemfleet.roles.drivers.defaults import DEFAULTS, SETTINGS
+from lemfleet.roles.drivers.model import DriverPlan, DriverPlanError, DriverTarget
+from lemfleet.roles.drivers.plan import plan_drivers, target_from_facts
 
 __all__ = [
     "DEFAULTS",

@@ -22,11 +22,11 @@ from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from roles.drivers.defaults import DEFAULTS
-from roles.drivers.model import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
-from roles.drivers.plan import plan_drivers, target_from_facts
-from roles.drivers.rocm import RADEON_PIN
-from roles.hostinfo import HostFacts
+from lemfleet.roles.drivers.defaults import DEFAULTS
+from lemfleet.roles.drivers.model import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
+from lemfleet.roles.drivers.plan import plan_drivers, target_from_facts
+from lemfleet.roles.drivers.rocm import RADEON_PIN
+from lemfleet.roles.hostinfo import HostFacts
 
 DOWNLOADS = "/var/cache/lemfleet/drivers"
 # What fetching a key or keyring package needs on a bare host.

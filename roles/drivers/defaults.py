@@ -1,6 +1,6 @@
 """The drivers step's settings: what may be changed on a host, and the pinned versions.
 
-Every default is the pin in :mod:`roles.drivers.pins`, so the README table,
+Every default is the pin in :mod:`lemfleet.roles.drivers.pins`, so the README table,
 the code and the reviewed pin cannot drift apart.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roles.drivers import pins
-from roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, text
+from lemfleet.roles.drivers import pins
+from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, text
 
 SETTINGS = (
     # -- what may change on a host

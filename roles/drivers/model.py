@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from roles.settings import SettingsError
+from lemfleet.roles.settings import SettingsError
 
 BACKENDS = ("hip", "cuda", "vulkan", "cpu")
 # The setting people change when a backend cannot be served on a release.

@@ -11,18 +11,18 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from roles.drivers.cuda import plan_cuda
-from roles.drivers.defaults import clean_settings
-from roles.drivers.model import (
+from lemfleet.roles.drivers.cuda import plan_cuda
+from lemfleet.roles.drivers.defaults import clean_settings
+from lemfleet.roles.drivers.model import (
     BACKEND_SETTING,
     BACKENDS,
     DriverPlan,
     DriverPlanError,
     DriverTarget,
 )
-from roles.drivers.rocm import plan_hip
-from roles.drivers.vulkan import plan_vulkan
-from roles.hostinfo import HostFacts
+from lemfleet.roles.drivers.rocm import plan_hip
+from lemfleet.roles.drivers.vulkan import plan_vulkan
+from lemfleet.roles.hostinfo import HostFacts
 
 SUPPORTED_OS = ("debian", "ubuntu")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roles.drivers import pins
-from roles.drivers.model import (
+from lemfleet.roles.drivers import pins
+from lemfleet.roles.drivers.model import (
     BACKEND_SETTING,
     KERNEL_RELEASE,
     AptKey,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roles.drivers import pins
-from roles.drivers.model import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
+from lemfleet.roles.drivers import pins
+from lemfleet.roles.drivers.model import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
 
 # Names checked with apt-cache madison against trixie, sid and bookworm on
 # 2026-11-29 (all in main); on Ubuntu 24.04 glslc and spirv-headers are in universe.

@@ -24,10 +24,10 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from roles.facts.gpu_amd import KFD_COMMAND, KFD_NODES, parse_kfd_topology, parse_rocminfo
-from roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
-from roles.facts.gpu_nvidia import QUERY_COMMAND, parse_nvidia_smi
-from roles.facts.gpu_pci import (
+from lemfleet.roles.facts.gpu_amd import KFD_COMMAND, KFD_NODES, parse_kfd_topology, parse_rocminfo
+from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
+from lemfleet.roles.facts.gpu_nvidia import QUERY_COMMAND, parse_nvidia_smi
+from lemfleet.roles.facts.gpu_pci import (
     DEVICE_NODES_COMMAND,
     PCI_SYSFS_COMMAND,
     GpuReport,
@@ -36,8 +36,8 @@ from roles.facts.gpu_pci import (
     parse_lspci,
     parse_pci_sysfs,
 )
-from roles.facts.gpu_vulkan import parse_vulkaninfo
-from roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.facts.gpu_vulkan import parse_vulkaninfo
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
 MARK = "@@lemfleet-gpu:"
 RC_MARK = "@@lemfleet-gpu-rc:"

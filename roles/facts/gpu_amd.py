@@ -21,9 +21,9 @@ from dataclasses import replace
 
 from pyinfra.api import FactBase
 
-from roles.facts.gpu_pci import GpuReport, slot_from_location, table_name
-from roles.gpu_tables import APU_GFX, GFX_RE, gfx_from_target_version
-from roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.facts.gpu_pci import GpuReport, slot_from_location, table_name
+from lemfleet.roles.gpu_tables import APU_GFX, GFX_RE, gfx_from_target_version
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
 KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
 

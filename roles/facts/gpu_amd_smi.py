@@ -15,9 +15,9 @@ from dataclasses import replace
 
 from pyinfra.api import FactBase
 
-from roles.facts.gpu_pci import GpuReport, normalize_slot, with_table_facts
-from roles.gpu_tables import AMD_PCI, APU_GFX, GFX_RE
-from roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, with_table_facts
+from lemfleet.roles.gpu_tables import AMD_PCI, APU_GFX, GFX_RE
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
 _NOT_A_VALUE = {"", "N/A", "n/a", "None"}
 _ANSI = re.compile(r"(\x1b|\^\[)\[[0-9;]*m")

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 
 from pyinfra.api import FactBase
 
-from roles.facts.gpu_pci import GpuReport, normalize_slot
-from roles.gpu_tables import nvidia_cc_from_name
-from roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot
+from lemfleet.roles.gpu_tables import nvidia_cc_from_name
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
 QUERY_FIELDS = ("index", "name", "memory.total", "compute_cap", "driver_version", "pci.bus_id")
 QUERY_COMMAND = f"nvidia-smi --query-gpu={','.join(QUERY_FIELDS)} --format=csv,noheader,nounits 2>&1"

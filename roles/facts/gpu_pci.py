@@ -17,8 +17,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from roles.gpu_tables import AMD_PCI, NVIDIA_PCI
-from roles.hostinfo import Gpu, GpuRuntime, Vendor
+from lemfleet.roles.gpu_tables import AMD_PCI, NVIDIA_PCI
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime, Vendor
 
 GpuReport = tuple[tuple[Gpu, ...], GpuRuntime]
 """What every GPU fact returns: the GPUs it saw and what it learnt about the runtime."""

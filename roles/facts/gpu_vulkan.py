@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from pyinfra.api import FactBase
 
-from roles.facts.gpu_pci import GPU_VENDORS, GpuReport, normalize_slot, with_table_facts
-from roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.facts.gpu_pci import GPU_VENDORS, GpuReport, normalize_slot, with_table_facts
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
 _DEVICE_HEADER = re.compile(r"^GPU(\d+):\s*$")
 _KEY_VALUE = re.compile(r"^\s+(\w+)\s*=\s*(.*?)\s*$")

@@ -12,8 +12,8 @@ import pytest
 import testinfra
 
 from lemfleet import testbed
+from lemfleet.roles.sources import file_sha256
 from lemfleet.testbed.paths import SSH_CONFIG
-from roles.sources import file_sha256
 from tests.testbed.conftest import PROJECT, deploy
 
 UNIT = "lemfleet-llama.service"

@@ -33,6 +33,13 @@ from pathlib import Path
 import pytest
 
 from lemfleet import testbed
+from lemfleet.roles.drivers import pins, plan_drivers, target_from_facts
+from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
+from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
+from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.settings import validate
+from lemfleet.roles.sources import Source, sdist_source
 from lemfleet.testbed import HostRecord
 from lemfleet.testbed.gpuhost import (
     Prepared,
@@ -43,13 +50,6 @@ from lemfleet.testbed.gpuhost import (
     push,
     remote,
 )
-from roles.drivers import pins, plan_drivers, target_from_facts
-from roles.drivers.model import NOUVEAU_BLACKLIST
-from roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
-from roles.facts.gpu import PROBE_COMMAND, parse_probe
-from roles.plan import ModelInfo, plan_host
-from roles.settings import validate
-from roles.sources import Source, sdist_source
 from tests.fixtures.gpu.hosts import SCENARIOS
 
 pytestmark = pytest.mark.slow

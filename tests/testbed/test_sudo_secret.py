@@ -1,7 +1,7 @@
 """A secret written through sudo never passes through a file other accounts can read.
 
 pyinfra's SSH connector, under ``--sudo``, uploads as the login user to ``/tmp/pyinfra-<hash>`` (readable by
-all under a usual umask) and then copies the file as root. ``roles.ops.put_text(secret=True)`` stages it in a
+all under a usual umask) and then copies the file as root. ``lemfleet.roles.ops.put_text(secret=True)`` stages it in a
 0700 directory of the login user's home instead. The test logs in as an unprivileged sudoer on a host where that
 user cannot write to /tmp at all: a plain upload fails there, so a secret that arrives proves it never touched
 /tmp.
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from lemfleet import testbed
+from lemfleet.roles.ops import UPLOAD_DIR
 from lemfleet.testbed import HostRecord
 from lemfleet.testbed.paths import KNOWN_HOSTS, SSH_KEY
-from roles.ops import UPLOAD_DIR
 from tests.testbed.conftest import PyinfraRun, pyinfra
 
 USER = "deployer"

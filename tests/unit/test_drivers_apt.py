@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from roles.drivers import DriverPlan, DriverTarget, plan_drivers
-from roles.drivers.cuda import KEEP_DRIVER_PIN, NVIDIA_PIN
+from lemfleet.roles.drivers import DriverPlan, DriverTarget, plan_drivers
+from lemfleet.roles.drivers.cuda import KEEP_DRIVER_PIN, NVIDIA_PIN
 
 # apt itself reads the rendered files back, which needs a Debian-family controller; CI's always is one.
 pytestmark = pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt to read the rendered files back")

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from roles.drivers import DriverPlanError, DriverTarget, plan_drivers
-from roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.drivers import DriverPlanError, DriverTarget, plan_drivers
+from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
 
 KERNEL = "6.12.48+deb13-amd64"
 DISTRO = {"drivers_cuda_source": "distro"}

@@ -18,10 +18,10 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.server import KernelVersion
 
-from roles.drivers import DriverPlan, DriverTarget, install_drivers, plan_drivers, plan_for_host
-from roles.drivers.apply import reboot_allowed
-from roles.drivers.model import NOUVEAU_BLACKLIST
-from roles.hostinfo import GpuRuntime, HostFacts
+from lemfleet.roles.drivers import DriverPlan, DriverTarget, install_drivers, plan_drivers, plan_for_host
+from lemfleet.roles.drivers.apply import reboot_allowed
+from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.hostinfo import GpuRuntime, HostFacts
 
 DEPLOY = "Install GPU drivers and runtime | "
 

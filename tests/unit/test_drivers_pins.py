@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from roles.drivers import DEFAULTS, SETTINGS, pins
+from lemfleet.roles.drivers import DEFAULTS, SETTINGS, pins
 
 
 def test_pins_carry_the_review_date() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from roles.drivers import DriverPlanError, DriverTarget, plan_drivers, target_from_facts
-from roles.hostinfo import Gpu, GpuRuntime, HostFacts
-from roles.settings import SettingsError
+from lemfleet.roles.drivers import DriverPlanError, DriverTarget, plan_drivers, target_from_facts
+from lemfleet.roles.hostinfo import Gpu, GpuRuntime, HostFacts
+from lemfleet.roles.settings import SettingsError
 
 # The exact names the Debian 13 test bed installs; checked with apt-cache
 # madison against trixie (all in main) on 2026-11-29.

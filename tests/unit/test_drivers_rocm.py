@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from roles.drivers import DriverPlanError, DriverTarget, plan_drivers
-from roles.settings import SettingsError
+from lemfleet.roles.drivers import DriverPlanError, DriverTarget, plan_drivers
+from lemfleet.roles.settings import SettingsError
 
 KERNEL = "6.8.0-45-generic"
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from roles.facts.gpu_amd import parse_kfd_topology, parse_rocminfo
-from roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
-from roles.facts.gpu_nvidia import parse_nvidia_smi
-from roles.facts.gpu_pci import GpuReport, parse_device_nodes, parse_lspci
-from roles.facts.gpu_vulkan import parse_vulkaninfo
+from lemfleet.roles.facts.gpu_amd import parse_kfd_topology, parse_rocminfo
+from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
+from lemfleet.roles.facts.gpu_nvidia import parse_nvidia_smi
+from lemfleet.roles.facts.gpu_pci import GpuReport, parse_device_nodes, parse_lspci
+from lemfleet.roles.facts.gpu_vulkan import parse_vulkaninfo
 from tests.fixtures.gpu.hosts import read, source
 
 KIB, MIB = 1024, 2**20

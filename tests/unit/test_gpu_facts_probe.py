@@ -12,8 +12,8 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.facts import get_facts
 
-from roles.facts.gpu import PROBE_COMMAND, GpuProbe, parse_probe, split_sections
-from roles.hostinfo import GpuRuntime
+from lemfleet.roles.facts.gpu import PROBE_COMMAND, GpuProbe, parse_probe, split_sections
+from lemfleet.roles.hostinfo import GpuRuntime
 from tests.fixtures.gpu.hosts import HERE, probe, probe_lines, read
 
 MIB = 2**20

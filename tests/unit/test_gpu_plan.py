@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from roles.gpu_plan import GpuChoice, choose_gpu
-from roles.settings import SettingsError
+from lemfleet.roles.gpu_plan import GpuChoice, choose_gpu
+from lemfleet.roles.settings import SettingsError
 from tests.fixtures.gpu.hosts import (
     DEBIAN_12,
     DEBIAN_13,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from roles.gpu_plan import DEFAULTS, SETTINGS, choose_gpu
-from roles.hostinfo import HostFacts
-from roles.settings import SettingsError
+from lemfleet.roles.gpu_plan import DEFAULTS, SETTINGS, choose_gpu
+from lemfleet.roles.hostinfo import HostFacts
+from lemfleet.roles.settings import SettingsError
 from tests.fixtures.gpu.hosts import (
     DEBIAN_12,
     DEBIAN_13,

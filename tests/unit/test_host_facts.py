@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from roles.detect import facts_from_sections
-from roles.facts.host import (
+from lemfleet.roles.detect import facts_from_sections
+from lemfleet.roles.facts.host import (
     parse_cpuinfo,
     parse_lscpu_cores,
     parse_os_release,

@@ -23,7 +23,7 @@ from lemfleet.hub import (
     resolve_model,
 )
 from lemfleet.quants import pick_auto_quant
-from roles.settings import SettingsError
+from lemfleet.roles.settings import SettingsError
 
 if TYPE_CHECKING:
     from conftest import LocalHub

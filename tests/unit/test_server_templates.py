@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from roles.detect import facts_from_sections
-from roles.facts.host import split_sections
-from roles.plan import ModelInfo, plan_host
-from roles.server import render_env, render_unit
-from roles.settings import validate
+from lemfleet.roles.detect import facts_from_sections
+from lemfleet.roles.facts.host import split_sections
+from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.server import render_env, render_unit
+from lemfleet.roles.settings import validate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
@@ -85,7 +85,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
 
 
 def test_offload_check_catches_a_silent_cpu_run():
-    from roles.smoke import offload_problem
+    from lemfleet.roles.smoke import offload_problem
 
     full = "load_tensors: offloaded 27/27 layers to GPU"
     assert offload_problem(full, "cuda", 999) is None
@@ -98,7 +98,7 @@ def test_offload_check_catches_a_silent_cpu_run():
 
 
 def test_offload_check_reads_where_the_weights_were_loaded():
-    from roles.smoke import offload_problem
+    from lemfleet.roles.smoke import offload_problem
 
     # Lines as llama.cpp's load_tensors prints them ("%12s model buffer size = %8.2f MiB").
     on_gpu = (

@@ -244,7 +244,7 @@ def test_the_offload_check_reads_a_real_server_log(
     At llama-server's default verbosity (3) the load lines are not logged at all, which is why a GPU plan runs
     the service at 4 (server_log_verbosity).
     """
-    from roles.smoke import MODEL_BUFFER, offload_problem
+    from lemfleet.roles.smoke import MODEL_BUFFER, offload_problem
 
     assert not MODEL_BUFFER.search(llama.log.read_text())
     server = start_llama_server(llama_server_bin, smoke_gguf, tmp_path, extra=["--log-verbosity", "4"])

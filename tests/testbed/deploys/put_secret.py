@@ -1,12 +1,12 @@
-"""One lemfleet file operation, for tests/testbed/test_sudo_secret.py: ``roles.ops.put_text`` of ``--data content``.
+"""One file operation for tests/testbed/test_sudo_secret.py: ``lemfleet.roles.ops.put_text`` of ``--data content``.
 
 ``--data secret=yes`` writes it as a secret (the API key file's way), anything else as a plain file.
 """
 
 from pyinfra import host
 
-from roles.hoststate import declare
-from roles.ops import put_text
+from lemfleet.roles.hoststate import declare
+from lemfleet.roles.ops import put_text
 
 DEST = "/etc/lemfleet-secret-test"
 
