@@ -1,11 +1,12 @@
 """Smoke-test a llama-server endpoint the way a client would use it.
 
 One :func:`smoke_check` waits for ``GET /health`` (a 503 "Loading model" is expected while the
-GGUF loads), then checks ``GET /v1/models``, a chat completion and a streamed chat completion,
-recording time to first token and decode tokens/s. Each check is a named :class:`Step`, so a
-pipeline can say exactly which one failed on which host. :func:`smoke_many` runs many endpoints
-in parallel with a concurrency bound, because verifying a fleet should take about as long as
-verifying its slowest host.
+GGUF loads), then, when it was given a key, that requests without a key or with a wrong one are
+refused (a key list llama-server loaded empty turns auth off), then checks ``GET /v1/models``, a
+chat completion and a streamed chat completion, recording time to first token and decode
+tokens/s. Each check is a named :class:`Step`, so a pipeline can say exactly which one failed on
+which host. :func:`smoke_many` runs many endpoints in parallel with a concurrency bound, because
+verifying a fleet should take about as long as verifying its slowest host.
 
 The API key is sent as a bearer token and never stored in a result or a message.
 """
@@ -109,6 +110,20 @@ def _check_models(
         raise CheckFailed(f"model {alias!r} not served; /v1/models lists {ids}")
     result.model = alias if alias is not None else ids[0]
     return f"serves {result.model}"
+
+
+WRONG_KEY = "lemfleet-smoke-not-a-key"
+
+
+def _check_auth(client: httpx.Client, base: str) -> str:
+    """A server given a key must answer 401 without one and with a wrong one; /v1/models needs a key."""
+    for headers, what in (({}, "without a key"), ({"Authorization": f"Bearer {WRONG_KEY}"}, "with a wrong key")):
+        response = client.get(f"{base}/v1/models", headers=headers)
+        if response.status_code == 200:
+            raise CheckFailed(f"answered HTTP 200 to a request {what}: authentication is off")
+        if response.status_code != 401:
+            raise CheckFailed(f"a request {what} got {_describe(response)}, expected HTTP 401")
+    return "refuses requests without a key or with a wrong one (HTTP 401)"
 
 
 def _chat_body(model: str | None, prompt: str, max_tokens: int, stream: bool) -> dict[str, Any]:
@@ -224,6 +239,10 @@ def smoke_check(
             for name in CHECKS[1:]:
                 result.steps.append(Step(name, "skipped", "not run: the health check failed"))
             return result
+        if api_key:
+            _run_step(result, "auth", lambda: _check_auth(http, base))
+        else:
+            result.steps.append(Step("auth", "skipped", "no API key given, so nothing to refuse"))
         _read_props(http, base, headers, result)
         _run_step(result, "models", lambda: _check_models(http, base, headers, model_alias, result))
         chat = _chat_body(result.model or model_alias, prompt, max_tokens, stream=False)

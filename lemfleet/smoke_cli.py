@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lemfleet.api_keys import KEY, first_key
 from lemfleet.junit import write_junit
 from lemfleet.report import render_table, results_document
 from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
@@ -30,19 +31,24 @@ HELP = "check llama-server endpoints: health, models, chat, streamed chat"
 def load_api_key(*, key_file: str | os.PathLike[str] | None = None, env_var: str | None = None) -> str | None:
     """Read the API key from a file (llama-server's ``--api-key-file`` format) or an env var.
 
-    The file holds one key a line with ``#`` comments; the first key is used. Errors name the
-    source, never the key.
+    The file is read exactly as llama-server reads it (:mod:`lemfleet.api_keys`): one key a line,
+    lines starting with ``#`` are comments, and the first key is used. A key that holds whitespace
+    is refused, since llama-server would load it verbatim and no request could match it. Errors
+    name the source and the line, never the key.
     """
     if key_file is not None:
         path = Path(key_file)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            content = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ValueError(f"cannot read API key file {path}: {err.strerror}") from err
-        keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        if not keys:
+        key = first_key(content)
+        if key is None:
             raise ValueError(f"API key file {path} holds no key (one key a line, # comments)")
-        return keys[0]
+        if not KEY.fullmatch(key):
+            line = content.split("\n").index(key) + 1
+            raise ValueError(f"API key file {path} line {line}: a key must be printable ASCII without spaces")
+        return key
     if env_var is not None:
         value = os.environ.get(env_var, "").strip()
         if not value:

@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-CHECKS = ("health", "models", "chat", "stream")
-"""The checks every endpoint gets, in order; JUnit and the report rely on these names."""
+CHECKS = ("health", "auth", "models", "chat", "stream")
+"""The checks every endpoint gets, in order; JUnit and the report rely on these names.
+
+``auth`` runs when a key is given: a server that has a key must refuse a request without one.
+Without a key it is skipped, saying so."""
 
 Status = Literal["passed", "failed", "skipped"]
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from lemfleet.api_keys import ACCEPTED, key_problems
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -17,6 +20,8 @@ def cross_checks(s: Mapping[str, Any]) -> list[str]:
         )
     if s["server_api_key"] and s["server_api_key_file"]:
         problems.append("server_api_key and server_api_key_file are both set; accepted: one of them")
+    elif s["server_api_key_file"]:
+        problems += key_file_problems(s["server_api_key_file"])
     if s["llama_cpp_source"] == "tarball" and not (s["llama_cpp_tarball"] and s["llama_cpp_tarball_sha256"]):
         problems.append(
             "llama_cpp_source='tarball' needs llama_cpp_tarball (a URL or path) and llama_cpp_tarball_sha256"
@@ -31,3 +36,15 @@ def cross_checks(s: Mapping[str, Any]) -> list[str]:
     if source == "host" and s["model_delivery"] == "host":
         problems.append("model_delivery='host' downloads a file; with model_source='host' it is already there")
     return problems
+
+
+def key_file_problems(path_text: str) -> list[str]:
+    """The key file read on the controller as llama-server will read it on the host (lemfleet.api_keys)."""
+    source = f"server_api_key_file={path_text!r}"
+    try:
+        content = Path(path_text).expanduser().read_text(encoding="utf-8")
+    except OSError as err:
+        return [f"{source} cannot be read ({err.strerror}); accepted: a readable file of API keys, {ACCEPTED}"]
+    except UnicodeDecodeError:
+        return [f"{source} is not UTF-8 text; accepted: {ACCEPTED}"]
+    return key_problems(content, source)

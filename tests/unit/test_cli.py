@@ -72,14 +72,19 @@ def test_setup_errors_exit_2_with_one_line(argv: list[str], message: str, capsys
     assert err.count("\n") == 1
 
 
-def test_api_key_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+def test_api_key_file_is_read_as_llama_server_reads_it(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
-    key_file.write_text("# llama-server --api-key-file format\n\n  first-key  \nsecond\n")
+    key_file.write_text("# llama-server --api-key-file format\n\nfirst-key\nsecond\n")
     assert load_api_key(key_file=key_file) == "first-key"
     key_file.write_text("# only a comment\n")
     with pytest.raises(ValueError, match="holds no key") as raised:
         load_api_key(key_file=key_file)
     assert "only a comment" not in str(raised.value)
+    # llama-server keeps the spaces, so no request could match this key: refused, naming the line only.
+    key_file.write_text("#\n  padded-key  \n")
+    with pytest.raises(ValueError, match="line 2: a key must be printable ASCII without spaces") as raised:
+        load_api_key(key_file=key_file)
+    assert "padded-key" not in str(raised.value)
 
 
 def test_api_key_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,8 +55,8 @@ def test_model_falls_back_to_the_file_name_from_props() -> None:
 def test_terminal_table_lists_checks_then_failures(results: list[SmokeResult]) -> None:
     lines = render_table(results).splitlines()
     assert lines[0].split() == ["HOST", *(c.upper() for c in CHECKS), "TOKENS/S", "TTFT", "STATUS"]
-    assert lines[1].split()[:5] == ["cpu-01", "passed", "passed", "passed", "passed"]
-    assert lines[3].split()[:5] == ["gpu-01", "failed", "skipped", "skipped", "skipped"]
+    assert lines[1].split()[:6] == ["cpu-01", "passed", "passed", "passed", "passed", "passed"]
+    assert lines[3].split()[:6] == ["gpu-01", "failed", "skipped", "skipped", "skipped", "skipped"]
     assert lines[4] == "cpu-02: models failed: HTTP 401: Invalid API Key"
     assert lines[-1].startswith("gpu-01: health failed: not healthy before the deadline")
 
@@ -85,8 +85,8 @@ def test_junit_holds_one_case_per_host_and_check(results: list[SmokeResult], tmp
         ("gpu-01", "health"),
     ]
     skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
-    assert skipped == ["models", "chat", "stream"]
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("12", "4", "3")
+    assert skipped == ["auth", "models", "chat", "stream"]
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("15", "4", "4")
 
 
 def test_junit_failure_text_names_host_url_and_check(results: list[SmokeResult]) -> None:

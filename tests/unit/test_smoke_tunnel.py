@@ -148,7 +148,7 @@ def test_cli_smokes_an_inventory_through_tunnels(sshd: Sshd, loopback_llama: Liv
     assert steps["@local"] == dict.fromkeys(CHECKS, "passed")
     assert results["gpu-01"]["model"] == "tiny-test"
     cases = ET.parse(junit).getroot().findall("./testsuite/testcase")
-    assert len(cases) == 5 + 5 + 5 + 4
+    assert len(cases) == 6 + 6 + 6 + 5
 
 
 def test_cli_smokes_an_ansible_inventory(

@@ -46,15 +46,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None) -> str:
+def _address(record: dict[str, Any]) -> str:
     service = record["service"]
-    address = service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
-    # The key is read on the host, inside the command: it never crosses to the controller.
-    auth = '-H "Authorization: Bearer $(grep -v "^#" /etc/lemfleet/api-key | head -1)"'
+    return service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
+
+
+def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None, *, key: bool = True) -> str:
+    service = record["service"]
+    # The key is read on the host, inside the command: it never crosses to the controller. It is the
+    # first line llama-server loads from the file (not empty, not a '#' comment); with no key file
+    # the header is empty and llama-server, which then has no keys, ignores it.
+    auth = f'-H "Authorization: Bearer $(grep -v -e "^#" -e "^$" {KEY_FILE} 2>/dev/null | head -1)"' if key else ""
     data = f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}" if body else ""
     return (
-        f"curl -sS --max-time 120 -w '\\n%{{http_code}}' {auth if service['api_key_required'] else ''} {data} "
-        f"http://{address}:{service['port']}{path}"
+        f"curl -sS --max-time 120 -w '\\n%{{http_code}}' {auth} {data} "
+        f"http://{_address(record)}:{service['port']}{path}"
     )
 
 
@@ -77,6 +83,8 @@ def observe_command(record: dict[str, Any]) -> str:
         "health": _curl(record, "/health"),
         "models": _curl(record, "/v1/models"),
         "chat": _curl(record, "/v1/chat/completions", chat),
+        # A server with a key file must refuse a request without a key (an empty key list turns auth off).
+        "no_key": f"if [ -e {KEY_FILE} ]; then {_curl(record, '/v1/models', key=False)}; else echo no key file; fi",
     }
     # The leading echo ends a section whose last line (curl's status code) has no newline.
     return "; ".join(f"echo; echo {MARK}{name}; {cmd} 2>&1" for name, cmd in sections.items())

@@ -85,6 +85,17 @@ def test_api_key_file(host, seen):
     assert owner == "root", f"{name(host)}: /etc/lemfleet/api-key is owned by {owner}"
 
 
+def test_endpoint_refuses_requests_without_a_key(host, seen):
+    if seen["key"] == "missing":
+        assert seen["record"]["service"]["host"] in LOOPBACK, f"{name(host)}: listens beyond loopback with no key file"
+        return
+    code, text = answer(seen, "no_key")
+    assert code == 401, (
+        f"{name(host)}: /v1/models answered {code} to a request without a key, expected 401 "
+        f"(an empty key list turns authentication off): {text[:200]}"
+    )
+
+
 def test_endpoint_health(host, seen):
     code, text = answer(seen, "health")
     assert code == 200, f"{name(host)}: /health answered {code}: {text[:200]}"
