@@ -69,7 +69,7 @@ def tokens_per_s(base: str, rounds: int, max_tokens: int) -> list[float]:
 
 
 def bench_decode(host: str, rounds: int, layers: int, embd: int) -> None:
-    from lemfleet.tinygguf import TinyShape, write_tiny_gemma3
+    from lemfleet.testbed.tinygguf import TinyShape, write_tiny_gemma3
 
     vocab = demo_model().parent / "ggml-vocab-llama-spm.gguf"
     model = demo_model().parent / f"bench-gemma3-{layers}x{embd}.gguf"

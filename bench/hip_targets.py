@@ -35,7 +35,7 @@ if __name__ == "__main__":
 from lemfleet import testbed
 from lemfleet.roles import llama_cpp
 from lemfleet.roles.gpu_tables import ROCM_GFX
-from lemfleet.roles.settings import validate
+from lemfleet.roles.settings_check import validate
 from lemfleet.roles.sources import sdist_source
 from lemfleet.testbed import HostRecord, gpuhost
 from tests.fixtures.gpu.hosts import SCENARIOS

@@ -19,6 +19,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+from lemfleet import testbed
+from lemfleet.roles.settings_check import validate
+from lemfleet.roles.sources import CACHE, sdist_source
+from lemfleet.testbed.paths import SSH_CONFIG
+from lemfleet.testbed.tinygguf import write_tiny_gemma3
+
 HELP = "deploy to a local test-bed host and smoke-test it (needs root)"
 PROJECT = Path(__file__).resolve().parent.parent
 VOCAB_MEMBER = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
@@ -47,9 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def vocab_path() -> Path:
     """llama.cpp's SPM test vocab, taken once from the pinned llama-cpp-python sdist (fetched with pip)."""
-    from lemfleet.roles.settings import validate
-    from lemfleet.roles.sources import CACHE, sdist_source
-
     vocab = CACHE / "demo" / "ggml-vocab-llama-spm.gguf"
     if vocab.exists():
         return vocab
@@ -68,9 +71,6 @@ def vocab_path() -> Path:
 
 def demo_model() -> Path:
     """A tiny gemma3 GGUF with a Gemma chat template, made once."""
-    from lemfleet.roles.sources import CACHE
-    from lemfleet.tinygguf import write_tiny_gemma3
-
     out = CACHE / "demo" / "lemfleet-tiny-gemma3.gguf"
     if not out.exists():
         write_tiny_gemma3(out.with_suffix(".partial"), vocab_gguf=vocab_path())
@@ -79,9 +79,6 @@ def demo_model() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lemfleet import testbed
-    from lemfleet.testbed.paths import SSH_CONFIG
-
     if os.geteuid() != 0:
         print("lemfleet demo: the test bed needs root (network namespaces and systemd-nspawn)", file=sys.stderr)
         return 2

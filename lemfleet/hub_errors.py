@@ -13,7 +13,7 @@ import httpx2
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import get_token
 
-from lemfleet.roles.settings import SettingsError
+from lemfleet.errors import SettingsError
 
 # What an unreachable hub looks like to the client: no connection, a timeout, or offline mode.
 OFFLINE_ERRORS = (httpx2.ConnectError, httpx2.TimeoutException, hf_errors.OfflineModeIsEnabled)

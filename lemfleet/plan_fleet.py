@@ -25,10 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gevent
+from pyinfra.api import Config, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
+
+from lemfleet.errors import SettingsError
+from lemfleet.quants import parse_gguf_name
+from lemfleet.roles import detect
+from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import Gpu, HostFacts
+from lemfleet.roles.model import default_alias
+from lemfleet.roles.model_source import memory_budget
 from lemfleet.roles.plan import ModelInfo, plan_host
-from lemfleet.roles.settings import SettingsError
 
 GIB = 1024**3
 SETUP_ERROR = 2
@@ -62,8 +74,6 @@ def _file_name(settings: Mapping[str, Any]) -> tuple[str | None, str]:
 
 def model_for(settings: Mapping[str, Any]) -> tuple[ModelInfo, dict[str, Any]]:
     """The :class:`ModelInfo` the plan gets, and the row's ``model`` object; downloads nothing."""
-    from lemfleet.roles.model import default_alias
-
     filename, _ = _file_name(settings)
     size = 0
     if settings["model_source"] == "local":
@@ -84,9 +94,6 @@ def model_for(settings: Mapping[str, Any]) -> tuple[ModelInfo, dict[str, Any]]:
 
 def quant_for(settings: Mapping[str, Any], facts: HostFacts) -> dict[str, Any]:
     """The row's ``quant`` object: the quant named by the settings, or the budget ``auto`` will use."""
-    from lemfleet.quants import parse_gguf_name
-    from lemfleet.roles.model_source import memory_budget
-
     filename, setting = _file_name(settings)
     if filename:
         parsed = parse_gguf_name(filename)
@@ -217,16 +224,6 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
 
     Only call this in a process that pyinfra's CLI may patch for gevent (see the module doc).
     """
-    import gevent
-    from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.state import BaseStateCallback, StateStage
-    from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
-
-    from lemfleet.roles import detect
-    from lemfleet.roles.controller import FleetSettingsError, validate_hosts
-
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
     config = Config(CONNECT_TIMEOUT=request.connect_timeout)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import gguf
 
-from lemfleet.roles.settings import SettingsError
+from lemfleet.errors import SettingsError
 
 # The quants published for LEM-Gemma3-1B (model card), smallest first.
 LEM_QUANTS = (

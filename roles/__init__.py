@@ -1,17 +1,6 @@
-"""The steps of a lemfleet rollout, one module each, in deploy order.
+"""The steps of a lemfleet rollout, one module each; ``deploy.py`` puts them in order.
 
-``ROLE_SETTINGS`` lists every role's settings so that they can be validated
-together before any host is touched and checked against the README.
+The package imports none of its modules, so importing one step loads only what
+that step needs. Every role's settings are gathered in
+:mod:`lemfleet.roles.settings_check`.
 """
-
-from lemfleet.roles import apt_proxy, drivers, gpu_plan, llama_cpp, model, server, smoke
-
-ROLE_SETTINGS = (
-    apt_proxy.SETTINGS,
-    gpu_plan.SETTINGS,
-    drivers.SETTINGS,
-    llama_cpp.SETTINGS,
-    model.SETTINGS,
-    server.SETTINGS,
-    smoke.SETTINGS,
-)

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from pyinfra.api.exceptions import PyinfraError
 
-from lemfleet.roles.settings import SettingsError, validate
+from lemfleet.roles.settings import SettingsError
+from lemfleet.roles.settings_check import validate
 from lemfleet.roles.sources import Source, prepare_source
 
 T = TypeVar("T")

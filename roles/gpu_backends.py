@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lemfleet.roles.gpu_choice import GpuChoice
 from lemfleet.roles.gpu_tables import (
     CUDA_MIN_CC,
     GFX_RE,
@@ -25,9 +26,6 @@ from lemfleet.roles.gpu_tables import (
 )
 from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.settings import SettingsError
-
-if TYPE_CHECKING:
-    from lemfleet.roles.gpu_plan import GpuChoice
 
 
 class Notes:
@@ -57,8 +55,6 @@ class Notes:
             raise SettingsError(self.errors, self.host)
 
     def choice(self, **values: Any) -> GpuChoice:
-        from lemfleet.roles.gpu_plan import GpuChoice
-
         self.raise_if_failed()
         return GpuChoice(reasons=tuple(self.reasons), warnings=tuple(self.warnings), **values)
 

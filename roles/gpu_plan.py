@@ -19,32 +19,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from lemfleet.roles.facts.gpu_pci import normalize_slot
 from lemfleet.roles.gpu_backends import Notes, choose_cuda, choose_hip, choose_vulkan, gib, label
+from lemfleet.roles.gpu_choice import GpuChoice
 from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, one_of
 
-Backend = Literal["hip", "cuda", "vulkan", "cpu"]
 BACKENDS = ("auto", "hip", "cuda", "vulkan", "cpu")
-
-
-@dataclass(frozen=True)
-class GpuChoice:
-    """The GPU part of a host's plan."""
-
-    backend: Backend
-    devices: tuple[Gpu, ...] = ()
-    gpu_targets: tuple[str, ...] = ()  # GPU_TARGETS for ggml-hip: the chosen GPUs' gfx set
-    cuda_architectures: tuple[str, ...] = ()  # CMAKE_CUDA_ARCHITECTURES: "89", "90"
-    env: dict[str, str] = field(default_factory=dict)  # for llama-server's environment
-    vram_budget_bytes: int = 0
-    tensor_split: tuple[float, ...] = ()  # --tensor-split, proportional to VRAM
-    reasons: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    device_nodes: tuple[str, ...] = ()  # DeviceAllow= entries for the systemd unit
 
 
 # -- settings -----------------------------------------------------------------------

@@ -11,15 +11,25 @@ outlives the command.
 from __future__ import annotations
 
 from io import StringIO
+from typing import Protocol
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
 from lemfleet.roles.hoststate import state
-from lemfleet.roles.model import ModelArtifact
 from lemfleet.roles.ops import place_verified, q
 
 SECRET_DIR = "/run/lemfleet-secret"
+
+
+class HostDownload(Protocol):
+    """What a host download needs of the model step's ``ModelArtifact`` (the model step imports this module)."""
+
+    @property
+    def url(self) -> str | None: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 def controller_token(url: str) -> str | None:
@@ -44,7 +54,7 @@ def download_script(url: str, dest: str, sha256: str, header_file: str | None) -
 
 
 @operation()
-def host_download(model: ModelArtifact, dest: str):
+def host_download(model: HostDownload, dest: str):
     """Have the host download ``model.url`` to ``dest`` unless it already has the right file."""
     if state(dest).verified_sha256() == model.sha256:
         host.noop(f"{dest} already has sha256 {model.sha256[:12]}")

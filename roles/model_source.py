@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from lemfleet import hub
+from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.model import ModelArtifact, default_alias
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.sources import CACHE, file_sha256
@@ -81,8 +83,6 @@ def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
 
 
 def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0) -> ResolvedModel:
-    from lemfleet import hub
-
     try:
         return hub.resolve_model(
             settings["model_repo"],
@@ -98,8 +98,6 @@ def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None, c
 
 
 def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
-    from lemfleet import hub
-
     alias = _alias(settings, resolved.filename)
     if settings["model_delivery"] == "host":
         return ModelArtifact(
@@ -147,8 +145,6 @@ CONTEXT_RESERVE = {"cpu": 1024**3, "gpu": 512 * 1024**2}
 
 def memory_budget(settings: Mapping[str, Any], facts: Any) -> tuple[int, int]:
     """(budget, context reserve) in bytes: VRAM of the chosen GPUs on a GPU plan, RAM on a CPU plan."""
-    from lemfleet.roles.gpu_plan import choose_gpu
-
     gpu = choose_gpu(facts, settings)
     if gpu.backend == "cpu":
         budget, reserve = facts.mem_total_bytes, CONTEXT_RESERVE["cpu"]

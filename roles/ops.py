@@ -23,6 +23,7 @@ from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, operation
 from pyinfra.connectors.ssh import SSHConnector
 
 from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.sshtunnel import SshOptions
 
 
 def q(value: str) -> str:
@@ -185,8 +186,6 @@ def _stream_over_openssh(src: str) -> bool:
 
 def _openssh_upload(state: Any, host: Any, src: str, tmp: str) -> bool:  # pyinfra passes state and host by name
     """``ssh host 'cat > tmp' < src`` with the host's own SSH settings; True when it arrived."""
-    from lemfleet.sshtunnel import SshOptions
-
     current = host
     data = current.data
     options = SshOptions(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import HostFacts
 
 GIB = 1024**3
@@ -111,8 +112,6 @@ def _auto_ctx(facts: HostFacts, parallel: int, model: ModelInfo) -> tuple[int, s
 
 def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -> HostPlan:
     """Decide how this host will build and serve. Pure: no host is contacted."""
-    from lemfleet.roles.gpu_plan import choose_gpu
-
     reasons: dict[str, str] = {}
     warnings: list[str] = []
     gpu = choose_gpu(facts, settings)

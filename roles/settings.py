@@ -2,9 +2,10 @@
 
 Each role declares its tunables as a tuple of :class:`Setting`, all named with
 the role's prefix. ``DEFAULTS`` dictionaries for ``@deploy(data_defaults=...)``
-are derived from them, the README's settings table is checked against them,
-and :func:`validate` turns a host's data into a clean mapping or a list of
-errors that name the setting, the bad value and what is accepted.
+are derived from them, and :func:`clean_group` turns a host's data into a clean
+mapping or a list of errors that name the setting, the bad value and what is
+accepted. The check of every role's settings together is
+:mod:`lemfleet.roles.settings_check`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lemfleet.errors import SettingsError
+from lemfleet.roles import value_rules
 
-class SettingsError(ValueError):
-    """One or more settings are invalid. ``str(err)`` is meant for people."""
-
-    def __init__(self, problems: list[str], host: str | None = None) -> None:
-        self.problems = problems
-        self.host = host
-        where = f" for host {host}" if host else ""
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid lemfleet settings{where}:\n{lines}")
+__all__ = [
+    "Setting",
+    "SettingsError",
+    "boolean",
+    "clean_group",
+    "defaults",
+    "integer",
+    "one_of",
+    "sha256",
+    "str_mapping",
+    "string_list",
+    "text",
+]
 
 
 Check = Callable[[str, Any], Any]
@@ -136,14 +143,21 @@ def str_mapping(name: str, value: Any) -> dict[str, str]:
 
 
 def clean_group(settings: Iterable[Setting], data: Any, host: str | None = None) -> dict[str, Any]:
-    """One group of settings from ``data``, defaulted and checked; every problem reported at once."""
+    """One group of settings from ``data``, defaulted and checked; every problem reported at once.
+
+    Besides its own check, every setting passes :func:`lemfleet.roles.value_rules.harden` (no control
+    characters, bounded length, its own name rule), and the values derived from the group are checked.
+    """
     problems: list[str] = []
     clean: dict[str, Any] = {}
     for setting in settings:
         try:
-            clean[setting.name] = setting.clean(_get(data, setting.name, setting.default))
+            value = setting.clean(_get(data, setting.name, setting.default))
+            clean[setting.name] = value_rules.harden(setting.name, value, secret=setting.secret)
         except ValueError as err:
             problems.append(str(err))
+    if not problems:
+        problems = value_rules.derived_problems(clean)
     if problems:
         raise SettingsError(problems, host)
     return clean
@@ -153,36 +167,7 @@ def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
     return {s.name: s.default for s in settings}
 
 
-def all_settings() -> tuple[Setting, ...]:
-    """Every setting of every role, in deploy order."""
-    from lemfleet.roles import ROLE_SETTINGS
-
-    return tuple(s for group in ROLE_SETTINGS for s in group)
-
-
-def validate(data: Mapping[str, Any] | Any, host: str | None = None) -> dict[str, Any]:
-    """Return the cleaned settings for one host, or raise :class:`SettingsError`.
-
-    ``data`` is a mapping or pyinfra's ``host.data``; missing keys take their
-    defaults. Cross-setting rules live here too, so that every rule runs
-    before any host is touched.
-    """
-    clean = clean_group(all_settings(), data, host)
-    from lemfleet.roles.rules import cross_checks
-
-    problems = cross_checks(clean)
-    if problems:
-        raise SettingsError(problems, host)
-    return clean
-
-
 def _get(data: Any, key: str, default: Any) -> Any:
     if isinstance(data, Mapping):
         return data.get(key, default)
     return data.get(key, default) if hasattr(data, "get") else getattr(data, key, default)
-
-
-def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy that is safe to print: secret settings are masked."""
-    secret = {s.name for s in all_settings() if s.secret}
-    return {k: ("***" if k in secret and v else v) for k, v in settings.items()}

@@ -9,10 +9,8 @@ fixtures (``tests/testbed/conftest.py``) or from ``inventories/testbed.py``.
 from lemfleet.testbed.bed import (
     add,
     cut_link,
-    find,
     freeze,
     kill,
-    load,
     restore_link,
     ssh,
     status,
@@ -20,6 +18,7 @@ from lemfleet.testbed.bed import (
     up,
 )
 from lemfleet.testbed.hosts import HostRecord
+from lemfleet.testbed.registry import find, load
 from lemfleet.testbed.teardown import down, leftovers, remove
 
 __all__ = [

@@ -1,12 +1,11 @@
-"""The test bed as a whole: bring hosts up, report on them, inject faults (teardown is in teardown.py).
+"""The test bed as a whole: bring hosts up, report on them, inject faults.
 
-State lives in ``STATE_FILE`` so that the CLI, pytest fixtures and
-``inventories/testbed.py`` all see the same hosts.
+Which hosts are up is kept by ``registry.py`` and teardown is in
+``teardown.py``; this module uses both.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,17 +17,16 @@ from pathlib import Path
 from lemfleet.testbed import hosts, proxy, rootfs
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import (
-    KNOWN_HOSTS,
-    PROXY_URL,
     SSH_CONFIG,
     SSH_KEY,
     STATE_DIR,
-    STATE_FILE,
     log,
     require_root,
     run,
     wait_for,
 )
+from lemfleet.testbed.registry import find, load, save
+from lemfleet.testbed.teardown import down
 
 BOOT_TIMEOUT = 120
 
@@ -41,38 +39,6 @@ class HostStatus:
     process: str  # running / frozen / dead
     link: str  # up / down
     system: str  # output of `systemctl is-system-running`, or why it could not be read
-
-
-def load() -> list[HostRecord]:
-    try:
-        data = json.loads(STATE_FILE.read_text())
-    except (OSError, ValueError):
-        return []
-    return [HostRecord(**h) for h in data.get("hosts", [])]
-
-
-def save(records: list[HostRecord]) -> None:
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = STATE_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"proxy": PROXY_URL, "hosts": [r.to_json() for r in records]}, indent=2))
-    tmp.replace(STATE_FILE)
-    _write_ssh_files(records)
-
-
-def _write_ssh_files(records: list[HostRecord]) -> None:
-    lines = []
-    config = []
-    for rec in records:
-        key_file = Path(rec.root) / "etc/ssh/ssh_host_ed25519_key.pub"
-        if key_file.exists():
-            lines.append(f"{rec.address} {hosts.host_public_key(rec)}")
-        config.append(
-            f"Host {rec.name} {rec.address}\n  HostName {rec.address}\n  User root\n"
-            f"  IdentityFile {SSH_KEY}\n  IdentitiesOnly yes\n  UserKnownHostsFile {KNOWN_HOSTS}\n"
-            "  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 5\n"
-        )
-    KNOWN_HOSTS.write_text("".join(f"{line}\n" for line in lines))
-    SSH_CONFIG.write_text("\n".join(config))
 
 
 def ensure_key() -> None:
@@ -135,8 +101,6 @@ def _wait_booted(rec: HostRecord) -> str:
 
 def up(count: int, suite: str = rootfs.DEFAULT_SUITE) -> list[HostRecord]:
     """Tear down whatever is there, then boot ``count`` fresh hosts of ``suite``."""
-    from lemfleet.testbed.teardown import down
-
     require_root()
     down(quiet=True)
     return add(count, suite)
@@ -208,13 +172,6 @@ def _frozen(rec: HostRecord) -> bool:
         return Path(f"/proc/{pids[0]}/stat").read_text().split(") ")[1].split()[0] == "T"
     except (OSError, IndexError):
         return False
-
-
-def find(name: str) -> HostRecord:
-    for rec in load():
-        if rec.name == name:
-            return rec
-    raise KeyError(f"no test-bed host named {name!r}; up: {', '.join(r.name for r in load()) or 'none'}")
 
 
 # -- faults ----------------------------------------------------------------------

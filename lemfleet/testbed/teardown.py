@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from lemfleet.testbed import hosts, proxy
-from lemfleet.testbed.bed import find, load, save
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import (
     HOSTS_DIR,
@@ -27,6 +26,7 @@ from lemfleet.testbed.paths import (
     run,
     wait_for,
 )
+from lemfleet.testbed.registry import find, load, save
 
 
 def down(quiet: bool = False) -> None:

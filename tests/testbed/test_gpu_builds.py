@@ -38,7 +38,7 @@ from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
 from lemfleet.roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.plan import ModelInfo, plan_host
-from lemfleet.roles.settings import validate
+from lemfleet.roles.settings_check import validate
 from lemfleet.roles.sources import Source, sdist_source
 from lemfleet.testbed import HostRecord
 from lemfleet.testbed.gpuhost import (

@@ -22,12 +22,12 @@ from lemfleet import testbed
 from lemfleet.demo import vocab_path
 from lemfleet.hub import DEFAULT_REPO, download, resolve_model
 from lemfleet.hub import sha256_file as sha256
-from lemfleet.hubserver import HubServer, Request
 from lemfleet.roles.model_source import CONTEXT_RESERVE
 from lemfleet.testbed import HostRecord
 from lemfleet.testbed.paths import SSH_CONFIG
 from lemfleet.testbed.paths import run as run_here
-from lemfleet.tinygguf import TinyShape, write_tiny_gemma3
+from lemfleet.testbed.tinygguf import TinyShape, write_tiny_gemma3
+from tests.hubserver import HubServer, Request
 from tests.testbed.conftest import PyinfraRun, pyinfra
 
 UNIT = "lemfleet-llama.service"

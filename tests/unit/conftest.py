@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lemfleet.hub import DEFAULT_REPO
-from lemfleet.hubserver import HubServer
-from lemfleet.tinygguf import write_tiny_gemma3
+from lemfleet.testbed.tinygguf import write_tiny_gemma3
+from tests.hubserver import HubServer
 from tests.unit import llama_bin
 
 # llama.cpp's SPM test vocab: from a hand-built tree when there is one, else from the pinned sdist.

@@ -18,7 +18,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from lemfleet.hub import DEFAULT_FILE as Q4
 from lemfleet.hub import DEFAULT_REPO as LEM_REPO
-from lemfleet.hubserver import HubServer
+from tests.hubserver import HubServer
 
 if TYPE_CHECKING:
     from conftest import LocalHub
@@ -153,13 +153,13 @@ def test_cli_serves_a_root(hub_root: Path, free_port: Callable[[], int]) -> None
     command = [
         sys.executable,
         "-m",
-        "lemfleet.hubserver",
+        "tests.hubserver",
         "--root",
         str(hub_root),
         "--port",
         str(port),
     ]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
     try:
         assert server.stdout is not None
         assert server.stdout.readline().startswith(f"HF_ENDPOINT=http://127.0.0.1:{port} ")

@@ -22,7 +22,7 @@ from lemfleet import plan_cli
 from lemfleet.cli import main
 from lemfleet.plan_cli import render_details, render_table
 from lemfleet.plan_fleet import plan_row
-from lemfleet.roles.settings import validate
+from lemfleet.roles.settings_check import validate
 from tests.fixtures.gpu.hosts import DEBIAN_12, UBUNTU_2404, scenario_host
 
 GIB = 1024**3

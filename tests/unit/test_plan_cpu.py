@@ -10,7 +10,8 @@ import pytest
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.plan import GIB, ModelInfo, plan_host
-from lemfleet.roles.settings import SettingsError, validate
+from lemfleet.roles.settings import SettingsError
+from lemfleet.roles.settings_check import redact, validate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
@@ -75,8 +76,6 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_secret_settings_are_masked_when_printed():
-    from lemfleet.roles.settings import redact
-
     shown = redact(validate({"server_api_key": "s3cret", "server_host": "0.0.0.0"}))
     assert shown["server_api_key"] == "***"
     assert "s3cret" not in repr(shown)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lemfleet.roles.settings import all_settings
+from lemfleet.roles.settings_check import all_settings
 from lemfleet.settings_doc import block, readme_block
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

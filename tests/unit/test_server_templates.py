@@ -12,7 +12,7 @@ from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.server import render_env, render_unit
-from lemfleet.roles.settings import validate
+from lemfleet.roles.settings_check import validate
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))

@@ -1,7 +1,7 @@
 """The smoke client, the load test and ``lemfleet smoke`` against a real llama-server.
 
 The server is the pinned llama.cpp's CPU ``llama-server`` serving a tiny random-weight gemma3
-GGUF from ``python -m lemfleet.tinygguf``. Set ``LEMFLEET_LLAMA_SERVER`` and
+GGUF from ``python -m lemfleet.testbed.tinygguf``. Set ``LEMFLEET_LLAMA_SERVER`` and
 ``LEMFLEET_LLAMA_CPP_SRC`` to use another build and source tree.
 """
 
@@ -42,7 +42,9 @@ class LiveServer:
 
 
 def make_tiny_gguf(out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "lemfleet.tinygguf", str(out), "--vocab-gguf", str(VOCAB)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "lemfleet.testbed.tinygguf", str(out), "--vocab-gguf", str(VOCAB)], check=True
+    )
     return out
 
 

@@ -14,7 +14,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from lemfleet.tinygguf import GEMMA3_CHAT_TEMPLATE, TinyShape, main, write_tiny_gemma3
+from lemfleet.testbed.tinygguf import GEMMA3_CHAT_TEMPLATE, TinyShape, main, write_tiny_gemma3
 
 
 @functools.lru_cache(maxsize=8)

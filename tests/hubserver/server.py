@@ -25,7 +25,7 @@ names the address the client used, so every client can follow it.
 
 Faults for tests: cut the next body after N bytes, corrupt the next body,
 answer the next requests with an error status. The request handler lives in
-:mod:`lemfleet.hubserver_handler`.
+:mod:`tests.hubserver.handler`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
-from lemfleet.hubserver_handler import CHUNK, Entry, Fault, Request, handler_for
+from tests.hubserver.handler import CHUNK, Entry, Fault, Request, handler_for
 
 __all__ = ["LFS_MIN_SIZE", "LFS_SUFFIXES", "Fault", "HubServer", "Request", "main"]
 

@@ -1,4 +1,4 @@
-"""The request handler of :class:`lemfleet.hubserver.HubServer`: the hub's routes and its CDN's.
+"""The request handler of :class:`tests.hubserver.server.HubServer`: the hub's routes and its CDN's.
 
 Each answer carries the headers ``huggingface_hub`` 2.4 reads (see the
 module docstring of :mod:`lemfleet.hubserver`); the handler asks its server
@@ -11,14 +11,12 @@ import hashlib
 import json
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
-
-if TYPE_CHECKING:
-    from lemfleet.hubserver import HubServer
 
 CHUNK = 1024 * 1024
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
@@ -69,11 +67,30 @@ class Fault:
     status: int | None = None
 
 
+class Hub(Protocol):
+    """What the handler needs of :class:`tests.hubserver.server.HubServer`, which builds it."""
+
+    root: Path
+    blobs: dict[str, Entry]
+    private: dict[str, frozenset[str]]
+    gated: dict[str, frozenset[str]]
+
+    def take_fault(self) -> Fault: ...
+    def track(self, connection: socket.socket, alive: bool) -> None: ...
+    def commit(self, repo: str) -> str: ...
+    def entries(self, repo: str) -> list[Entry]: ...
+    def cdn_link(self, entry: Entry, via: str | None = None) -> str: ...
+    def signature_ok(self, sha256: str, query: dict[str, list[str]]) -> bool: ...
+    def access_error(self, repo: str, token: str | None) -> tuple[int, str, str] | None: ...
+    def count(self, sent: int) -> None: ...
+    def record(self, request: Request) -> None: ...
+
+
 class HubHandler(BaseHTTPRequestHandler):
     """Answers one request for the hub or its CDN; ``hub`` and ``role`` are set per server."""
 
     protocol_version = "HTTP/1.1"
-    hub: HubServer
+    hub: Hub
     role: str
 
     def setup(self) -> None:
@@ -277,6 +294,6 @@ def _tree_item(entry: Entry) -> dict[str, object]:
     return item
 
 
-def handler_for(hub: HubServer, role: str) -> type[BaseHTTPRequestHandler]:
+def handler_for(hub: Hub, role: str) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to ``hub``, answering as its hub (``"hub"``) or its CDN (``"cdn"``)."""
     return type(f"{role.title()}Handler", (HubHandler,), {"hub": hub, "role": role})

@@ -1,0 +1,5 @@
+import sys
+
+from tests.hubserver.server import main
+
+sys.exit(main())
