@@ -1,11 +1,13 @@
-"""The shipped verification suite: prove, host by host, that the fleet serves what was deployed.
+"""The shipped verification suite's pytest plugin: prove, host by host, that the fleet serves what was deployed.
 
-Run it against any fleet with any testinfra backend, for example::
+pytest loads it through the ``pytest11`` entry point wherever lemfleet is
+installed, so the suite runs from an installed wheel as well as from a
+checkout. Run it against any fleet with any testinfra backend, for example::
 
-    pytest tests/verify --hosts=ssh://gpu1,ssh://gpu2 --junitxml=verify.xml
-    pytest tests/verify --hosts=paramiko://root@gpu1 --ssh-config=~/.ssh/config
-    pytest tests/verify --ansible-inventory=hosts.ini --hosts='ansible://all'
-    pytest tests/verify --hosts=local://
+    pytest --pyargs lemfleet.verify --hosts=ssh://gpu1,ssh://gpu2 --junitxml=verify.xml
+    pytest --pyargs lemfleet.verify --hosts=paramiko://root@gpu1 --ssh-config=~/.ssh/config
+    pytest --pyargs lemfleet.verify --ansible-inventory=hosts.ini --hosts='ansible://all'
+    pytest tests/verify --hosts=local://     (from a checkout)
 
 Each host is checked against the record the deploy left on it
 (``/etc/lemfleet/deployed.json``), not against constants, so the suite follows
@@ -25,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import testinfra
 
 RECORD = "/etc/lemfleet/deployed.json"
 KEY_FILE = "/etc/lemfleet/api-key"
@@ -113,6 +114,10 @@ def observe(host: Any) -> dict[str, Any]:
 
 
 def _hosts(config: pytest.Config) -> list[Any]:
+    # Imported here, not at the top: pytest loads this plugin in every environment where lemfleet is
+    # installed, with or without the verify extra (pytest-testinfra); only running the suite needs it.
+    import testinfra
+
     specs = config.option.hosts.split(",") if config.option.hosts else [None]
     return testinfra.get_hosts(  # the same call pytest-testinfra makes for the host fixture
         specs,
