@@ -1,20 +1,11 @@
-"""pyinfra reads this before it loads the inventory: lemfleet hooks its settings check in here.
+"""pyinfra runs this first, before it loads the inventory: lemfleet checks every host's settings here.
 
-The check runs right after pyinfra initialises its state with the inventory
-and the ``--limit``, and before it connects: every host's settings are
-validated, and one bad value stops the run with nothing contacted.
+Every host in the run is validated before pyinfra connects to any; one bad value
+stops the run with every problem listed. Why this happens here, and how, is
+explained in ``lemfleet/preflight.py``, the one place lemfleet hooks into a
+pyinfra run.
 """
 
-from pyinfra import state
+from lemfleet.preflight import check_cli_run
 
-from lemfleet.roles.controller import preflight
-
-_init = state.init
-
-
-def _init_then_check(*args, **kwargs):
-    _init(*args, **kwargs)
-    preflight(state)
-
-
-setattr(state, "init", _init_then_check)  # noqa: B010 (pyinfra's context proxy)
+check_cli_run()

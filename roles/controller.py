@@ -1,10 +1,9 @@
-"""The controller's share of a deploy: check every host's settings before connecting, and
-fetch each distinct source and model once.
+"""The controller's share of a deploy: check hosts' settings, and fetch each distinct source and model once.
 
-``config.py`` runs :func:`preflight` as soon as pyinfra has loaded the
-inventory, so the settings of every host in the run are validated before a
-single connection is opened; one bad value anywhere stops the whole run with
-every problem listed.
+:func:`validate_hosts` is the one settings check: ``config.py`` runs it over
+every host of a pyinfra run before any connection (``lemfleet/preflight.py``),
+``lemfleet plan`` before it connects, and the packaged deploy for its host
+before anything changes. One bad value stops the run with every problem listed.
 """
 
 from __future__ import annotations
@@ -39,11 +38,6 @@ def validate_hosts(hosts: Iterable[Any]) -> dict[str, dict[str, Any]]:
     if problems:
         raise FleetSettingsError("\n".join(problems) + "\nNo host was contacted.")
     return cleaned
-
-
-def preflight(state: Any) -> None:
-    """Validate the settings of every host the run will touch; raise before any connection."""
-    validate_hosts([h for h in state.inventory if state.is_host_in_limit(h)])
 
 
 _memo: dict[str, Any] = {}

@@ -1,0 +1,70 @@
+"""The settings check of a ``pyinfra … deploy.py`` run, made before pyinfra contacts any host.
+
+pyinfra 3 offers no hook between loading the inventory and connecting: it has no
+hooks since 1.0, and ``State.init`` resets the state's callback handlers, so a
+``host_before_connect`` callback cannot be registered from ``config.py``. What
+pyinfra does run first is ``config.py``, from inside its own command line. So
+this repo's ``config.py`` calls :func:`check_cli_run`, which
+
+1. reads the run's arguments from pyinfra's command line (click's current
+   context): the inventory, ``--limit``, ``--exclude``, ``--data`` and
+   ``--group-data``;
+2. loads the inventory with pyinfra's own loader, as ``lemfleet plan`` does;
+3. validates the settings of every host the run will touch.
+
+One bad value stops the run with every problem listed and no host contacted.
+Commands other than a deploy (``exec``, ``fact``) use no settings and are not
+checked. The packaged deploy (``lemfleet.deploy``) checks each host's settings
+again when it is called, which is the check another project's ``deploy.py``
+gets: after pyinfra has connected, before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatch
+from typing import Any
+
+import click
+from pyinfra.api.exceptions import NoGroupError
+
+from lemfleet.plan_fleet import PlanRequest, PlanSetupError, load_inventory
+from lemfleet.roles.controller import validate_hosts
+
+
+def check_cli_run() -> None:
+    """Validate every host of the pyinfra deploy run being started; raise ``FleetSettingsError`` on a bad one."""
+    context = click.get_current_context(silent=True)
+    if context is None:  # not pyinfra's command line: the API and `lemfleet plan` check for themselves
+        return
+    check_run(context.params)
+
+
+def check_run(params: Mapping[str, Any]) -> None:
+    """The check, given pyinfra's command-line parameters (names as pyinfra's ``cli`` takes them)."""
+    if not params.get("inventory") or not any(str(op).endswith(".py") for op in params.get("operations") or ()):
+        return
+    request = PlanRequest(
+        inventory=params["inventory"],
+        data=tuple(params.get("data") or ()),
+        group_data=tuple(params.get("group_data") or ()),
+    )
+    try:
+        inventory = load_inventory(request)
+    except PlanSetupError:
+        return  # pyinfra loads the inventory next and reports the problem in its own words
+    hosts = _matching(inventory, params.get("limit")) if params.get("limit") else list(inventory)
+    excluded = set(_matching(inventory, params.get("exclude") or ()))
+    validate_hosts([h for h in hosts if h not in excluded])
+
+
+def _matching(inventory: Any, patterns: Iterable[str]) -> list[Any]:
+    """The hosts pyinfra's ``--limit`` and ``--exclude`` select: a group name, or a glob over host names."""
+    found: list[Any] = []
+    for pattern in patterns:
+        try:
+            hosts = inventory.get_group(pattern)
+        except NoGroupError:
+            hosts = [h for h in inventory if fnmatch(h.name, pattern)]
+        found += [h for h in hosts if h not in found]
+    return found
