@@ -39,14 +39,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lemfleet.plan_fleet import SETUP_ERROR, PlanRequest
+from lemfleet.api import Fleet, plan
+from lemfleet.plan_fleet import PlanRequest
 
 HELP = "print the plan (backend, targets, quant, flags, reasons) for every inventory host; changes nothing"
 GIB = 1024**3
@@ -165,31 +164,14 @@ def render_details(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def collect(request: PlanRequest) -> list[dict[str, Any]]:
-    """Run :mod:`lemfleet.plan_fleet` in a child process (pyinfra's loader patches for gevent).
+    """The rows of :func:`lemfleet.api.plan` (which runs :mod:`lemfleet.plan_fleet` in a child process).
 
-    The child imports this very checkout's packages, and reads the request on stdin so that
-    ``--data`` values (an API key, say) never appear on a command line. Its stderr, pyinfra's
-    messages, passes through.
+    The request goes to the child on stdin, so ``--data`` values (an API key, say) never appear
+    on a command line. Its stderr, pyinfra's messages, passes through.
     """
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    done = subprocess.run(
-        [sys.executable, "-m", "lemfleet.plan_fleet"],
-        input=json.dumps(asdict(request)),
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        check=False,
-    )
-    try:
-        document = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise ValueError(f"planning stopped (exit status {done.returncode}); see the messages above") from None
-    if done.returncode == SETUP_ERROR or "error" in document:
-        raise ValueError(document["error"])
-    rows: list[dict[str, Any]] = document["rows"]
-    return rows
+    fleet = Fleet(request.inventory, data=request.data, group_data=request.group_data)
+    planned = plan(fleet, limit=request.limit, connect_timeout=request.connect_timeout, echo=sys.stderr)
+    return [host.row for host in planned.hosts]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -173,7 +173,7 @@ def plan_row(name: str, facts: HostFacts, settings: Mapping[str, Any]) -> dict[s
 # -- the inventory (in a child process: pyinfra's loader patches it for gevent) -------
 
 
-def _limited(inventory: Any, patterns: Sequence[str]) -> list[Any]:
+def limit_hosts(inventory: Any, patterns: Sequence[str]) -> list[Any]:
     """pyinfra's --limit: each pattern is a group name or a glob over host names."""
     from fnmatch import fnmatch
 
@@ -193,7 +193,7 @@ def _limited(inventory: Any, patterns: Sequence[str]) -> list[Any]:
     return [h for h in inventory if h in chosen]
 
 
-def _load(request: PlanRequest) -> Any:
+def load_inventory(request: PlanRequest) -> Any:
     from pyinfra.api.exceptions import PyinfraError
     from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
     from pyinfra_cli.inventory import make_inventory
@@ -229,9 +229,9 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
     config = Config(CONNECT_TIMEOUT=request.connect_timeout)
     ctx_state.set(state)
     ctx_config.set(config)
-    inventory = _load(request)
+    inventory = load_inventory(request)
     ctx_inventory.set(inventory)
-    hosts = _limited(inventory, request.limit)
+    hosts = limit_hosts(inventory, request.limit)
     try:
         settings = validate_hosts(hosts)
     except FleetSettingsError as err:

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lemfleet.api.checks import smoke_target
 from lemfleet.api_keys import KEY, first_key
 from lemfleet.junit import write_junit
 from lemfleet.report import render_table, results_document
-from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
+from lemfleet.smoke import CheckFailed, SmokeResult, run_bounded, smoke_check
 from lemfleet.sshtunnel import (
     InventoryTarget,
     TunnelError,
     forward,
     load_inventory_targets,
-    read_deploy_record,
 )
 
 HELP = "check llama-server endpoints: health, models, chat, streamed chat"
@@ -110,24 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 Target = str | InventoryTarget
 
 
-def _smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResult:
-    """Smoke one inventory host through its forward; a failed tunnel fails the host."""
-    try:
-        with forward(target) as url:
-            backend = (read_deploy_record(target) or {}).get("backend")
-            result = smoke_check(url, host=target.name, backend=backend, **options)
-    except TunnelError as err:
-        via = target.ssh.hostname if target.ssh else "localhost"
-        result = SmokeResult(host=target.name, url=f"ssh://{via}")
-        result.steps = [Step("tunnel", "failed", str(err))]
-        result.steps += [Step(n, "skipped", "not run: no tunnel") for n in CHECKS]
-        return result
-    if target.ssh is not None:
-        where = f"{target.server_host}:{target.server_port} on {target.ssh.hostname}"
-        result.steps.insert(0, Step("tunnel", "passed", f"forwarded to {where}"))
-    return result
-
-
 def _targets(args: argparse.Namespace) -> list[Target]:
     targets: list[Target] = list(args.urls)
     if args.inventory:
@@ -140,7 +122,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 def _smoke_one(target: Target, options: dict[str, Any]) -> SmokeResult:
     if isinstance(target, str):
         return smoke_check(target, **options)
-    return _smoke_target(target, options)
+    return smoke_target(target, options)
 
 
 def _write_outputs(args: argparse.Namespace, results: list[SmokeResult], **extra: Any) -> None:

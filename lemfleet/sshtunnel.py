@@ -80,7 +80,7 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def load_inventory_targets(inventory_path: str) -> list[InventoryTarget]:
+def load_inventory_targets(inventory_path: str, env: dict[str, str] | None = None) -> list[InventoryTarget]:
     """Read a pyinfra inventory with pyinfra's own loader, in a child process.
 
     Importing ``pyinfra_cli`` monkey-patches the whole process for gevent (sockets, threads,
@@ -94,6 +94,7 @@ def load_inventory_targets(inventory_path: str) -> list[InventoryTarget]:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     messages = done.stderr.strip().splitlines()
     if done.returncode != 0:

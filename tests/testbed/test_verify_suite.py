@@ -110,6 +110,35 @@ def test_a_world_readable_key_file_fails(restore, tiny_model):
     _fails_with(restore, "test_api_key_file", "has mode 0o644, expected 0o640")
 
 
+def test_an_exposed_server_refuses_requests_without_a_key(restore, tiny_model):
+    run = deploy(
+        restore.name, "model_source=local", f"model_path={tiny_model}", "server_host=0.0.0.0",
+        "server_api_key=verify-suite-key",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-3000:]
+    smoke = json.loads((PROJECT / "out" / "smoke" / f"{restore.name}.json").read_text())
+    auth = {step["name"]: step for step in smoke["steps"]}["auth"]
+    assert auth["status"] == "passed" and "HTTP 401" in auth["message"], auth
+    assert verify(restore).returncode == 0
+    # What the deploy now refuses, done by hand: a key file of comments, which llama-server loads as no
+    # key at all and so serves everyone. The verify suite must catch it.
+    testbed.ssh(restore, f"echo '# rotated out' > /etc/lemfleet/api-key && systemctl restart {UNIT} && sleep 2")
+    _fails_with(restore, "test_endpoint_refuses_requests_without_a_key", "answered 200 to a request without a key")
+
+
+@pytest.mark.parametrize("key", ["   ", "#verify-suite-key-commented"])
+def test_a_key_that_would_turn_auth_off_is_refused_before_any_connection(hosts, key):
+    rec = hosts[0]
+    count = "journalctl -q -u ssh.service --no-pager | grep -c 'Accepted publickey'"
+    before = int(testbed.ssh(rec, count))
+    run = deploy(rec.name, "server_host=0.0.0.0", f"server_api_key={key}", timeout=120)
+    after = int(testbed.ssh(rec, count))
+    assert run.returncode != 0
+    assert "server_api_key" in run.output and "No host was contacted" in run.output, run.output[-2000:]
+    assert key.strip() not in run.output or not key.strip()
+    assert after == before + 1  # only the ssh call above, none from pyinfra
+
+
 ANSIBLE_INI = """\
 [fleet]
 {hosts}

@@ -49,12 +49,18 @@ def make_tiny_gguf(out: Path) -> Path:
 
 
 def start_llama_server(
-    binary: Path, model: Path, workdir: Path, *, port: int | None = None, extra: Sequence[str] = ()
+    binary: Path,
+    model: Path,
+    workdir: Path,
+    *,
+    port: int | None = None,
+    extra: Sequence[str] = (),
+    key_content: str = f"# lemfleet test key\n{KEY}\n",
 ) -> LiveServer:
     """Start llama-server with an API key file; do not wait for it (callers test the wait)."""
     port = port or free_local_port()
     key_file = workdir / "api-key"
-    key_file.write_text(f"# lemfleet test key\n{KEY}\n")
+    key_file.write_text(key_content)
     log = workdir / f"llama-server-{port}.log"
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
     command += ["-a", ALIAS, "-np", "2", "-c", "1024", "-t", "1", "--api-key-file", str(key_file)]

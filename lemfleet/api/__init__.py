@@ -1,0 +1,55 @@
+"""lemfleet's Python API: plan, deploy, smoke and verify a fleet, and get objects back.
+
+    from lemfleet import api
+
+    fleet = api.Fleet.from_inventory("inventories/fleet.py")   # or api.Fleet.from_ansible("hosts.ini")
+    plans = api.plan(fleet)                  # per-host plans or errors; nothing changes
+    result = api.deploy(fleet, limit=["gpu-1"], data={"model_quant": "Q8_0"}, on_event=api.print_events)
+    result["gpu-1"].changed                  # the operations that changed something
+    api.smoke(fleet, api_key=key).ok
+    api.verify(fleet).failures()
+
+Every result has ``to_json()``, prints as a table and renders as HTML in a notebook. pyinfra runs
+on gevent, so plans and deploys run in a child process this API manages; the caller gets typed
+results and live :class:`Event` objects, never text to parse. Settings are checked for every host
+before any is contacted, and a bad one raises :class:`FleetSetupError`.
+
+The ``lemfleet`` command is a thin layer over these functions.
+"""
+
+from lemfleet.api.checks import smoke, verify
+from lemfleet.api.child import ChildFailed
+from lemfleet.api.fleet import Fleet, FleetSetupError
+from lemfleet.api.results import (
+    CheckResult,
+    Event,
+    FleetDeploy,
+    FleetPlan,
+    FleetSmoke,
+    FleetVerify,
+    HostDeploy,
+    HostPlan,
+    OperationResult,
+)
+from lemfleet.api.run import EventCallback, deploy, plan, print_events
+
+__all__ = [
+    "CheckResult",
+    "ChildFailed",
+    "Event",
+    "EventCallback",
+    "Fleet",
+    "FleetDeploy",
+    "FleetPlan",
+    "FleetSetupError",
+    "FleetSmoke",
+    "FleetVerify",
+    "HostDeploy",
+    "HostPlan",
+    "OperationResult",
+    "deploy",
+    "plan",
+    "print_events",
+    "smoke",
+    "verify",
+]
