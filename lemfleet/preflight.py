@@ -53,7 +53,7 @@ def check_run(params: Mapping[str, Any]) -> None:
         inventory = load_inventory(request)
     except PlanSetupError:
         return  # pyinfra loads the inventory next and reports the problem in its own words
-    hosts = _matching(inventory, params.get("limit")) if params.get("limit") else list(inventory)
+    hosts = _matching(inventory, params.get("limit") or ()) if params.get("limit") else list(inventory)
     excluded = set(_matching(inventory, params.get("exclude") or ()))
     validate_hosts([h for h in hosts if h not in excluded])
 

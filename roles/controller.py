@@ -2,8 +2,8 @@
 
 :func:`validate_hosts` is the one settings check: ``config.py`` runs it over
 every host of a pyinfra run before any connection (``lemfleet/preflight.py``),
-``lemfleet plan`` before it connects, and the packaged deploy for its host
-before anything changes. One bad value stops the run with every problem listed.
+``lemfleet plan`` before it connects; the packaged deploy checks its host with
+:func:`settings_for` before anything changes. One bad value stops the run with every problem listed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ def validate_hosts(hosts: Iterable[Any]) -> dict[str, dict[str, Any]]:
     if problems:
         raise FleetSettingsError("\n".join(problems) + "\nNo host was contacted.")
     return cleaned
+
+
+def settings_for(host: Any) -> dict[str, Any]:
+    """This host's cleaned settings, checked as the packaged deploy starts, before anything changes on it."""
+    try:
+        return validate(host.data, host.name)
+    except SettingsError as err:
+        raise FleetSettingsError(f"{err}\nNothing was changed on {host.name}.") from err
 
 
 _memo: dict[str, Any] = {}
