@@ -22,14 +22,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import server
 
+from lemfleet.quants import AUTO, KNOWN_QUANTS, parse_gguf_name
 from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.roles.model_fetch import host_download
 from lemfleet.roles.ops import directory, fail, q, verified_upload
 from lemfleet.roles.settings import Setting, defaults, integer, one_of, sha256, text
 
 
 def quant_name(name: str, value: Any) -> str:
-    from lemfleet.quants import AUTO, KNOWN_QUANTS
-
     if isinstance(value, str) and (value.lower() == AUTO or value.upper() in KNOWN_QUANTS):
         return value.lower() if value.lower() == AUTO else value.upper()
     raise ValueError(f"{name}={value!r} is not a known quant; accepted: 'auto', {', '.join(KNOWN_QUANTS)}")
@@ -151,8 +151,6 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
     if model.local_path is not None:
         op = verified_upload(name=f"Push {model.filename}", src=str(model.local_path), dest=dest, sha256=model.sha256)
     else:
-        from lemfleet.roles.model_fetch import host_download
-
         op = host_download(name=f"Download {model.filename} on the host", model=model, dest=dest)
     return dest, op
 
@@ -191,8 +189,6 @@ def prune_models(model_dir: str, serving: str, keep: int, when: list[OperationMe
 
 def default_alias(filename: str) -> str:
     """``LEM-Gemma3-1B-Q4_K_M.gguf`` -> ``LEM-Gemma3-1B``."""
-    from lemfleet.quants import parse_gguf_name
-
     parsed = parse_gguf_name(Path(filename).name)
     return parsed[0] if parsed else Path(filename).name.removesuffix(".gguf")
 
