@@ -33,7 +33,12 @@ if __name__ == "__main__":  # the bench; pyinfra runs this file as a deploy, wit
 
     sys.path.insert(0, str(PROJECT))
 
+from pyinfra import host
+
 from lemfleet import testbed
+from lemfleet.roles import detect
+from lemfleet.roles.hoststate import declare
+from lemfleet.roles.model import ModelArtifact, install_model, managed_paths
 from lemfleet.roles.sources import CACHE
 from lemfleet.testbed import HostRecord, hosts
 from lemfleet.testbed.paths import SSH_CONFIG
@@ -44,12 +49,6 @@ MIB = 1024 * 1024
 
 def push_deploy() -> None:
     """The deploy pyinfra runs from this file: deploy.py's model step, for the file named in --data."""
-    from pyinfra import host
-
-    from lemfleet.roles import detect
-    from lemfleet.roles.hoststate import declare
-    from lemfleet.roles.model import ModelArtifact, install_model, managed_paths
-
     path, model_dir = Path(host.data.get("bench_file")), host.data.get("model_dir", BENCH_DIR)
     model = ModelArtifact("bench", path.name, host.data.get("bench_sha256"), path.stat().st_size, local_path=path)
     # As deploy.py does: free disk where the model goes, and the one probe of every managed path.
