@@ -1,0 +1,92 @@
+"""Shell commands are built with quoting only; hostile values reach no shell and no git option."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lemfleet.roles.model_fetch import download_script
+from lemfleet.roles.settings import SettingsError
+from lemfleet.roles.sources import git_source
+from tests.unit.shell_scan import scan
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+# Unquoted interpolations in modules other work owns, counted per (module, expression): values lemfleet makes
+# itself (build ids, paths under /opt/lemfleet, validated integers). This list only shrinks: the test fails
+# when one is added, and when one listed here is quoted without being taken off the list.
+KNOWN: Counter[tuple[str, str]] = Counter(
+    {
+        ("roles/llama_cpp.py", "build_dir"): 5,
+        ("roles/llama_cpp.py", "dest"): 7,
+        ("roles/llama_cpp.py", "env"): 1,
+        ("roles/llama_cpp.py", "fail"): 2,
+        ("roles/llama_cpp.py", "jobs"): 1,
+        ("roles/llama_cpp.py", "log"): 3,
+        ("roles/llama_cpp.py", "bid"): 1,
+        ("roles/llama_cpp.py", "bundle"): 2,
+        ("roles/llama_cpp.py", "keep"): 1,
+        ("roles/model.py", "keep"): 1,
+        ("roles/transaction.py", "build"): 1,
+        ("roles/transaction.py", "model"): 1,
+        ("roles/transaction.py", "good"): 1,
+    }
+)
+
+
+def test_command_builders_quote_every_interpolation():
+    findings = scan(ROLES, ROLES, "lemfleet.roles")
+    found = Counter((f.path, f.expression) for f in findings)
+    new = [str(f) for f in findings if found[(f.path, f.expression)] > KNOWN[(f.path, f.expression)]]
+    assert not new, "unquoted values in shell commands (wrap them in q(...)):\n" + "\n".join(new)
+    fixed = [key for key, count in KNOWN.items() if found[key] < count]
+    assert not fixed, f"quoted now, take them off KNOWN: {fixed}"
+
+
+def test_the_scan_finds_an_unquoted_value(tmp_path):
+    """The scanner itself: an unquoted value is reported, a quoted one is not."""
+    (tmp_path / "mod.py").write_text(
+        "from shlex import quote as q\n"
+        "def op(path, mode):\n"
+        "    safe = q(path)\n"
+        "    yield f'rm -f {safe} {q(path)}'\n"
+        "    yield f'chmod {mode} {q(path)}'\n"
+        "def download_script(url):\n"
+        "    return f'echo \"download of {url} failed\"'\n"
+    )
+    findings = [(f.line, f.expression) for f in scan(tmp_path, tmp_path, "fake")]
+    assert findings == [(5, "mode"), (7, "url")]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_download_script_runs_nothing_from_the_url(tmp_path):
+    """The URL's ``$(...)`` and backticks stay text in the failure message (the port is closed on loopback)."""
+    marker = tmp_path / "pwned"
+    url = f"http://127.0.0.1:9/$(touch {marker})`touch {marker}`'\";.gguf"
+    script = download_script(url, str(tmp_path / "m.gguf"), "0" * 64, None)
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert not marker.exists()
+    assert f"download of {url} failed" in proc.stderr
+
+
+def test_download_script_refuses_a_url_that_is_not_http():
+    with pytest.raises(ValueError, match="not http"):
+        download_script("file:///etc/shadow", "/tmp/m.gguf", "0" * 64, None)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_url_cannot_become_a_git_option(tmp_path):
+    marker = tmp_path / "pwned"
+    settings = {
+        "llama_cpp_git_url": f"--upload-pack=touch {marker}",
+        "llama_cpp_git_ref": "b1",
+        "llama_cpp_git_check_ref": True,
+    }
+    with pytest.raises(SettingsError, match="llama_cpp_git_url"):
+        git_source(settings)
+    assert not marker.exists()
