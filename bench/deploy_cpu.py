@@ -84,7 +84,7 @@ def bench_decode(host: str, rounds: int, layers: int, embd: int) -> None:
     assert rc == 0, out[-3000:]
     rec = testbed.find(host)
     env = testbed.ssh(rec, "grep ^LEMFLEET_MODEL= /etc/lemfleet/lemfleet-llama.env")
-    path = env.split("=", 1)[1].strip()
+    path = env.split("=", 1)[1].strip().strip('"')  # the env file double-quotes every value
     # The deployed service, reached through an SSH forward by the smoke client.
     import subprocess
 

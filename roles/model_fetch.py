@@ -42,13 +42,20 @@ def controller_token(url: str) -> str | None:
 
 
 def download_script(url: str, dest: str, sha256: str, header_file: str | None) -> str:
-    """The shell that fetches, verifies and places the model (pure, unit-tested)."""
+    """The shell that fetches, verifies and places the model (pure, unit-tested).
+
+    Every value is quoted (the URL once appeared raw inside an ``echo``, where ``$(...)`` ran); curl
+    takes the URL as the value of ``--url`` and follows redirects to http(s) only.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"model download URL {url!r} is not http(s)")
     partial = f"{dest}.partial"
-    auth = f"-H @{header_file} " if header_file else ""
-    cleanup = f"rm -rf {SECRET_DIR}; " if header_file else ""
+    auth = f"-H {q('@' + header_file)} " if header_file else ""
+    cleanup = f"rm -rf {q(SECRET_DIR)}; " if header_file else ""
     return (
-        f"curl -fsSL --retry 5 --retry-delay 2 -C - {auth}-o {q(partial)} {q(url)}; rc=$?; {cleanup}"
-        f'[ "$rc" = 0 ] || {{ echo "download of {url} failed (curl exit $rc)" >&2; exit 1; }}; '
+        f"curl -fsSL --proto =http,https --proto-redir =http,https --retry 5 --retry-delay 2 -C - {auth}"
+        f"-o {q(partial)} --url {q(url)}; rc=$?; {cleanup}"
+        f'[ "$rc" = 0 ] || {{ echo {q(f"download of {url} failed")}" (curl exit $rc)" >&2; exit 1; }}; '
         f"chmod 644 {q(partial)} && " + place_verified(partial, dest, sha256, url)
     )
 
@@ -64,6 +71,6 @@ def host_download(model: HostDownload, dest: str):
     header_file = None
     if token:
         header_file = f"{SECRET_DIR}/auth-header"
-        yield f"rm -rf {SECRET_DIR} && mkdir -m 700 {SECRET_DIR}"
+        yield f"rm -rf {q(SECRET_DIR)} && mkdir -m 700 {q(SECRET_DIR)}"
         yield FileUploadCommand(StringIO(f"Authorization: Bearer {token}\n"), header_file)
     yield download_script(model.url, dest, model.sha256, header_file)

@@ -16,16 +16,20 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from lemfleet import hub
+from lemfleet.roles import gguf_header
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.model import ModelArtifact, default_alias
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.sources import CACHE, file_sha256
+from lemfleet.roles.value_rules import model_file_name, raise_derived
 
 if TYPE_CHECKING:
     from lemfleet.hub import ResolvedModel
 
 
-def _alias(settings: Mapping[str, Any], filename: str) -> str:
+def _alias(settings: Mapping[str, Any], filename: str, setting: str) -> str:
+    """The alias, after checking the file name and the alias made from it (both reach the host's files)."""
+    raise_derived(setting, filename, settings["model_alias"])
     return settings["model_alias"] or default_alias(filename)
 
 
@@ -35,24 +39,29 @@ def _local(settings: Mapping[str, Any]) -> ModelArtifact:
     path = Path(settings["model_path"]).expanduser().resolve()
     if not path.is_file():
         raise SettingsError([f"model_path={settings['model_path']!r} is not a file on the controller"])
+    alias = _alias(settings, path.name, "model_path")
+    gguf_header.check_file(path, "model_path")
     actual = file_sha256(path)
     if settings["model_sha256"] and settings["model_sha256"] != actual:
         raise SettingsError(
             [f"model_sha256={settings['model_sha256']!r} does not match {path} (its sha256 is {actual})"]
         )
-    return ModelArtifact(_alias(settings, path.name), path.name, actual, path.stat().st_size, local_path=path)
+    return ModelArtifact(alias, path.name, actual, path.stat().st_size, local_path=path)
 
 
 def _url(settings: Mapping[str, Any]) -> ModelArtifact:
     url, expected = settings["model_url"], settings["model_sha256"]
     if not url or not expected:
         raise SettingsError(["model_source='url' needs model_url and model_sha256"])
-    name = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+    named = model_file_name(settings)
+    name = named[1] if named else ""
+    alias = _alias(settings, name, "model_url")
     dest = CACHE / "models" / expected / name
     if settings["model_delivery"] == "host":
         with httpx.Client(follow_redirects=True, timeout=60) as client:
             size = int(client.head(url).raise_for_status().headers.get("content-length", 0))
-        return ModelArtifact(_alias(settings, name), name, expected, size, url=url)
+            _check_remote_header(client, url)
+        return ModelArtifact(alias, name, expected, size, url=url)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".partial")
@@ -71,7 +80,22 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
                 [f"model_sha256={expected!r} does not match {url} (got {actual}); the file was rejected"]
             )
         partial.rename(dest)
-    return ModelArtifact(_alias(settings, name), name, expected, dest.stat().st_size, local_path=dest)
+    gguf_header.check_file(dest, "model_url")
+    return ModelArtifact(alias, name, expected, dest.stat().st_size, local_path=dest)
+
+
+def _check_remote_header(client: httpx.Client, url: str) -> None:
+    """The first bytes of a model the hosts will download, read with a range request and checked here."""
+    with client.stream("GET", url, headers={"Range": f"bytes=0-{len(gguf_header.LFS_POINTER) - 1}"}) as resp:
+        resp.raise_for_status()
+        head = b""
+        for chunk in resp.iter_bytes():
+            head += chunk
+            if len(head) >= len(gguf_header.LFS_POINTER):
+                break
+    problem = gguf_header.header_problem(head, f"model_url: {url}")
+    if problem:
+        raise SettingsError([problem])
 
 
 def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
@@ -79,7 +103,7 @@ def _on_host(settings: Mapping[str, Any]) -> ModelArtifact:
     if not path or not path.startswith("/") or not expected:
         raise SettingsError(["model_source='host' needs model_path (absolute, on the host) and model_sha256"])
     name = path.rsplit("/", 1)[-1]
-    return ModelArtifact(_alias(settings, name), name, expected, 0, host_path=path)
+    return ModelArtifact(_alias(settings, name, "model_path"), name, expected, 0, host_path=path)
 
 
 def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None, context_bytes: int = 0) -> ResolvedModel:
@@ -98,7 +122,8 @@ def hub_listing(settings: Mapping[str, Any], memory_budget: int | None = None, c
 
 
 def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
-    alias = _alias(settings, resolved.filename)
+    setting = "model_file" if settings["model_file"] else f"model_repo (the file {settings['model_quant']} picked)"
+    alias = _alias(settings, resolved.filename, setting)
     if settings["model_delivery"] == "host":
         return ModelArtifact(
             alias,
@@ -114,6 +139,7 @@ def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
         path = hub.download(resolved)
     except hub.HubError as err:
         raise SettingsError([str(err)]) from err
+    gguf_header.check_file(path, setting)
     return ModelArtifact(
         alias,
         resolved.filename,

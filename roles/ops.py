@@ -31,7 +31,7 @@ def q(value: str) -> str:
 
 
 def _owned(path: str, mode: str, user: str, group: str) -> str:
-    return f"chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}"
+    return f"chown {q(user)}:{q(group)} {q(path)} && chmod {q(mode)} {q(path)}"
 
 
 @operation()
@@ -167,7 +167,7 @@ def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644
         yield FunctionCommand(_openssh_upload, (src, tmp), {})
     else:
         yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
-    yield f"chmod {mode} {q(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
+    yield f"chmod {q(mode)} {q(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
 
 
 # Above this size a file goes through OpenSSH rather than paramiko's SFTP, which
@@ -225,6 +225,10 @@ def fail(message: str):
     yield f"echo {q('lemfleet: ' + message)} >&2; exit 1"
 
 
+# The GECOS comment that marks a user as lemfleet's (roles/ownership.py refuses to take over any other).
+USER_COMMENT = "lemfleet service user"
+
+
 class SystemUser(FactBase):
     """A user's passwd entry and groups, in one round trip (pyinfra's server.user reads four facts).
 
@@ -252,7 +256,10 @@ def system_user(user: str, home: str, shell: str = "/usr/sbin/nologin", groups: 
     wanted = set(groups)
     if current is None:
         extra = f" --groups {q(','.join(sorted(wanted)))}" if wanted else ""
-        yield f"useradd --system --user-group --home-dir {q(home)} --no-create-home --shell {q(shell)}{extra} {q(user)}"
+        yield (
+            f"useradd --system --user-group --comment {q(USER_COMMENT)} --home-dir {q(home)} --no-create-home "
+            f"--shell {q(shell)}{extra} {q(user)}"
+        )
         return
     if (current["home"], current["shell"]) != (home, shell):
         yield f"usermod --home {q(home)} --shell {q(shell)} {q(user)}"

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,28 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
 
+from lemfleet.api_keys import check_key_setting
+from lemfleet.roles import values
 from lemfleet.roles.ops import absent, directory, put_text, system_user
 from lemfleet.roles.plan import HostPlan
-from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, string_list, text
+from lemfleet.roles.server_flags import extra_args_problems
+from lemfleet.roles.settings import Setting, SettingsError, boolean, defaults, integer, one_of, string_list, text
+from lemfleet.secret import reveal
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 CONFIG_DIR = "/etc/lemfleet"
 API_KEY_FILE = f"{CONFIG_DIR}/api-key"
 RECORD_FILE = f"{CONFIG_DIR}/deployed.json"
+
+
+def extra_args(name: str, value: Any) -> list[str]:
+    """The settings check of ``server_extra_args``: a list of single arguments, none of them managed."""
+    items = string_list(name, value)
+    problems = extra_args_problems(items, name)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return items
+
 
 SETTINGS = (
     Setting(
@@ -44,7 +58,7 @@ SETTINGS = (
         "server_api_key",
         None,
         "API key clients must send (secret: kept on the controller's side until written to a 0640 file on the host).",
-        text(accepted="a non-empty key", none_ok=True),
+        check_key_setting,
         secret=True,
     ),
     Setting(
@@ -80,7 +94,13 @@ SETTINGS = (
         "weights went (the smoke step checks it), 3 (llama-server's default) otherwise.",
         integer(0, 5, none_ok=True),
     ),
-    Setting("server_extra_args", [], "Extra llama-server arguments, appended as they are.", string_list),
+    Setting(
+        "server_extra_args",
+        [],
+        "Extra llama-server arguments, one argument per item, appended after lemfleet's own; flags lemfleet sets "
+        "(--host, --port, --api-key-file, -m and the rest in roles/server_flags.py) are refused.",
+        extra_args,
+    ),
     Setting("server_user", "lemfleet", "System user the service runs as.", text(r"[a-z_][a-z0-9_-]*", "a user name")),
     Setting(
         "server_unit_name", "lemfleet-llama", "systemd unit name (without .service).", text(r"[\w@.-]+", "a unit name")
@@ -89,13 +109,24 @@ SETTINGS = (
 )
 DEFAULTS = defaults(SETTINGS)
 
+# Every {{ }} in the templates must pass a filter of roles/values.py: finalize refuses anything else.
 _jinja = Environment(
     loader=FileSystemLoader(str(TEMPLATES)),
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
+    finalize=values.require_escaped,
 )
+_jinja.filters.update(values.FILTERS)
+
+
+def _render(template: str, **context: Any) -> str:
+    """Render a lemfleet template; a value that cannot be written safely is a :class:`SettingsError`."""
+    try:
+        return _jinja.get_template(template).render(**context)
+    except values.UnsafeValue as err:
+        raise SettingsError([str(err)]) from err
 
 
 def unit_path(unit_name: str) -> str:
@@ -120,7 +151,9 @@ def render_unit(
     api_key_file: str | None,
     supplementary_groups: Sequence[str] = (),
 ) -> str:
-    return _jinja.get_template("lemfleet-llama.service.j2").render(
+    """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py)."""
+    return _render(
+        "lemfleet-llama.service.j2",
         unit_name=unit_name,
         user=user,
         alias=plan.alias,
@@ -133,18 +166,18 @@ def render_unit(
 
 
 def render_env(plan: HostPlan, *, unit_name: str, model_path: str, extra_args: Sequence[str]) -> str:
+    """The environment file; each value double-quoted and escaped, the extra arguments kept one per word."""
     args = list(extra_args)
     if plan.tensor_split:
         args += ["--tensor-split", ",".join(f"{s:g}" for s in plan.tensor_split)]
-    return _jinja.get_template("lemfleet-llama.env.j2").render(
-        unit_name=unit_name, plan=plan, model_path=model_path, extra_args=" ".join(args)
-    )
+    return _render("lemfleet-llama.env.j2", unit_name=unit_name, plan=plan, model_path=model_path, extra_args=args)
 
 
 def api_keys(data: Any) -> str | None:
     """The key file's content, from the settings, or None when no key is configured."""
-    if data.get("server_api_key"):
-        return str(data.get("server_api_key")).strip() + "\n"
+    # Both were checked before any host was contacted (lemfleet.api_keys), so they are written as they are.
+    if data.get("server_api_key") is not None:
+        return str(reveal(data.get("server_api_key"))) + "\n"  # a Secret when it came from Ansible Vault
     if data.get("server_api_key_file"):
         return Path(data.get("server_api_key_file")).expanduser().read_text()
     return None
@@ -156,9 +189,14 @@ def install_server(
     binary: str,
     model_path: str,
     restart_when: list[OperationMeta],
-    record: dict[str, Any],
     supplementary_groups: Sequence[str] = (),
-) -> OperationMeta:
+) -> tuple[OperationMeta, str]:
+    """Write the unit, environment and key files and (re)start the service when anything changed.
+
+    Returns the environment step and a digest of the three files' content,
+    which names this serving state for the transaction (roles/transaction.py,
+    which also writes ``deployed.json`` once the state passed the gate).
+    """
     data = host.data
     user, unit_name = data.get("server_user"), data.get("server_unit_name")
     system_user(name=f"Service user {user}", user=user, home="/var/lib/lemfleet", groups=supplementary_groups)
@@ -199,5 +237,6 @@ def install_server(
     systemd.service(
         name=f"{unit_name} running", service=f"{unit_name}.service", running=True, enabled=data.get("server_enabled")
     )
-    put_text(name="Deploy record", dest=RECORD_FILE, content=json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return environment
+    key_digest = hashlib.sha256(keys.encode()).hexdigest() if keys is not None else "no key"
+    files_digest = hashlib.sha256("\n".join([unit_text, env_text, key_digest]).encode()).hexdigest()
+    return environment, files_digest

@@ -116,7 +116,8 @@ def tarball_source(settings: dict[str, Any]) -> Source:
     location = settings["llama_cpp_tarball"]
     expected = settings["llama_cpp_tarball_sha256"]
     if location.startswith(("http://", "https://")):
-        archive = CACHE / "tarballs" / (expected or "unverified") / Path(location).name
+        # A fixed name: the URL's last segment could be "..", or anything else a path must not be.
+        archive = CACHE / "tarballs" / (expected or "unverified") / "llama.cpp-source.tar"
         if not archive.exists():
             archive.parent.mkdir(parents=True, exist_ok=True)
             partial = archive.with_suffix(".partial")
@@ -143,9 +144,27 @@ def tarball_source(settings: dict[str, Any]) -> Source:
 
 def git_source(settings: dict[str, Any]) -> Source:
     url, ref = settings["llama_cpp_git_url"], settings["llama_cpp_git_ref"]
+    # The settings check allows only http(s) URLs; "--" keeps git from reading anything here as an option
+    # (an URL of "--upload-pack=<command>" once ran the command).
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError([f"llama_cpp_git_url={url!r} is not valid; accepted: an http:// or https:// URL"])
     if settings["llama_cpp_git_check_ref"] and shutil.which("git"):
         proc = subprocess.run(
-            ["git", "ls-remote", "--exit-code", url, f"refs/tags/{ref}", f"refs/heads/{ref}"],
+            [
+                "git",
+                "-c",
+                "protocol.allow=never",
+                "-c",
+                "protocol.https.allow=always",
+                "-c",
+                "protocol.http.allow=always",
+                "ls-remote",
+                "--exit-code",
+                "--",
+                url,
+                f"refs/tags/{ref}",
+                f"refs/heads/{ref}",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

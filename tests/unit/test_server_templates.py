@@ -13,6 +13,7 @@ from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.server import render_env, render_unit
 from lemfleet.roles.settings_check import validate
+from tests.unit.systemd_syntax import parse_env_file
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
@@ -49,7 +50,7 @@ def test_unit_is_sandboxed_and_restarts_on_failure():
 def test_env_file_carries_the_planned_flags():
     p = plan(server_ctx_size=1024, server_parallel=2)
     env = render_env(p, unit_name="lemfleet-llama", model_path="/var/lib/lemfleet/models/m.gguf", extra_args=[])
-    values = dict(line.split("=", 1) for line in env.splitlines() if line and not line.startswith("#"))
+    values = parse_env_file(env)
     assert values["LEMFLEET_HOST"] == "127.0.0.1"
     assert values["LEMFLEET_PORT"] == "8080"
     assert values["LEMFLEET_ALIAS"] == "tiny"
@@ -60,11 +61,11 @@ def test_env_file_carries_the_planned_flags():
 
 
 def test_api_key_goes_by_file_never_in_the_unit_or_env():
-    p = plan(server_host="0.0.0.0", server_api_key="not-in-any-file")
+    p = plan(server_host="0.0.0.0", server_api_key="not-in-any-file-0123")
     text = unit(p, key="/etc/lemfleet/api-key")
     env = render_env(p, unit_name="lemfleet-llama", model_path="/m.gguf", extra_args=[])
     assert "--api-key-file /etc/lemfleet/api-key" in text
-    assert "not-in-any-file" not in text + env
+    assert "not-in-any-file-0123" not in text + env
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
