@@ -1,4 +1,5 @@
-"""The three GPU backends' rules, used by ``roles.gpu_plan.choose_gpu``.
+"""The HIP and Vulkan backends' rules and the helpers all backends share (CUDA's
+rules are in ``gpu_cuda``), used by ``roles.gpu_plan.choose_gpu``.
 
 Each ``choose_*`` takes the candidate GPUs of one vendor and returns a
 ``GpuChoice`` or None, recording in ``Notes`` why (or why not). ``forced`` is
@@ -8,18 +9,16 @@ error that names the setting, and a doubtful one a warning.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from lemfleet.roles.gpu_choice import GpuChoice
+from lemfleet.roles.gpu_devices import budget, explain_partitions, physical_gpus
 from lemfleet.roles.gpu_tables import (
-    CUDA_MIN_CC,
     GFX_RE,
     HSA_OVERRIDE_KNOWN_GOOD,
     ROCM_GFX,
     ROCM_ROUTES,
-    cuda_installable,
     gfx_from_override,
     os_release,
     vulkan_headers_ok,
@@ -67,15 +66,15 @@ def label(gpu: Gpu) -> str:
     return f"{gpu.vendor}[{gpu.index}] {gpu.name}"
 
 
-def _release(facts: HostFacts) -> tuple[str, str]:
+def release(facts: HostFacts) -> tuple[str, str]:
     return os_release(facts.os_id, facts.os_version, facts.os_codename)
 
 
-def _os_label(facts: HostFacts) -> str:
-    return " ".join(_release(facts)).capitalize()
+def os_label(facts: HostFacts) -> str:
+    return " ".join(release(facts)).capitalize()
 
 
-def _visible(chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Notes) -> dict[str, str]:
+def visible(chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Notes) -> dict[str, str]:
     """``*_VISIBLE_DEVICES`` when the chosen GPUs are a subset of the vendor's GPUs."""
     same_vendor = [g for g in facts.gpus if g.vendor == chosen[0].vendor]
     if len(chosen) == len(same_vendor):
@@ -87,20 +86,19 @@ def _visible(chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Note
     return {variable: value}
 
 
-def _budget(chosen: Sequence[Gpu], notes: Notes) -> tuple[int, tuple[float, ...]]:
-    total = sum(g.vram_bytes or 0 for g in chosen)
-    unknown = [f"{g.vendor}[{g.index}]" for g in chosen if not g.vram_bytes]
+def vram_budget(chosen: Sequence[Gpu], notes: Notes) -> tuple[int, tuple[float, ...]]:
+    """VRAM per physical device (partitions sharing a pool count once), and the split."""
+    total, unknown, split = budget(chosen)
+    for physical in physical_gpus(chosen):
+        if why := explain_partitions(physical):
+            notes.reason(why)
     if unknown:
         notes.warn(f"VRAM unknown for {', '.join(unknown)}; the budget counts it as 0")
-    notes.reason(f"vram: {gib(total)} across {len(chosen)} GPU(s)")
-    if len(chosen) < 2:
-        return total, ()
-    if unknown:
-        split = tuple(round(1 / len(chosen), 4) for _ in chosen)
-    else:
-        split = tuple(round((g.vram_bytes or 0) / total, 4) for g in chosen)
-    how = "equal, as VRAM is unknown" if unknown else "proportional to VRAM"
-    notes.reason(f"split: --tensor-split {','.join(map(str, split))} ({how})")
+    devices = len(physical_gpus(chosen))
+    notes.reason(f"vram: {gib(total)} across {devices} physical GPU(s)")
+    if split:
+        how = "equal, as VRAM is unknown" if unknown else "proportional to VRAM"
+        notes.reason(f"split: --tensor-split {','.join(map(str, split))} ({how})")
     return total, split
 
 
@@ -114,7 +112,7 @@ def _render_nodes(chosen: Sequence[Gpu], facts: HostFacts) -> tuple[str, ...]:
     return tuple(present) or ("char-drm",)
 
 
-def _nvidia_nodes(chosen: Sequence[Gpu]) -> tuple[str, ...]:
+def nvidia_nodes(chosen: Sequence[Gpu]) -> tuple[str, ...]:
     fixed = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
     return fixed + tuple(f"/dev/nvidia{g.index}" for g in chosen)
 
@@ -147,7 +145,8 @@ def choose_hip(
     for gpu in gpus:
         gfx = gpu.gfx_target
         if gfx is None:
-            rejected.append(f"{label(gpu)}: gfx target unknown (no KFD, rocminfo or known PCI id)")
+            device = f"device {gpu.pci_id} is not in the PCI table" if gpu.pci_id else "no PCI id"
+            rejected.append(f"{label(gpu)}: gfx target unknown ({device}, and no KFD or rocminfo answer)")
         elif gfx in ROCM_GFX:
             usable.append((gpu, gfx))
         else:
@@ -159,13 +158,13 @@ def choose_hip(
                 rejected.append(why)
     for why in rejected:
         parent.against(why)
-    route = ROCM_ROUTES.get(_release(facts))
+    route = ROCM_ROUTES.get(release(facts))
     if route is None or not route.ok:
-        why = route.how if route else f"no known route to HIP >= 6.1 on {_os_label(facts)}"
+        why = route.how if route else f"no known route to HIP >= 6.1 on {os_label(facts)}"
         if not forced:
             parent.against(why)
             return None
-        notes.warn(f"gpu_backend=hip on {_os_label(facts)}: {why}; ROCm must come from AMD")
+        notes.warn(f"gpu_backend=hip on {os_label(facts)}: {why}; ROCm must come from AMD")
     if not usable:
         if forced:
             why = "; ".join(parent.why_not)
@@ -193,75 +192,16 @@ def choose_hip(
             notes.warn(f"gpu_targets {list(wanted)} leave out the chosen GPUs' {list(targets)}")
         targets = wanted
     notes.reason(f"targets: GPU_TARGETS={';'.join(targets)}")
-    env = _visible(chosen, facts, "HIP_VISIBLE_DEVICES", notes)
+    env = visible(chosen, facts, "HIP_VISIBLE_DEVICES", notes)
     if overrides:
         version = overrides.pop()
         env["HSA_OVERRIDE_GFX_VERSION"] = version
         notes.reason(f"env: HSA_OVERRIDE_GFX_VERSION={version} (gpu_hsa_override_gfx_version)")
-    budget, split = _budget(chosen, notes)
+    budget, split = vram_budget(chosen, notes)
     nodes = ("/dev/kfd", *_render_nodes(chosen, facts))
     return notes.choice(
         backend="hip", devices=chosen, gpu_targets=targets, env=env,
         vram_budget_bytes=budget, tensor_split=split, device_nodes=nodes,
-    )  # fmt: skip
-
-
-# -- cuda ---------------------------------------------------------------------------
-
-
-def _cc(gpu: Gpu) -> tuple[int, ...] | None:
-    return tuple(int(p) for p in gpu.compute_capability.split(".")) if gpu.compute_capability else None
-
-
-def choose_cuda(
-    gpus: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], parent: Notes, *, forced: bool
-) -> GpuChoice | None:
-    notes = Notes(facts.hostname)
-    minimum = ".".join(map(str, CUDA_MIN_CC))
-    chosen = []
-    for gpu in gpus:
-        cc = _cc(gpu)
-        if cc is not None and cc < CUDA_MIN_CC:
-            parent.against(f"{label(gpu)}: compute capability {gpu.compute_capability} < {minimum}")
-        else:
-            chosen.append(gpu)
-    runtime = facts.gpu_runtime
-    working = runtime.nvidia_smi_ok and all(g.driver_ok for g in chosen)
-    if not chosen:
-        if forced:
-            why = "; ".join(parent.why_not)
-            parent.fail(f"gpu_backend='cuda' but no NVIDIA GPU is supported: {why}")
-        return None
-    if working:
-        notes.reason(
-            f"backend: cuda, driver {runtime.nvidia_driver_version} works"
-            + (f" (CUDA {runtime.nvidia_cuda_version})" if runtime.nvidia_cuda_version else "")
-        )
-    elif cuda_installable(_release(facts)):
-        state = "is broken" if runtime.nvidia_error else "is not installed or not loaded"
-        notes.reason(f"backend: cuda; the NVIDIA driver {state}, the drivers step installs it")
-        notes.warn(f"the NVIDIA driver {state} on this host; a reboot may be needed after install")
-    else:
-        parent.against(f"no working NVIDIA driver and no known install route on {_os_label(facts)}")
-        if forced:
-            parent.fail(f"gpu_backend='cuda' on {_os_label(facts)}: {parent.why_not[-1]}")
-        return None
-    archs = tuple(sorted({g.compute_capability.replace(".", "") for g in chosen if g.compute_capability}))
-    if cfg["gpu_targets"]:
-        wanted = [t.replace(".", "") for t in cfg["gpu_targets"]]
-        if not all(re.fullmatch(r"\d{2,3}[af]?", t) for t in wanted):
-            parent.fail(f"gpu_targets={cfg['gpu_targets']!r} must be compute capabilities for cuda")
-            return None
-        archs = tuple(sorted(set(wanted)))
-    elif any(g.compute_capability is None for g in chosen):
-        notes.warn("compute capability unknown for some GPUs; set gpu_targets to pin the build")
-    notes.reason(f"targets: CMAKE_CUDA_ARCHITECTURES={';'.join(archs) or 'native'}")
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # so CUDA numbers GPUs as nvidia-smi does
-    env.update(_visible(chosen, facts, "CUDA_VISIBLE_DEVICES", notes))
-    budget, split = _budget(chosen, notes)
-    return notes.choice(
-        backend="cuda", devices=tuple(chosen), cuda_architectures=archs, env=env,
-        vram_budget_bytes=budget, tensor_split=split, device_nodes=_nvidia_nodes(chosen),
     )  # fmt: skip
 
 
@@ -272,7 +212,7 @@ def choose_vulkan(
     gpus: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], parent: Notes, *, forced: bool
 ) -> GpuChoice | None:
     notes = Notes(facts.hostname)
-    ok, headers = vulkan_headers_ok(_release(facts))
+    ok, headers = vulkan_headers_ok(release(facts))
     if ok is False or (ok is None and not forced):
         parent.against(f"vulkan is not possible: {headers}")
         if forced:
@@ -297,10 +237,10 @@ def choose_vulkan(
             "Vulkan device indexes are unknown until vulkaninfo runs on the host, so "
             "GGML_VK_VISIBLE_DEVICES is not set and llama.cpp uses every discrete GPU"
         )
-    budget, split = _budget(gpus, notes)
+    budget, split = vram_budget(gpus, notes)
     nodes = _render_nodes(gpus, facts)
     if any(g.vendor == "nvidia" for g in gpus):
-        nodes += _nvidia_nodes([g for g in gpus if g.vendor == "nvidia"])
+        nodes += nvidia_nodes([g for g in gpus if g.vendor == "nvidia"])
     return notes.choice(
         backend="vulkan", devices=tuple(gpus), env=env, vram_budget_bytes=budget,
         tensor_split=split, device_nodes=nodes,

@@ -23,8 +23,10 @@ from dataclasses import replace
 from typing import Any
 
 from lemfleet.roles.facts.gpu_pci import normalize_slot
-from lemfleet.roles.gpu_backends import Notes, choose_cuda, choose_hip, choose_vulkan, gib, label
+from lemfleet.roles.gpu_backends import Notes, choose_hip, choose_vulkan, gib, label
 from lemfleet.roles.gpu_choice import GpuChoice
+from lemfleet.roles.gpu_cuda import choose_cuda
+from lemfleet.roles.gpu_diagnosis import blocking_faults, detected, report, untrusted
 from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, one_of
 
@@ -33,7 +35,7 @@ BACKENDS = ("auto", "hip", "cuda", "vulkan", "cpu")
 
 # -- settings -----------------------------------------------------------------------
 
-_SLOT_OR_INDEX = re.compile(r"\d+|(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+_SLOT_OR_INDEX = re.compile(r"\d+|(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|MIG-[0-9a-fA-F-]{8,}")
 _TARGET = re.compile(r"gfx[0-9]{1,2}[0-9a-f]{2}|[0-9]{1,2}\.?[0-9][af]?")
 _OVERRIDE = re.compile(r"\d{1,2}\.\d{1,2}\.\d{1,2}")
 
@@ -52,8 +54,9 @@ def _device_list(name: str, value: Any) -> list[str]:
     items = _items(value)
     if items is None or not all(_SLOT_OR_INDEX.fullmatch(str(v)) for v in items):
         raise ValueError(
-            f"{name}={value!r} is not valid; accepted: a list of GPU indexes (0, 1) or PCI "
-            "addresses ('0000:03:00.0'), or an empty list for automatic choice"
+            f"{name}={value!r} is not valid; accepted: a list of GPU indexes (0, 1), PCI "
+            "addresses ('0000:03:00.0') or one MIG instance ('MIG-<uuid>'), or an empty list "
+            "for automatic choice"
         )
     return [str(v) for v in items]
 
@@ -88,8 +91,9 @@ SETTINGS = (
     Setting(
         "gpu_devices",
         [],
-        "GPUs to serve on, by runtime index (0, 1) or PCI address ('0000:03:00.0'). "
-        "Empty: every discrete GPU of the chosen backend (iGPUs only when no dGPU).",
+        "GPUs to serve on, by runtime index (0, 1), PCI address ('0000:03:00.0') or MIG "
+        "instance UUID ('MIG-...'). Empty: every discrete GPU of the chosen backend (iGPUs "
+        "only when no dGPU; the largest MIG instance on a MIG GPU).",
         _device_list,
     ),
     Setting(
@@ -137,6 +141,8 @@ def _pick_devices(facts: HostFacts, cfg: dict[str, Any], notes: Notes) -> tuple[
         for wanted in cfg["gpu_devices"]:
             slot = None if wanted.isdigit() else normalize_slot(wanted)
             hits = [g for g in gpus if (g.pci_slot == slot if slot else str(g.index) == wanted)]
+            if wanted.startswith("MIG-"):
+                hits = [g for g in gpus if any(m.uuid == wanted for m in g.mig_devices)]
             if len(hits) != 1:
                 found = "; ".join(f"{label(g)} at {g.pci_slot or '?'}" for g in gpus) or "none"
                 why = "matches no GPU" if not hits else "is ambiguous (give the PCI address)"
@@ -156,7 +162,16 @@ def _pick_devices(facts: HostFacts, cfg: dict[str, Any], notes: Notes) -> tuple[
     return gpus
 
 
-def _cpu(notes: Notes, cfg: dict[str, Any], gpu_count: int) -> GpuChoice:
+def _cpu(notes: Notes, cfg: dict[str, Any], gpu_count: int, facts: HostFacts) -> GpuChoice:
+    hidden = blocking_faults(facts)
+    if hidden and not gpu_count:
+        message = "serving on the CPU would hide a broken GPU driver: " + "; ".join(
+            f"{f.kind} ({f.source}: {f.evidence!r}), {f.action}" for f in hidden
+        )
+        notes.reason("backend: cpu, the GPU driver is broken")
+        notes.warn(message)
+        if not cfg["gpu_allow_cpu_fallback"]:
+            notes.fail(f"{message}. Fix the driver, or set gpu_allow_cpu_fallback: true to accept the CPU")
     if gpu_count:
         why = "; ".join(notes.why_not) or "no GPU backend fits"
         message = f"{gpu_count} GPU(s) detected but serving on the CPU: {why}"
@@ -170,13 +185,6 @@ def _cpu(notes: Notes, cfg: dict[str, Any], gpu_count: int) -> GpuChoice:
     return notes.choice(backend="cpu")
 
 
-def _describe(gpu: Gpu) -> str:
-    arch = gpu.gfx_target or (f"cc {gpu.compute_capability}" if gpu.compute_capability else "")
-    parts = [arch, gib(gpu.vram_bytes) if gpu.vram_bytes else "", gpu.pci_slot or ""]
-    parts += ["iGPU" if gpu.integrated else "", "" if gpu.driver_ok else "no working driver"]
-    return f"{label(gpu)} ({', '.join(p for p in parts if p)})"
-
-
 def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
     """The backend, devices, build targets and runtime environment for one host.
 
@@ -186,14 +194,18 @@ def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
     """
     cfg = _clean(settings, facts.hostname)
     notes = Notes(facts.hostname)
-    notes.reason(f"detected: {'; '.join(map(_describe, facts.gpus)) or 'no AMD or NVIDIA GPU'}")
-    if facts.gpu_runtime.nvidia_error:
-        notes.warn(f"nvidia-smi failed: {facts.gpu_runtime.nvidia_error}")
-    for error in facts.gpu_runtime.probe_errors:
-        notes.warn(error)
+    notes.reason(detected(facts))
+    report(facts, notes)
     forced = cfg["gpu_backend"]
     if forced == "cpu":
         notes.reason("backend: cpu, set by gpu_backend")
+        return notes.choice(backend="cpu")
+    if why := untrusted(facts):
+        message = f"the GPU facts cannot be trusted: {why}"
+        notes.warn(message)
+        if not cfg["gpu_allow_cpu_fallback"]:
+            notes.fail(f"{message}. Fix or update the tool, or set gpu_allow_cpu_fallback: true to serve on the CPU")
+        notes.reason("backend: cpu, the GPU facts cannot be trusted (gpu_allow_cpu_fallback)")
         return notes.choice(backend="cpu")
     candidates = _pick_devices(facts, cfg, notes)
     notes.raise_if_failed()
@@ -201,7 +213,7 @@ def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
         if forced != "auto":
             notes.fail(f"gpu_backend={forced!r} but no AMD or NVIDIA GPU was detected")
         notes.reason("backend: cpu, no GPU to serve on")
-        return _cpu(notes, cfg, 0)
+        return _cpu(notes, cfg, 0, facts)
     if forced == "auto":
         return _auto(candidates, facts, cfg, notes)
     vendor = {"hip": "amd", "cuda": "nvidia"}.get(forced)
@@ -228,7 +240,7 @@ def _auto(candidates: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], note
             options.append(choice)
     notes.raise_if_failed()
     if not options:
-        return _cpu(notes, cfg, len(facts.gpus))
+        return _cpu(notes, cfg, len(facts.gpus), facts)
     best = max(options, key=lambda c: c.vram_budget_bytes)  # first wins a tie: cuda
     if len(options) > 1:
         sizes = ", ".join(f"{c.backend} {gib(c.vram_budget_bytes)}" for c in options)

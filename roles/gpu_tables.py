@@ -3,8 +3,10 @@
 Each table is data, not logic, so that a reviewer can check it against its
 source in one place. Every table carries the date it was last reviewed.
 
-- PCI device ids -> gfx target / compute capability, so that a GPU seen only by
-  ``lspci`` (no driver yet) still gets an architecture.
+- PCI device ids -> gfx target, so that a GPU seen only by ``lspci`` (no driver
+  yet) still gets an architecture, and so that a runtime's gfx name can be
+  checked (the NVIDIA tables are in ``gpu_tables_nvidia``).
+- The gfx names LLVM knows, and the physical memory of partitionable parts.
 - The AMD gfx targets that are integrated GPUs (APUs).
 - The gfx targets ROCm's libraries ship kernels for, and the OS releases where
   a new enough HIP can be installed.
@@ -50,6 +52,8 @@ AMD_PCI: dict[str, AmdPart] = {
     "747e": AmdPart("gfx1101", "AMD Radeon RX 7800 XT/7700 XT (Navi 32)"),
     "7480": AmdPart("gfx1102", "AMD Radeon RX 7600/7600S/7700S (Navi 33)"),  # fixture
     "7590": AmdPart("gfx1200", "AMD Radeon RX 9060 XT (Navi 44)"),
+    "75a0": AmdPart("gfx950", "AMD Instinct MI350X"),  # fixture (amd-smi static)
+    "75a3": AmdPart("gfx950", "AMD Instinct MI355X"),
     "7550": AmdPart("gfx1201", "AMD Radeon RX 9070/9070 XT (Navi 48)"),  # fixture
     "1681": AmdPart("gfx1035", "AMD Radeon 680M (Rembrandt)", True),
     "164e": AmdPart("gfx1036", "AMD Radeon Graphics (Raphael)", True),  # fixture
@@ -86,6 +90,30 @@ APU_GFX = frozenset(
 
 GFX_RE = re.compile(r"gfx[0-9]{1,2}[0-9a-f]{2}")
 
+# Every processor name LLVM's AMDGPU backend accepts (AMDGPUUsage, "Processors"),
+# GCN 3 and newer. A runtime name outside this set is not a build target.
+KNOWN_GFX = frozenset({
+    "gfx801", "gfx802", "gfx803", "gfx805", "gfx810", "gfx900", "gfx902", "gfx904", "gfx906",
+    "gfx908", "gfx909", "gfx90a", "gfx90c", "gfx940", "gfx941", "gfx942", "gfx950", "gfx1010",
+    "gfx1011", "gfx1012", "gfx1013", "gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034",
+    "gfx1035", "gfx1036", "gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151",
+    "gfx1152", "gfx1153", "gfx1200", "gfx1201",
+})  # fmt: skip
+
+# Memory of one physical Instinct device that compute partitions can share, in
+# GiB (AMD's data sheets). A partition that reports more than its share of this
+# pool is reporting the whole pool (NPS1); one that reports its share (MI300A in
+# TPX, NPS4) has memory of its own.
+PHYSICAL_VRAM_GIB: dict[str, int] = {
+    "74a0": 128,  # MI300A (unified HBM3)
+    "74a1": 192,  # MI300X
+    "74a2": 192,  # MI308X
+    "74a5": 256,  # MI325X
+    "74b5": 192,  # MI300X VF
+    "75a0": 288,  # MI350X
+    "75a3": 288,  # MI355X
+}
+
 
 def gfx_from_target_version(value: int) -> str | None:
     """KFD's ``gfx_target_version`` (major*10000 + minor*100 + stepping) as a gfx name.
@@ -100,6 +128,25 @@ def gfx_from_target_version(value: int) -> str | None:
     if minor > 15 or stepping > 15:
         return None
     return f"gfx{major}{minor:x}{stepping:x}"
+
+
+def gfx_from_decimal_name(name: str) -> str | None:
+    """A gfx name whose stepping (or minor) of 10 or more was written in decimal
+    digits, as the real name: "gfx9010" (9.0.10) -> "gfx90a". None when no
+    reading gives a name LLVM knows."""
+    digits = name.removeprefix("gfx")
+    if not digits.isdigit():
+        return None
+    for major_len in (1, 2):
+        major, rest = digits[:major_len], digits[major_len:]
+        for minor_len in (1, 2):
+            minor, stepping = rest[:minor_len], rest[minor_len:]
+            if not minor or not stepping or len(stepping) > 2:
+                continue
+            gfx = gfx_from_target_version(int(major) * 10000 + int(minor) * 100 + int(stepping))
+            if gfx in KNOWN_GFX and gfx != name:
+                return gfx
+    return None
 
 
 def gfx_from_override(version: str) -> str | None:
@@ -173,75 +220,6 @@ VULKAN_HEADERS: dict[tuple[str, str], str] = {
     ("ubuntu", "22.04"): "1.3.204",
     ("ubuntu", "24.04"): "1.3.275",
 }
-
-# -- NVIDIA ---------------------------------------------------------------------
-
-
-class NvidiaPart(NamedTuple):
-    name: str
-    compute_capability: str
-
-
-# PCI device id (vendor 10de) -> part, from pci.ids and NVIDIA's CUDA GPU list
-# (https://developer.nvidia.com/cuda-gpus). "fixture" rows were seen in the
-# recorded lspci / vulkaninfo outputs.
-NVIDIA_PCI: dict[str, NvidiaPart] = {
-    "1db1": NvidiaPart("Tesla V100-SXM2-16GB", "7.0"),
-    "1db4": NvidiaPart("Tesla V100-PCIE-16GB", "7.0"),
-    "1db5": NvidiaPart("Tesla V100-SXM2-32GB", "7.0"),
-    "1db6": NvidiaPart("Tesla V100-PCIE-32GB", "7.0"),
-    "1c8c": NvidiaPart("GeForce GTX 1050 Ti Mobile", "6.1"),  # fixture
-    "1eb8": NvidiaPart("Tesla T4", "7.5"),
-    "1f08": NvidiaPart("GeForce RTX 2060", "7.5"),  # fixture
-    "20b0": NvidiaPart("A100-SXM4-40GB", "8.0"),
-    "20b2": NvidiaPart("A100-SXM4-80GB", "8.0"),
-    "20b5": NvidiaPart("A100 80GB PCIe", "8.0"),
-    "20f1": NvidiaPart("A100-PCIE-40GB", "8.0"),
-    "2204": NvidiaPart("GeForce RTX 3090", "8.6"),
-    "2236": NvidiaPart("A10", "8.6"),
-    "2684": NvidiaPart("GeForce RTX 4090", "8.9"),
-    "26b9": NvidiaPart("L40S", "8.9"),
-    "27b8": NvidiaPart("L4", "8.9"),
-    "2330": NvidiaPart("H100 SXM5 80GB", "9.0"),  # fixture
-    "2331": NvidiaPart("H100 PCIe", "9.0"),
-    "2335": NvidiaPart("H200", "9.0"),
-    "2901": NvidiaPart("B200", "10.0"),
-    "2b85": NvidiaPart("GeForce RTX 5090", "12.0"),
-}
-
-# Product-name patterns -> compute capability, for nvidia-smi older than 510
-# (no compute_cap field) and for names the table output truncates
-# ("NVIDIA GeForce RTX 4080 ..."). First match wins.
-NVIDIA_NAME_CC: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), cc)
-    for pattern, cc in (
-        (r"\bG?B300\b", "10.3"),
-        (r"\bG?B[12]00\b", "10.0"),
-        (r"RTX 50\d\d|RTX PRO \d{4} Blackwell", "12.0"),
-        (r"\bG?H(100|200|800|20)\b", "9.0"),
-        (r"\bA(100|800|30)\b", "8.0"),
-        (r"\bL(4|40S?)\b|RTX 40\d\d|Ada Generation|RTX \d{4} Ada", "8.9"),
-        (r"\bA(10G?|40|16|2)\b|RTX 30\d\d|RTX A\d{4}", "8.6"),
-        (r"\bT4\b|RTX 20\d\d|TITAN RTX|Quadro RTX|GTX 16\d\d", "7.5"),
-        (r"\bV100\b|TITAN V\b", "7.0"),
-        (r"\bP100\b", "6.0"),
-        (r"\bP4\b|\bP40\b|GTX 10\d\d|TITAN Xp?\b", "6.1"),
-        (r"\bK80\b", "3.7"),
-        (r"GRID K520|\bK10\b", "3.0"),
-    )
-)
-
-# CUDA 12.x builds for compute capability 5.0 and later (CUDA 13 raises that to
-# 7.5); older parts have no supported toolkit.
-CUDA_MIN_CC = (5, 0)
-
-
-def nvidia_cc_from_name(name: str) -> str | None:
-    for pattern, cc in NVIDIA_NAME_CC:
-        if pattern.search(name):
-            return cc
-    return None
-
 
 # -- OS releases ------------------------------------------------------------------
 

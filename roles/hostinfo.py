@@ -11,6 +11,44 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Vendor = Literal["amd", "nvidia", "intel", "other"]
+FaultKind = Literal[
+    "version-mismatch",  # kernel module and userspace libraries of different releases
+    "module-not-loaded",  # no driver bound to the GPU (or nouveau / vfio-pci holds it)
+    "device-nodes",  # /dev/kfd, /dev/dri/renderD*, /dev/nvidia* missing or not accessible
+    "firmware-missing",  # the kernel driver could not load the GPU's firmware
+    "no-devices",  # the driver is loaded but initialised no GPU
+    "driver-missing",  # the tool is there but its driver library is not
+    "unsupported",  # the kernel driver does not support this GPU
+]
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """One NVIDIA MIG instance, as ``nvidia-smi -L`` and the table's "MIG devices" list it.
+
+    A CUDA process sees exactly one MIG instance, named by ``uuid`` in
+    ``CUDA_VISIBLE_DEVICES``; its memory is the instance's, not the GPU's.
+    """
+
+    uuid: str  # "MIG-0929581a-2be6-5dec-bf34-0954c6c529a6"
+    profile: str  # "3g.40gb"
+    device: int  # the MIG device index on its GPU ("Device  1")
+    vram_bytes: int | None = None  # from the table; else the profile's size (decimal GB)
+    vram_from_profile: bool = False
+
+
+@dataclass(frozen=True)
+class GpuFault:
+    """A GPU driver problem diagnosed from a tool's words, with what fixes it."""
+
+    kind: FaultKind
+    vendor: Vendor
+    source: str  # the tool or log that said so: "nvidia-smi", "rocminfo", "kernel-log", "lspci"
+    evidence: str  # the line quoted as printed
+    action: str
+
+    def describe(self) -> str:
+        return f"{self.kind} ({self.source}: {self.evidence!r}); action: {self.action}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +74,13 @@ class Gpu:
     render_node: str | None = None  # "/dev/dri/renderD128" where known (KFD drm_render_minor)
     vulkan_index: int | None = None  # index in Vulkan's device order (GGML_VK_VISIBLE_DEVICES)
     kernel_driver: str | None = None  # "amdgpu", "nvidia", "nouveau", "vfio-pci" (lspci -k)
+    uuid: str | None = None  # "GPU-..." (NVIDIA)
+    mig_enabled: bool | None = None  # NVIDIA MIG mode now; None where the GPU has no MIG
+    mig_devices: tuple[MigDevice, ...] = ()
+    compute_partition: str | None = None  # AMD Instinct: "SPX", "DPX", "TPX", "QPX", "CPX"
+    memory_partition: str | None = None  # AMD Instinct: "NPS1", "NPS2", "NPS4"
+    partition_id: int | None = None  # this logical GPU's partition on its physical device
+    notes: tuple[str, ...] = ()  # what detection corrected, for the plan's reasons
 
 
 @dataclass(frozen=True)
@@ -51,6 +96,12 @@ class GpuRuntime:
     device_nodes: tuple[str, ...] = ()  # /dev/kfd, /dev/dri/renderD128, /dev/nvidia0 ...
     nvidia_cuda_version: str | None = None  # highest CUDA the driver supports ("12.4")
     probe_errors: tuple[str, ...] = ()  # probes that ran and failed, for the plan's warnings
+    # Output no parser recognised ("<tool>: ... '<line>'"): the GPU list cannot be trusted,
+    # so the plan refuses (or serves on the CPU under gpu_allow_cpu_fallback).
+    fact_errors: tuple[str, ...] = ()
+    faults: tuple[GpuFault, ...] = ()  # diagnosed driver problems
+    pci_listed: bool = False  # a PCI listing (lspci or sysfs) was read, so absent GPUs are absent
+    device_node_modes: tuple[str, ...] = ()  # "/dev/kfd 666 render" lines (stat -c '%n %a %G')
 
 
 @dataclass(frozen=True)

@@ -18,24 +18,27 @@ any runtime probe (KFD, rocminfo, rocm-smi/amd-smi, nvidia-smi, Vulkan) saw it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields, replace
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from pyinfra.api import FactBase
 
 from lemfleet.roles.facts.gpu_amd import KFD_COMMAND, KFD_NODES, parse_kfd_topology, parse_rocminfo
-from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
+from lemfleet.roles.facts.gpu_amd_smi import AMD_SMI_COMMAND, parse_amd_smi
+from lemfleet.roles.facts.gpu_faults import host_faults, tool_faults
+from lemfleet.roles.facts.gpu_merge import merge_gpus, merge_runtimes
 from lemfleet.roles.facts.gpu_nvidia import QUERY_COMMAND, parse_nvidia_smi
 from lemfleet.roles.facts.gpu_pci import (
     DEVICE_NODES_COMMAND,
     PCI_SYSFS_COMMAND,
     GpuReport,
-    index_by_vendor,
     parse_device_nodes,
     parse_lspci,
     parse_pci_sysfs,
+    settle_gfx,
+    unrecognised,
 )
+from lemfleet.roles.facts.gpu_rocm_smi import parse_rocm_smi
 from lemfleet.roles.facts.gpu_vulkan import parse_vulkaninfo
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
@@ -59,15 +62,25 @@ PROBE_COMMAND = "; ".join(
         f"if [ -d {KFD_NODES} ]; then {_section('kfd', KFD_COMMAND)}; fi",
         f"if {_HAS.format('rocminfo')}; then {_section('rocminfo', 'timeout 30 rocminfo 2>&1')}; fi",
         f"if [ -r /opt/rocm/.info/version ]; then {_section('rocm-version', 'cat /opt/rocm/.info/version')}; fi",
-        f"if {_HAS.format('amd-smi')}; then "
-        f"{_section('amd-smi', 'timeout 30 amd-smi static --asic --bus --vram 2>&1')}; "
+        f"if {_HAS.format('amd-smi')}; then {_section('amd-smi', AMD_SMI_COMMAND)}; "
         f"elif {_HAS.format('rocm-smi')}; then {_section('rocm-smi', 'timeout 30 rocm-smi --showproductname --showmeminfo vram --csv 2>&1')}; fi",  # noqa: E501
+        # The query, then the -L listing (GPU and MIG UUIDs), then the table where the
+        # query failed or MIG is on (the table's "MIG devices" give each instance's memory).
         f"if {_HAS.format('nvidia-smi')}; then lf_s nvidia-smi; timeout 30 {QUERY_COMMAND}; rc=$?; "
-        "lf_e nvidia-smi $rc; if [ $rc -ne 0 ]; then "
+        "lf_e nvidia-smi $rc; lf_s nvidia-smi-list; l=$(timeout 30 nvidia-smi -L 2>&1); lrc=$?; "
+        "printf '%s\\n' \"$l\"; lf_e nvidia-smi-list $lrc; "
+        "if [ $rc -ne 0 ] || printf '%s' \"$l\" | grep -q '^ *MIG '; then "
         f"{_section('nvidia-smi-table', 'timeout 30 nvidia-smi 2>&1')}; fi; fi",
         f"if {_HAS.format('vulkaninfo')}; then "
         f"{_section('vulkaninfo', 'timeout 30 vulkaninfo --summary 2>/dev/null')}; fi",
         _section("device-nodes", DEVICE_NODES_COMMAND),
+        # The kernel's GPU driver messages (missing firmware, NVRM errors), where this
+        # user may read them; dmesg is often restricted, so nothing here is required.
+        _section(
+            "kernel-log",
+            "{ dmesg 2>/dev/null || journalctl -k -b -q --no-pager 2>/dev/null; } "
+            "| grep -iE 'amdgpu|NVRM|nvidia|kfd' | tail -n 80; true",
+        ),
         "true",
     ]
 )
@@ -95,135 +108,9 @@ def split_sections(lines: Iterable[str]) -> dict[str, tuple[list[str], int | Non
     return sections
 
 
-# Name quality per source: a lower rank wins. Table-derived names (KFD, sysfs)
-# rank last because they cover a whole chip family ("RX 7900 XTX/XT").
-_NAME_RANK = {
-    "rocminfo": 0,
-    "nvidia-smi": 0,
-    "amd-smi": 1,
-    "rocm-smi": 2,
-    "vulkaninfo": 3,
-    "lspci": 4,
-    "kfd": 5,
-    "pci-sysfs": 5,
-}
-_RUNTIME_SOURCES = frozenset({"kfd", "rocminfo", "amd-smi", "rocm-smi", "nvidia-smi"})
-_GENERIC_NAME = re.compile(r"^(AMD|NVIDIA) GPU\b")
-
-
-def _name_rank(gpu: Gpu) -> int:
-    if _GENERIC_NAME.match(gpu.name):
-        return 9
-    return min((_NAME_RANK.get(s, 8) for s in gpu.sources), default=8)
-
-
-def _combine(old: Gpu, new: Gpu) -> Gpu:
-    changes: dict[str, Any] = {}
-    for f in fields(Gpu):
-        if f.name in ("vendor", "name", "index", "integrated", "driver_ok", "sources"):
-            continue
-        if getattr(old, f.name) is None and getattr(new, f.name) is not None:
-            changes[f.name] = getattr(new, f.name)
-    if _name_rank(new) < _name_rank(old):
-        changes["name"] = new.name
-    if not _RUNTIME_SOURCES & set(old.sources) and _RUNTIME_SOURCES & set(new.sources):
-        changes["index"] = new.index
-    changes["integrated"] = old.integrated or new.integrated
-    changes["driver_ok"] = old.driver_ok or new.driver_ok
-    changes["sources"] = old.sources + tuple(s for s in new.sources if s not in old.sources)
-    return replace(old, **changes)
-
-
-def _keyed_match(devices: list[Gpu], gpu: Gpu, used: set[int]) -> int | None:
-    for i, device in enumerate(devices):
-        if i in used or device.vendor != gpu.vendor:
-            continue
-        if gpu.kfd_node is not None and device.kfd_node == gpu.kfd_node:
-            return i
-        if gpu.pci_slot and device.pci_slot == gpu.pci_slot:
-            return i
-    return None
-
-
-def merge_gpus(reports: Sequence[tuple[Gpu, ...]]) -> tuple[Gpu, ...]:
-    """One Gpu per device from several probes' lists, given best source first.
-
-    GPUs with a KFD node or PCI slot are joined first, from every probe; the
-    ones without (vulkaninfo --summary, nvidia-smi -L, old rocm-smi tables) then
-    join the devices that their own probe did not already match."""
-    devices: list[Gpu] = []
-    deferred: list[tuple[list[Gpu], set[int]]] = []
-    for gpus in reports:
-        used: set[int] = set()
-        keyless: list[Gpu] = []
-        for gpu in gpus:
-            i = _keyed_match(devices, gpu, used)
-            if i is not None:
-                devices[i] = _combine(devices[i], gpu)
-                used.add(i)
-            elif gpu.kfd_node is None and gpu.pci_slot is None:
-                keyless.append(gpu)
-            else:
-                devices.append(gpu)
-                used.add(len(devices) - 1)
-        deferred.append((keyless, used))
-    for keyless, used in deferred:
-        _merge_keyless(devices, keyless, used)
-    return _number(devices)
-
-
-def _merge_keyless(devices: list[Gpu], keyless: list[Gpu], used: set[int]) -> None:
-    """Join GPUs that carry no KFD node or slot to the devices their own probe did
-    not match: by PCI id (in order, for identical cards), then by position when
-    as many remain on both sides; anything else is a device of its own."""
-    for vendor in sorted({g.vendor for g in keyless}):
-        free = [i for i, d in enumerate(devices) if d.vendor == vendor and i not in used]
-        leftovers = []
-        for gpu in (g for g in keyless if g.vendor == vendor):
-            same = [i for i in free if gpu.pci_id and devices[i].pci_id == gpu.pci_id]
-            if same:
-                devices[same[0]] = _combine(devices[same[0]], gpu)
-                free.remove(same[0])
-            else:
-                leftovers.append(gpu)
-        if len(leftovers) == len(free):
-            for i, gpu in zip(free, leftovers, strict=True):
-                devices[i] = _combine(devices[i], gpu)
-        else:
-            devices.extend(leftovers)
-
-
-def _number(devices: list[Gpu]) -> tuple[Gpu, ...]:
-    """Keep runtime indexes; number devices no runtime saw after them, in PCI order."""
-    out: list[Gpu] = []
-    for vendor in sorted({d.vendor for d in devices}):
-        mine = [d for d in devices if d.vendor == vendor]
-        seen = [d for d in mine if _RUNTIME_SOURCES & set(d.sources)]
-        unseen = [d for d in mine if not _RUNTIME_SOURCES & set(d.sources)]
-        if not seen:
-            out.extend(index_by_vendor(unseen))
-            continue
-        out.extend(sorted(seen, key=lambda d: d.index))
-        start = max(d.index for d in seen) + 1
-        for n, device in enumerate(sorted(unseen, key=lambda d: d.pci_slot or "")):
-            out.append(replace(device, index=start + n))
-    return tuple(out)
-
-
-def merge_runtimes(runtimes: Iterable[GpuRuntime]) -> GpuRuntime:
-    merged: dict[str, Any] = {}
-    for runtime in runtimes:
-        for f in fields(GpuRuntime):
-            value, have = getattr(runtime, f.name), merged.get(f.name)
-            if isinstance(value, bool):
-                merged[f.name] = bool(have) or value
-            elif isinstance(value, tuple):
-                merged[f.name] = tuple(have or ()) + tuple(v for v in value if v not in (have or ()))
-            elif have is None:
-                merged[f.name] = value
-    if "device_nodes" in merged:
-        merged["device_nodes"] = tuple(sorted(merged["device_nodes"]))
-    return GpuRuntime(**merged)
+def parse_kernel_log(lines: Iterable[str]) -> GpuReport:
+    """The kernel's GPU driver lines: only the faults they prove (``gpu_faults``)."""
+    return (), GpuRuntime(faults=tool_faults("kernel-log", lines))
 
 
 _PARSERS: tuple[tuple[str, Callable[[list[str]], GpuReport]], ...] = (
@@ -236,33 +123,65 @@ _PARSERS: tuple[tuple[str, Callable[[list[str]], GpuReport]], ...] = (
     ("lspci", parse_lspci),
     ("pci-sysfs", parse_pci_sysfs),
     ("device-nodes", parse_device_nodes),
+    ("kernel-log", parse_kernel_log),
 )
+_TOOL_VENDOR = {"rocminfo": "amd", "rocm-smi": "amd", "amd-smi": "amd", "nvidia-smi": "nvidia"}
+_BUS_SOURCES = ("lspci", "pci-sysfs", "kfd")
+_VULKAN_LAYOUT = re.compile(r"^(Devices:|GPU\d+:|\s*GPU \d+: )")
+
+
+def _silent(name: str, rc: int | None, seen: list[Gpu]) -> str | None:
+    """A vendor tool that printed nothing is an error only where the bus shows that vendor's GPU."""
+    shown = [g for g in seen if g.vendor == _TOOL_VENDOR[name]]
+    if not shown:
+        return None
+    where = f"{shown[0].sources[0]} shows {shown[0].pci_slot or shown[0].pci_id} {shown[0].name}"
+    return f"{name} printed nothing (exit status {rc}) although {where}"
 
 
 def parse_probe(lines: Iterable[str]) -> GpuReport:
     """Parse ``GpuProbe``'s combined output into the merged GPUs and runtime."""
     sections = split_sections(lines)
+    nvidia_rc = {n: sections[n][1] for n in ("nvidia-smi", "nvidia-smi-table") if n in sections}
+    if "nvidia-smi" in sections or "nvidia-smi-table" in sections:
+        parts = [n for n in ("nvidia-smi", "nvidia-smi-list", "nvidia-smi-table") if n in sections]
+        body = [line for name in parts for line in sections.pop(name)[0]]
+        rc = nvidia_rc.get("nvidia-smi-table", nvidia_rc.get("nvidia-smi"))
+        sections["nvidia-smi"] = (body, rc)
     reports: list[GpuReport] = []
     errors: list[str] = []
-    if "nvidia-smi-table" in sections:
-        query, _ = sections["nvidia-smi"]
-        table, rc = sections.pop("nvidia-smi-table")
-        sections["nvidia-smi"] = (query + table, rc)
+    facts: list[str] = []
+    silent: list[tuple[str, int | None]] = []
     for name, parser in _PARSERS:
         if name not in sections:
             continue
         body, rc = sections[name]
+        if name in _TOOL_VENDOR and not any(line.strip() for line in body):
+            silent.append((name, rc))
+            continue
         reports.append(parser(body))
-        if rc and name not in ("nvidia-smi", "vulkaninfo"):
+        if rc and name not in ("nvidia-smi", "vulkaninfo", "kernel-log"):
             first = next((line.strip() for line in body if line.strip()), "no output")
             errors.append(f"{name} exited with status {rc}: {first}")
-        if rc and name == "vulkaninfo" and not reports[-1][0]:
-            errors.append(f"vulkaninfo exited with status {rc}: no usable Vulkan device")
-    runtime = merge_runtimes([r for _, r in reports] + [GpuRuntime(probe_errors=tuple(errors))])
+        if name == "vulkaninfo" and not reports[-1][0]:
+            if rc:
+                errors.append(f"vulkaninfo exited with status {rc}: no usable Vulkan device")
+            elif not any(_VULKAN_LAYOUT.match(line) for line in body):
+                facts.append(unrecognised("vulkaninfo", body))
+    on_bus = [g for gpus, _ in reports for g in gpus if g.sources and g.sources[0] in _BUS_SOURCES]
+    facts += [error for name, rc in silent if (error := _silent(name, rc, on_bus))]
+    if facts and not on_bus and all(f.startswith("vulkaninfo") for f in facts):
+        errors += facts  # a vulkaninfo we cannot read on a host with no GPU on its bus: a warning
+        facts = []
+    runtime = merge_runtimes(
+        [r for _, r in reports] + [GpuRuntime(probe_errors=tuple(errors), fact_errors=tuple(facts))]
+    )
     if "rocm-version" in sections:
         version = " ".join(sections["rocm-version"][0]).strip().split("-")[0]
         runtime = replace(runtime, rocm_version=version or runtime.rocm_version)
-    return merge_gpus([gpus for gpus, _ in reports]), runtime
+    gpus = tuple(settle_gfx(g) for g in merge_gpus([gpus for gpus, _ in reports]))
+    found = host_faults(gpus, runtime)
+    return gpus, replace(runtime, faults=tuple(dict.fromkeys(runtime.faults + found)))
 
 
 class GpuProbe(FactBase[GpuReport]):

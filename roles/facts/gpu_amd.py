@@ -21,7 +21,8 @@ from dataclasses import replace
 
 from pyinfra.api import FactBase
 
-from lemfleet.roles.facts.gpu_pci import GpuReport, slot_from_location, table_name
+from lemfleet.roles.facts.gpu_faults import tool_faults
+from lemfleet.roles.facts.gpu_pci import GpuReport, slot_from_location, table_name, unrecognised
 from lemfleet.roles.gpu_tables import APU_GFX, GFX_RE, gfx_from_target_version
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
@@ -216,12 +217,16 @@ def parse_rocminfo(lines: Iterable[str]) -> GpuReport:
         replace(gpu, index=i, pci_slot=gpu.pci_slot if slots.count(gpu.pci_slot) == 1 else None)
         for i, gpu in enumerate(gpus)
     ]
-    ok = bool(gpus)
+    faults = tool_faults("rocminfo", text)
+    # A recognised layout with CPU agents only is a host with no ROCm GPU, not an error.
+    recognised = bool(gpus) or any(re.match(r"^(HSA Agents|Agent \d+)\s*$", line) for line in text)
     errors: tuple[str, ...] = ()
-    if not ok:
-        first = next((line.strip() for line in text if line.strip()), "no output")
-        errors = (f"rocminfo found no GPU agent: {first}",)
-    return tuple(gpus), GpuRuntime(rocminfo_ok=ok, probe_errors=errors)
+    facts: tuple[str, ...] = ()
+    if faults:
+        errors = tuple(f"rocminfo: {f.evidence}" for f in faults)
+    elif not recognised:
+        facts = (unrecognised("rocminfo", text),)
+    return tuple(gpus), GpuRuntime(rocminfo_ok=bool(gpus), probe_errors=errors, fact_errors=facts, faults=faults)
 
 
 class Rocminfo(FactBase[GpuReport]):

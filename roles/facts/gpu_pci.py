@@ -17,7 +17,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from lemfleet.roles.gpu_tables import AMD_PCI, NVIDIA_PCI
+from lemfleet.roles.gpu_tables import AMD_PCI, KNOWN_GFX, gfx_from_decimal_name
+from lemfleet.roles.gpu_tables_nvidia import NVIDIA_PCI
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime, Vendor
 
 GpuReport = tuple[tuple[Gpu, ...], GpuRuntime]
@@ -27,6 +28,15 @@ GPU_CLASSES = frozenset({"0300", "0302", "0380"})
 GPU_VENDORS: dict[str, Vendor] = {"1002": "amd", "10de": "nvidia"}
 
 _SLOT_RE = re.compile(r"(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
+
+
+def unrecognised(tool: str, lines: Iterable[str], what: str = "output in a layout the parser does not know") -> str:
+    """The fact error for output no parser recognised: the tool, and its first
+    line that is not a table border, quoted."""
+    text = [t.strip() for t in lines if t.strip() and not set(t.strip()) <= set("+-=|:*. ")]
+    # The line naming a device the parser could not read explains it best; else the first.
+    line = next((t for t in text if _SLOT_RE.search(t)), text[0] if text else "")
+    return f"{tool} printed {what}: {line!r}" if line else f"{tool} printed nothing"
 
 
 def normalize_slot(text: str) -> str | None:
@@ -56,16 +66,43 @@ def table_name(vendor: Vendor, device_id: str) -> str | None:
     return None
 
 
+def settle_gfx(gpu: Gpu) -> Gpu:
+    """Check a runtime's gfx name against LLVM's names and the PCI device-id table.
+
+    Some tools write a stepping of 10 or more in decimal ("gfx9010" for 9.0.10,
+    which is gfx90a): such a name is read back as the real one, and a name LLVM
+    does not know is never kept as a build target. Where the device id is in
+    ``AMD_PCI`` the table wins over the runtime, and the GPU's notes say so.
+    """
+    if gpu.vendor != "amd":
+        return gpu
+    gfx, notes = gpu.gfx_target, list(gpu.notes)
+    said = f"{gpu.sources[0] if gpu.sources else 'the runtime'} reported {gfx}"
+    if gfx is not None and gfx not in KNOWN_GFX:
+        decoded = gfx_from_decimal_name(gfx)
+        why = f" (its version read in decimal digits: {decoded})" if decoded else ""
+        notes.append(f"{said}, which is not an LLVM gfx target{why}")
+        gfx = decoded
+    part = AMD_PCI.get(gpu.pci_id.split(":")[1]) if gpu.pci_id and gpu.pci_id.startswith("1002:") else None
+    if part and gfx != part.gfx:
+        if gfx is not None:
+            notes.append(f"{said}, but device {gpu.pci_id} is {part.gfx} in the PCI table; the table wins")
+        gfx = part.gfx
+    if gfx == gpu.gfx_target and len(notes) == len(gpu.notes):
+        return gpu
+    return replace(gpu, gfx_target=gfx, notes=tuple(dict.fromkeys(notes)))
+
+
 def with_table_facts(gpu: Gpu) -> Gpu:
-    """Fill the gfx target, compute capability and iGPU flag from the PCI id tables."""
+    """Fill the gfx target (checked, see ``settle_gfx``), compute capability and
+    iGPU flag from the PCI id tables."""
+    gpu = settle_gfx(gpu)
     if not gpu.pci_id:
         return gpu
     device_id = gpu.pci_id.split(":")[1]
     changes: dict[str, Any] = {}
     if gpu.vendor == "amd" and device_id in AMD_PCI:
-        part = AMD_PCI[device_id]
-        changes["gfx_target"] = gpu.gfx_target or part.gfx
-        changes["integrated"] = gpu.integrated or part.integrated
+        changes["integrated"] = gpu.integrated or AMD_PCI[device_id].integrated
     elif gpu.vendor == "nvidia" and device_id in NVIDIA_PCI:
         changes["compute_capability"] = gpu.compute_capability or NVIDIA_PCI[device_id].compute_capability
     return _replace(gpu, changes)
@@ -116,10 +153,12 @@ def parse_lspci(lines: Iterable[str]) -> GpuReport:
     """Parse ``lspci -Dnnk`` (also ``-nn`` and ``-nnk``; stray stderr lines are skipped)."""
     gpus: list[Gpu] = []
     current: Gpu | None = None
+    listed = False
     for raw in lines:
         line = raw.rstrip()
         match = _LSPCI_RE.match(line)
         if match:
+            listed = True
             current = None
             vendor = GPU_VENDORS.get(match["vendor"].lower())
             if vendor is None or match["class"] not in GPU_CLASSES:
@@ -136,17 +175,19 @@ def parse_lspci(lines: Iterable[str]) -> GpuReport:
         elif current is not None and "Kernel driver in use:" in line:
             driver = line.split(":", 1)[1].strip()
             gpus[-1] = _replace(gpus[-1], {"kernel_driver": driver})
-    return index_by_vendor(with_table_facts(g) for g in gpus), GpuRuntime()
+    return index_by_vendor(with_table_facts(g) for g in gpus), GpuRuntime(pci_listed=listed)
 
 
 def parse_pci_sysfs(lines: Iterable[str]) -> GpuReport:
     """Parse the probe's sysfs fallback, one device a line:
     ``0000:03:00.0 0x030000 0x1002 0x7480 amdgpu`` (slot, class, vendor, device, driver)."""
     gpus = []
+    listed = False
     for line in lines:
         fields = line.split()
         if len(fields) < 4:
             continue
+        listed = listed or normalize_slot(fields[0]) is not None
         slot, pci_class, vendor_hex, device_hex = fields[:4]
         vendor = GPU_VENDORS.get(vendor_hex.lower().removeprefix("0x"))
         if vendor is None or pci_class.lower().removeprefix("0x")[:4] not in GPU_CLASSES:
@@ -163,7 +204,7 @@ def parse_pci_sysfs(lines: Iterable[str]) -> GpuReport:
                 sources=("pci-sysfs",),
             )
         )
-    return index_by_vendor(with_table_facts(g) for g in gpus), GpuRuntime()
+    return index_by_vendor(with_table_facts(g) for g in gpus), GpuRuntime(pci_listed=listed)
 
 
 PCI_SYSFS_COMMAND = (
@@ -203,13 +244,18 @@ class LspciGpus(FactBase[GpuReport]):
 
 DEVICE_NODES_COMMAND = (
     "for f in /dev/kfd /dev/dri/renderD* /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia-uvm-tools "
-    '/dev/nvidia[0-9]* /dev/nvidia-caps/*; do [ -e "$f" ] && echo "$f"; done; true'
+    '/dev/nvidia[0-9]* /dev/nvidia-caps/*; do [ -e "$f" ] && '
+    '{ stat -c "%n %a %G" "$f" 2>/dev/null || echo "$f"; }; done; true'
 )
 
 
 def parse_device_nodes(lines: Iterable[str]) -> GpuReport:
-    nodes = tuple(sorted({line.strip() for line in lines if line.strip().startswith("/dev/")}))
-    return (), GpuRuntime(device_nodes=nodes)
+    """Device node paths, one a line, optionally followed by mode and group
+    (``/dev/kfd 660 render``, from ``stat -c '%n %a %G'``)."""
+    entries = sorted({line.strip() for line in lines if line.strip().startswith("/dev/")})
+    nodes = tuple(sorted({entry.split()[0] for entry in entries}))
+    modes = tuple(entry for entry in entries if len(entry.split()) == 3)
+    return (), GpuRuntime(device_nodes=nodes, device_node_modes=modes)
 
 
 class GpuDeviceNodes(FactBase[GpuReport]):

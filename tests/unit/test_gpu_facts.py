@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from lemfleet.roles.facts.gpu_amd import parse_kfd_topology, parse_rocminfo
-from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi, parse_rocm_smi
+from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi
+from lemfleet.roles.facts.gpu_rocm_smi import parse_rocm_smi
 from lemfleet.roles.facts.gpu_nvidia import parse_nvidia_smi
 from lemfleet.roles.facts.gpu_pci import GpuReport, parse_device_nodes, parse_lspci
 from lemfleet.roles.facts.gpu_vulkan import parse_vulkaninfo

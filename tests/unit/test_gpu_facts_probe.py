@@ -114,7 +114,7 @@ def test_no_driver_gpus_come_from_lspci() -> None:
         (0, "gfx1102", False, False),
         (1, "gfx1103", True, False),
     ]
-    assert runtime == GpuRuntime()
+    assert runtime == GpuRuntime(pci_listed=True)
 
 
 def test_broken_nvidia_driver_keeps_the_lspci_gpus() -> None:

@@ -88,7 +88,7 @@ CASES = [
          vram_budget_bytes=640 * GIB, tensor_split=(0.125,) * 8)),
     Case("t4", DEBIAN_12, {}, "cuda", dict(cuda_architectures=("75",), vram_budget_bytes=15 * GIB)),
     Case("nvidia-broken", UBUNTU_2404, {}, "cuda", dict(cuda_architectures=("90",), devices=8)),
-    Case("grid-k520", UBUNTU_2404, {}, "error: compute capability 3.0 < 5.0"),
+    Case("grid-k520", UBUNTU_2404, {}, "error: Kepler (compute capability 3.0) is not supported"),
     Case("grid-k520", UBUNTU_2404, {"gpu_allow_cpu_fallback": True}, "cpu"),
     # -- no GPU
     Case("cpu-only", UBUNTU_2404, {}, "cpu", dict(devices=0, warnings=(), env={}, device_nodes=())),
