@@ -64,7 +64,7 @@ def test_api_key_goes_by_file_never_in_the_unit_or_env():
     p = plan(server_host="0.0.0.0", server_api_key="not-in-any-file-0123")
     text = unit(p, key="/etc/lemfleet/api-key")
     env = render_env(p, unit_name="lemfleet-llama", model_path="/m.gguf", extra_args=[])
-    assert "--api-key-file /etc/lemfleet/api-key" in text
+    assert '--api-key-file "/etc/lemfleet/api-key"' in text
     assert "not-in-any-file-0123" not in text + env
 
 
