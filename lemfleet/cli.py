@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "lemfleet.report",
     "demo": "lemfleet.demo",
     "plan": "lemfleet.plan_cli",
+    "rollout": "lemfleet.rollout_cli",
 }
 
 USAGE_ERROR = 2

@@ -66,6 +66,8 @@ class InventoryTarget:
     ssh: SshOptions | None  # None for @local hosts
     server_host: str = DEFAULT_SERVER_HOST
     server_port: int = DEFAULT_SERVER_PORT
+    groups: tuple[str, ...] = ()
+    canary: bool = False  # in the inventory's ``canary`` group, or host data ``rollout_canary: true``
 
     def direct_url(self) -> str:
         return f"http://{_url_host(_reachable(self.server_host))}:{self.server_port}"
@@ -105,6 +107,7 @@ def load_inventory_targets(inventory_path: str, env: dict[str, str] | None = Non
     for entry in json.loads(done.stdout):
         ssh_entry = entry.pop("ssh")
         ssh = SshOptions(**ssh_entry) if ssh_entry else None
+        entry["groups"] = tuple(entry.get("groups") or ())
         targets.append(InventoryTarget(ssh=ssh, **entry))
     return targets
 
@@ -132,8 +135,11 @@ def read_inventory_in_process(inventory_path: str) -> list[InventoryTarget]:
         data: Any = host.data
         server_host = str(data.get("server_host") or DEFAULT_SERVER_HOST)
         server_port = int(data.get("server_port") or DEFAULT_SERVER_PORT)
+        groups = tuple(dict.fromkeys(str(group) for group in host.groups))
+        canary = "canary" in groups or data.get("rollout_canary") in (True, "true", "yes", 1, "1")
+        placed = {"groups": groups, "canary": canary}
         if issubclass(host.connector_cls, LocalConnector):
-            targets.append(InventoryTarget(host.name, None, server_host, server_port))
+            targets.append(InventoryTarget(host.name, None, server_host, server_port, **placed))
         elif issubclass(host.connector_cls, SSHConnector):
             ssh = SshOptions(
                 hostname=str(data.get("ssh_hostname") or host.name),
@@ -144,7 +150,7 @@ def read_inventory_in_process(inventory_path: str) -> list[InventoryTarget]:
                 strict_host_key_checking=data.get("ssh_strict_host_key_checking") or "accept-new",
                 config_file=data.get("ssh_config_file"),
             )
-            targets.append(InventoryTarget(host.name, ssh, server_host, server_port))
+            targets.append(InventoryTarget(host.name, ssh, server_host, server_port, **placed))
         else:
             raise ValueError(
                 f"host {host.name} uses {host.connector_cls.__name__}; lemfleet smoke reaches "

@@ -22,7 +22,8 @@ from lemfleet.smoke import CHECKS, SmokeResult, Step, run_bounded, smoke_check
 from lemfleet.sshtunnel import InventoryTarget, SshOptions, TunnelError, forward, load_inventory_targets
 from lemfleet.sshtunnel import read_deploy_record as read_record
 
-VERIFY_SUITE = Path(__file__).resolve().parents[2] / "tests" / "verify"
+VERIFY_SUITE = "lemfleet.verify"
+"""The shipped suite, run as ``pytest --pyargs lemfleet.verify`` wherever lemfleet is installed."""
 
 
 def smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResult:
@@ -136,7 +137,7 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="lemfleet-verify-") as tmp:
         config, junit = Path(tmp) / "ssh_config", Path(tmp) / "verify.xml"
         config.write_text(ssh_config(targets))
-        command = [sys.executable, "-m", "pytest", suite or str(VERIFY_SUITE), "-p", "no:cacheprovider", "-q",
+        command = [sys.executable, "-m", "pytest", "--pyargs", suite or VERIFY_SUITE, "-p", "no:cacheprovider", "-q",
                    f"--hosts={','.join(specs)}", f"--ssh-config={config}", f"--junitxml={junit}"]  # fmt: skip
         if max_restarts is not None:
             command.append(f"--lemfleet-max-restarts={max_restarts}")

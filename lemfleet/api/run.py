@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -54,8 +55,10 @@ def plan(
 
 
 def default_deploy_file() -> Path:
-    """The deploy a run applies unless told otherwise: ``deploy.py`` in the working directory."""
-    return Path.cwd() / "deploy.py"
+    """lemfleet's own deploy (``lemfleet.deploy``, this repo's deploy.py), found without importing it."""
+    spec = importlib.util.find_spec("lemfleet.deploy")
+    assert spec is not None and spec.origin is not None, "lemfleet.deploy is part of the package"
+    return Path(spec.origin)
 
 
 def deploy(

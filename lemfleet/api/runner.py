@@ -132,7 +132,11 @@ def _host_result(state: Any, host: Any, messages: list[dict[str, str]], dry: boo
         meta = state.ops[host][op_hash].operation_meta
         entry: dict[str, Any] = {"name": _op_name(state, op_hash)}
         if dry:
-            entry.update(changed=bool(meta._maybe_is_change), success=None, stderr=[])
+            # As pyinfra's own --dry report: a change that hangs on an _if (a restart when a file
+            # changed, say) follows from the others, so only the unconditional ones say "would change".
+            op_data = state.get_op_data_for_host(host, op_hash)
+            conditional = bool(op_data.global_arguments["_if"])
+            entry.update(changed=bool(meta._maybe_is_change) and not conditional, success=None, stderr=[])
         elif meta.is_complete():
             succeeded = meta.did_succeed(_raise_if_not_complete=False)
             entry.update(changed=succeeded and meta.did_change(), success=succeeded)

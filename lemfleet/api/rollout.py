@@ -1,0 +1,247 @@
+"""``rollout``: a deploy over health-gated batches that stops before it can take the fleet down.
+
+1. The fleet is read (no host contacted), split into batches (:mod:`lemfleet.api.batches`), canaries
+   first, and the fleet's lock is taken on the controller.
+2. One pre-pass, a dry deploy over every host, checks every host's settings before any is
+   contacted and finds the hosts already in the wanted state: they pass as no-ops, and only
+   batches with work run.
+3. Each host with work is locked (``/var/lib/lemfleet/rollout.lock``), so a second controller is
+   refused too.
+4. Batch by batch, the hosts with work are deployed (one pyinfra run, ``--limit`` the batch). Each
+   host is a transaction: a change that fails the health gate is rolled back on that host
+   (roles/transaction.py). A batch whose failures exceed ``max_fail`` stops the rollout; hosts it
+   has not reached stay untouched.
+5. The record (:mod:`lemfleet.api.rollout_record`) is written after every batch, so a stopped
+   rollout can be resumed with its id once the cause is fixed: earlier batches are rechecked as
+   no-ops and not changed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, order_hosts, parse_max_fail, split
+from lemfleet.api.display import html_table, text_table
+from lemfleet.api.fleet import Fleet, FleetSetupError, data_items
+from lemfleet.api.locks import (
+    LockHeld,
+    Owner,
+    controller_lock_path,
+    release_controller_lock,
+    release_host_locks,
+    take_controller_lock,
+    take_host_locks,
+)
+from lemfleet.api.results import Event, FleetDeploy, HostDeploy
+from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
+from lemfleet.api.run import EventCallback, deploy
+from lemfleet.sshtunnel import InventoryTarget, load_inventory_targets, read_deploy_record
+
+RECORDS = Path("out/rollouts")
+HEADERS = ("batch", "host", "outcome", "before", "after", "gap", "error")
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    record: RolloutRecord
+    path: Path | None
+    would_change: Mapping[str, tuple[str, ...]]  # host -> operations the pre-pass found to change
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status in ("completed", "dry-run")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.record.to_json()
+
+    def _rows(self) -> list[list[Any]]:
+        rows = []
+        for batch in self.record.batches:
+            for r in batch.results:
+                before = (r.before or {}).get("build_id")
+                after = (r.after or {}).get("build_id")
+                gap = r.serving_gap_s
+                rows.append([batch.index, r.host, r.outcome, before, after, gap, (r.errors or [""])[-1][:120]])
+        return rows
+
+    def __str__(self) -> str:
+        head = f"rollout {self.record.id}: {self.record.status}" + (
+            f" ({self.record.reason})" if self.record.reason else ""
+        )
+        return head + "\n" + text_table(HEADERS, self._rows())
+
+    def _repr_html_(self) -> str:
+        caption = f"Rollout {self.record.id}: {self.record.status}" + (
+            f", {self.record.reason}" if self.record.reason else ""
+        )
+        return html_table(HEADERS, self._rows(), caption=caption)
+
+
+def _matches(target: InventoryTarget, patterns: list[str]) -> bool:
+    return not patterns or any(p in target.groups or fnmatch.fnmatch(target.name, p) for p in patterns)
+
+
+def _records(targets: Iterable[InventoryTarget]) -> dict[str, dict[str, Any] | None]:
+    targets = list(targets)
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        return dict(zip((t.name for t in targets), pool.map(read_deploy_record, targets), strict=True))
+
+
+def _outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[str, Any] | None) -> HostOutcome:
+    steps = (
+        [dict(name=s.name, status=s.status, message=s.message, seconds=s.seconds) for s in host.smoke.steps]
+        if host.smoke
+        else []
+    )
+    health = next((s["seconds"] for s in steps if s["name"] == "health"), None)
+    return HostOutcome(
+        host=host.host,
+        outcome=host.outcome,
+        before=state_of(before),
+        after=state_of(after),
+        gate=steps,
+        serving_gap_s=(health if host.changed else 0.0) if host.ok or host.rolled_back else None,
+        changes=host.changed,
+        errors=list(host.errors),
+    )
+
+
+def rollout(
+    fleet: Fleet,
+    *,
+    batches: str = DEFAULT_BATCHES,
+    max_fail: str | int = 0,
+    limit: str | Iterable[str] | None = None,
+    data: Mapping[str, Any] | Iterable[str] | None = None,
+    resume: str | None = None,
+    dry: bool = False,
+    break_lock: bool = False,
+    records: Path = RECORDS,
+    on_event: EventCallback | None = None,
+    echo: IO[str] | None = None,
+) -> RolloutResult:
+    """Roll the deploy out in batches; see the module docstring. Raises :class:`FleetSetupError`
+    (bad settings, bad batches), :class:`LockHeld` (another rollout) before changing anything."""
+    emit = on_event or (lambda event: None)
+    items = data_items(data)
+    try:
+        parse_max_fail(max_fail)
+        patterns = [limit] if isinstance(limit, str) else list(limit or ())
+        targets = [t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if _matches(t, patterns)]
+        if not targets:
+            raise FleetSetupError(f"--limit {patterns} matches no host of {fleet.inventory}")
+        if resume:
+            earlier = RolloutRecord.read(records, resume)
+            planned = [b.hosts for b in earlier.batches]
+            batches, max_fail = earlier.batches_spec, earlier.max_fail
+            known = {t.name for t in targets}
+            targets = [t for t in targets if any(t.name in b for b in planned)]
+            if missing := [h for b in planned for h in b if h not in known]:
+                raise FleetSetupError(f"--resume {resume}: hosts {missing} are no longer in the inventory")
+        else:
+            order = order_hosts([t.name for t in targets], [t.name for t in targets if t.canary])
+            planned = split(order, batches)
+    except BatchError as err:
+        raise FleetSetupError(str(err)) from err
+    by_name = {t.name: t for t in targets}
+    record = RolloutRecord(
+        id=resume or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
+        inventory=fleet.inventory,
+        limit=patterns,
+        batches_spec=batches,
+        max_fail=str(max_fail),
+        data_keys=sorted({item.split("=", 1)[0] for item in (*fleet.data, *items)}),
+        started=time.time(),
+        batches=[Batch(i + 1, hosts, results=[HostOutcome(h) for h in hosts]) for i, hosts in enumerate(planned)],
+    )
+    owner = Owner.me(record.id)
+    lock = controller_lock_path(records, fleet.inventory)
+    if not dry:
+        take_controller_lock(lock, owner, break_lock=break_lock)
+    locked: list[InventoryTarget] = []
+    try:
+        emit(Event("rollout_started", time.time(), message=f"{record.id}: {len(planned)} batch(es)"))
+        prepass = deploy(fleet, limit=[t.name for t in targets], data=items, dry=True, echo=echo)
+        would_change = {h.host: tuple(h.changed) for h in prepass.hosts}
+        work = {h.host for h in prepass.hosts if h.changed or not h.ok}
+        if dry:
+            record.status, record.finished = "dry-run", time.time()
+            for batch in record.batches:
+                batch.status = "would run" if work & set(batch.hosts) else "unchanged"
+                for r in batch.results:
+                    r.outcome, r.changes = (
+                        ("would update" if r.host in work else "unchanged"),
+                        list(would_change.get(r.host, ())),
+                    )
+            return RolloutResult(record, None, would_change)
+        locked = [by_name[h] for h in sorted(work)]
+        problems = take_host_locks(locked, owner, break_lock=break_lock)
+        if problems:
+            raise LockHeld("; ".join(problems))
+        record.write(records)
+        for batch in record.batches:
+            _run_batch(fleet, items, batch, work, by_name, record, emit, echo, max_fail)
+            record.write(records)
+            if batch.status == "failed":
+                record.status = "stopped"
+                record.reason = (
+                    f"batch {batch.index}: {batch.failures} host(s) failed, {batch.allowed_failures} allowed"
+                )
+                break
+        else:
+            record.status = "completed"
+    finally:
+        if locked:
+            release_host_locks(locked, owner)
+        if not dry:
+            release_controller_lock(lock, owner)
+    record.finished = time.time()
+    path = record.write(records)
+    emit(Event("rollout_done", time.time(), message=f"{record.id}: {record.status}"))
+    return RolloutResult(record, path, would_change)
+
+
+def _run_batch(
+    fleet: Fleet,
+    items: tuple[str, ...],
+    batch: Batch,
+    work: set[str],
+    by_name: dict[str, InventoryTarget],
+    record: RolloutRecord,
+    emit: EventCallback,
+    echo: IO[str] | None,
+    max_fail: str | int,
+) -> None:
+    started = time.monotonic()
+    todo = [h for h in batch.hosts if h in work]
+    batch.allowed_failures = allowed_failures(max_fail, len(batch.hosts))
+    if not todo:
+        batch.status = "unchanged"
+        before = _records(by_name[h] for h in batch.hosts)
+        batch.results = [
+            HostOutcome(h, "unchanged", state_of(before[h]), state_of(before[h]), serving_gap_s=0.0)
+            for h in batch.hosts
+        ]
+        return
+    emit(Event("batch_started", time.time(), message=f"batch {batch.index}: {', '.join(todo)}"))
+    before = _records(by_name[h] for h in batch.hosts)
+    result: FleetDeploy = deploy(fleet, limit=todo, data=items, on_event=emit, echo=echo)
+    after = _records(by_name[h] for h in todo)
+    outcomes = {h.host: _outcome(h, before[h.host], after.get(h.host)) for h in result.hosts}
+    batch.results = [
+        outcomes.get(h) or HostOutcome(h, "unchanged", state_of(before[h]), state_of(before[h]), serving_gap_s=0.0)
+        for h in batch.hosts
+    ]
+    batch.failures = sum(1 for r in batch.results if r.outcome in ("failed", "rolled back"))
+    batch.status = "failed" if batch.failures > batch.allowed_failures else "passed"
+    batch.seconds = round(time.monotonic() - started, 3)
+    emit(Event("batch_done", time.time(), message=f"batch {batch.index}: {batch.status}"))
