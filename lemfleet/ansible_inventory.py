@@ -9,7 +9,14 @@ group name -> list of ``(host name, host data)``.
 Connection variables become pyinfra's SSH host data; every other variable that does not start
 with ``ansible_`` becomes host data as it is, so ``server_port: 9000`` in ``group_vars/gpu.yml``
 sets lemfleet's ``server_port`` for that group. Jinja in values is rendered with Ansible's
-``Templar``; vault-encrypted values are left out (pyinfra cannot decrypt them).
+``Templar``.
+
+Vault-encrypted values (``!vault`` values and encrypted vars files) are decrypted with
+ansible-core's vault code and the password Ansible would use (:mod:`lemfleet.ansible_vault`), all
+of them while the inventory loads, so a wrong or missing password stops the run before any host is
+contacted. Every value that is or derives from one becomes a :class:`lemfleet.secret.Secret`, which
+no dump of host data prints; the steps that write it (the API key file) unwrap it. Connection
+variables are the exception: pyinfra must pass them to ssh, so they stay plain even from a vault.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from lemfleet.ansible_vault import PASSWORD_HELP, VaultError, load_secrets, make_loader, secret_names
+from lemfleet.secret import Secret
 
 ENV_VAR = "LEMFLEET_ANSIBLE_INVENTORY"
 
@@ -114,10 +124,6 @@ def plain_data(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_plain))
 
 
-def _is_vaulted(value: Any) -> bool:
-    return type(value).__name__ in {"EncryptedString", "AnsibleVaultEncryptedUnicode"}
-
-
 def _has_template(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value
@@ -128,8 +134,17 @@ def _has_template(value: Any) -> bool:
     return False
 
 
-def host_data(name: str, variables: dict[str, Any], templar: Any) -> tuple[str, dict[str, Any]]:
-    """Map one host's resolved Ansible variables to a pyinfra ``(name, data)`` entry."""
+def host_data(
+    name: str,
+    variables: dict[str, Any],
+    templar: Any,
+    secrets: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[str, dict[str, Any]]:
+    """Map one host's resolved Ansible variables to a pyinfra ``(name, data)`` entry.
+
+    ``secrets`` names the variables that are or derive from vault secrets
+    (:func:`lemfleet.ansible_vault.secret_names`); their values become :class:`Secret`.
+    """
     from ansible.errors import AnsibleError
     from ansible.module_utils.parsing.convert_bool import boolean
 
@@ -137,15 +152,15 @@ def host_data(name: str, variables: dict[str, Any], templar: Any) -> tuple[str, 
     for key, value in variables.items():
         if key in MAGIC_VARS or (key.startswith("ansible_") and key not in CONNECTION_VARS):
             continue
-        if _is_vaulted(value):
-            logger.warning("%s: leaving out %s, which is vault-encrypted", name, key)
-            continue
-        if _has_template(value):
+        secret = key in secrets and key not in CONNECTION_VARS
+        if key in secrets or _has_template(value):
             try:
                 value = templar.template(value)
             except AnsibleError as err:
-                raise ValueError(f"host {name}: cannot render {key}={value!r}: {err}") from err
-        data[CONNECTION_VARS.get(key, key)] = plain_data(value)
+                if secret:
+                    raise VaultError(f"host {name}: cannot decrypt {key}: {err.message}; {PASSWORD_HELP}") from err
+                raise ValueError(f"host {name}: cannot render {key}={value!r}: {err.message}") from err
+        data[CONNECTION_VARS.get(key, key)] = Secret(plain_data(value)) if secret else plain_data(value)
     if "_sudo" in data:
         data["_sudo"] = boolean(data["_sudo"])
     if "ssh_port" in data:
@@ -160,6 +175,23 @@ def host_data(name: str, variables: dict[str, Any], templar: Any) -> tuple[str, 
     return name, data
 
 
+def _resolve(loader: Any, variables: Any, host: Any) -> tuple[str, dict[str, Any]]:
+    """One host's entry; a vault that cannot be decrypted is named with the host, never with a value."""
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+
+    try:
+        resolved = variables.get_vars(host=host, include_hostvars=False)
+        templated = {k for k, v in resolved.items() if _has_template(v)}
+        secrets = secret_names(loader, resolved, templated)
+        return host_data(host.name, resolved, Templar(loader, variables=resolved), secrets)
+    except AnsibleError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, VaultError):
+            cause = cause.__cause__ or cause.__context__
+        raise VaultError(f"host {host.name}: {cause or err.message}" + ("" if cause else f"; {PASSWORD_HELP}")) from err
+
+
 def load_ansible_inventory(path: str | os.PathLike[str]) -> Groups:
     """Read an Ansible inventory and return pyinfra groups with fully resolved host data.
 
@@ -167,20 +199,16 @@ def load_ansible_inventory(path: str | os.PathLike[str]) -> Groups:
     """
     with _quiet_ansible_import():
         from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
-        from ansible.template import Templar
         from ansible.vars.manager import VariableManager
 
     source = Path(path)
     if not source.exists():
         raise ValueError(f"Ansible inventory {source} does not exist")
-    loader = DataLoader()
+    loader = make_loader()
+    _refuse_locked_inventory(source, has_password=bool(load_secrets(loader)))
     inventory = InventoryManager(loader=loader, sources=[str(source)])
     variables = VariableManager(loader=loader, inventory=inventory)
-    entries: dict[str, tuple[str, dict[str, Any]]] = {}
-    for host in inventory.get_hosts():
-        resolved = variables.get_vars(host=host, include_hostvars=False)
-        entries[host.name] = host_data(host.name, resolved, Templar(loader, variables=resolved))
+    entries = {host.name: _resolve(loader, variables, host) for host in inventory.get_hosts()}
     if not entries:
         raise ValueError(f"Ansible inventory {source} lists no hosts")
     local = [name for name, (pyinfra_name, _) in entries.items() if pyinfra_name == "@local"]
@@ -192,3 +220,15 @@ def load_ansible_inventory(path: str | os.PathLike[str]) -> Groups:
         if group_name != "all" and members:
             groups[group_name] = members
     return groups
+
+
+def _refuse_locked_inventory(source: Path, *, has_password: bool) -> None:
+    """An encrypted inventory file with no password: say so (ansible would only warn it cannot parse it)."""
+    from ansible.parsing.vault import is_encrypted_file
+
+    if source.is_file() and not has_password:
+        with source.open("rb") as handle:
+            if is_encrypted_file(handle):
+                raise VaultError(
+                    f"Ansible inventory {source} is vault-encrypted and no vault password is set; {PASSWORD_HELP}"
+                )

@@ -17,6 +17,7 @@ from typing import Any
 
 from lemfleet.errors import SettingsError
 from lemfleet.roles import value_rules
+from lemfleet.secret import Secret, reveal
 
 __all__ = [
     "Setting",
@@ -147,20 +148,44 @@ def clean_group(settings: Iterable[Setting], data: Any, host: str | None = None)
 
     Besides its own check, every setting passes :func:`lemfleet.roles.value_rules.harden` (no control
     characters, bounded length, its own name rule), and the values derived from the group are checked.
+
+    A value decrypted from Ansible Vault (:class:`lemfleet.secret.Secret`) is accepted only by a
+    secret setting; it is checked unwrapped and kept wrapped, and no message shows it.
     """
+    settings = tuple(settings)
     problems: list[str] = []
     clean: dict[str, Any] = {}
     for setting in settings:
+        raw = _get(data, setting.name, setting.default)
         try:
-            value = setting.clean(_get(data, setting.name, setting.default))
-            clean[setting.name] = value_rules.harden(setting.name, value, secret=setting.secret)
+            if isinstance(raw, Secret) and not setting.secret:
+                secret_names = ", ".join(s.name for s in settings if s.secret) or "secret settings only"
+                raise ValueError(
+                    f"{setting.name} comes from Ansible Vault (value hidden) but is not a secret setting; "
+                    f"accepted: a plain value (vault-encrypted values are for {secret_names})"
+                )
+            value = value_rules.harden(setting.name, setting.clean(reveal(raw)), secret=setting.secret)
+            clean[setting.name] = Secret(value) if isinstance(raw, Secret) else value
         except ValueError as err:
-            problems.append(str(err))
+            problems.append(_scrub(str(err), reveal(raw)) if setting.secret else str(err))
     if not problems:
         problems = value_rules.derived_problems(clean)
     if problems:
         raise SettingsError(problems, host)
     return clean
+
+
+def _scrub(message: str, value: Any) -> str:
+    """``message`` with every string of a secret ``value`` cut out: no check may echo a secret."""
+    if isinstance(value, Mapping):
+        texts = [str(part) for pair in value.items() for part in pair]
+    elif isinstance(value, list | tuple):
+        texts = [str(item) for item in value]
+    else:
+        texts = [str(value)]
+    for text in sorted((t for t in texts if len(t) >= 3), key=len, reverse=True):
+        message = message.replace(repr(text), "(secret value, not shown)").replace(text, "(secret value, not shown)")
+    return message
 
 
 def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
