@@ -27,7 +27,7 @@ from lemfleet.api_keys import check_key_setting
 from lemfleet.roles import values
 from lemfleet.roles.ops import absent, directory, put_text, system_user
 from lemfleet.roles.plan import HostPlan
-from lemfleet.roles.server_flags import extra_args_problems
+from lemfleet.roles.server_flags import env_problems, extra_args_problems
 from lemfleet.roles.settings import Setting, SettingsError, boolean, defaults, integer, one_of, string_list, text
 from lemfleet.secret import reveal
 
@@ -168,6 +168,10 @@ def render_unit(
 def render_env(plan: HostPlan, *, unit_name: str, model_path: str, extra_args: Sequence[str]) -> str:
     """The environment file; each value double-quoted and escaped, the extra arguments kept one per word."""
     args = list(extra_args)
+    # The planned variables (visible devices, HSA override) must not set a flag lemfleet passes itself.
+    problems = env_problems(plan.run_env, "the plan's service environment")
+    if problems:
+        raise SettingsError(problems)
     if plan.tensor_split:
         args += ["--tensor-split", ",".join(f"{s:g}" for s in plan.tensor_split)]
     return _render("lemfleet-llama.env.j2", unit_name=unit_name, plan=plan, model_path=model_path, extra_args=args)

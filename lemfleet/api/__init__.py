@@ -6,6 +6,7 @@
     plans = api.plan(fleet)                  # per-host plans or errors; nothing changes
     result = api.deploy(fleet, limit=["gpu-1"], data={"model_quant": "Q8_0"}, on_event=api.print_events)
     result["gpu-1"].changed                  # the operations that changed something
+    api.rollout(fleet, batches="1,10%,50%,100%", max_fail="0")   # health-gated batches, canaries first
     api.smoke(fleet, api_key=key).ok
     api.verify(fleet).failures()
 
@@ -31,6 +32,7 @@ from lemfleet.api.results import (
     HostPlan,
     OperationResult,
 )
+from lemfleet.api.rollout import RolloutResult, rollout
 from lemfleet.api.run import EventCallback, deploy, plan, print_events
 
 __all__ = [
@@ -47,9 +49,11 @@ __all__ = [
     "HostDeploy",
     "HostPlan",
     "OperationResult",
+    "RolloutResult",
     "deploy",
     "plan",
     "print_events",
+    "rollout",
     "smoke",
     "verify",
 ]

@@ -7,6 +7,7 @@ live tests (test_auth_live.py) hold the rules to the pinned llama-server itself.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lemfleet.api_keys import KEY, MIN_KEY_LENGTH, first_key, key_problems, parse_key_file
-from lemfleet.roles.server import api_keys
+from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.server import api_keys, render_env
 from lemfleet.roles.server_flags import MANAGED_FLAGS, env_problems, extra_args_problems
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.settings_check import validate
+from tests.unit.test_server_templates import FACTS
 
 GOOD = "k3y-for-tests-0123456789"
 EXPOSED = {"server_host": "0.0.0.0"}
@@ -137,3 +140,12 @@ def test_managed_flag_variables_are_refused_in_the_service_environment() -> None
     (problem,) = env_problems({"LLAMA_ARG_HOST": "0.0.0.0", "HIP_VISIBLE_DEVICES": "0"}, "plan")
     assert problem.startswith("plan sets LLAMA_ARG_HOST")
     assert extra_args_problems(["--jinja"]) == []
+
+
+def test_a_plan_environment_that_sets_a_managed_flag_is_never_rendered() -> None:
+    plan = plan_host(FACTS, validate({}), ModelInfo("tiny", 5_000_000))
+    assert "HIP_VISIBLE_DEVICES" in render_env(
+        replace(plan, run_env={"HIP_VISIBLE_DEVICES": "0"}), unit_name="u", model_path="/m.gguf", extra_args=[]
+    )
+    with pytest.raises(SettingsError, match="sets LLAMA_API_KEY, the variable of a flag lemfleet manages"):
+        render_env(replace(plan, run_env={"LLAMA_API_KEY": "x"}), unit_name="u", model_path="/m.gguf", extra_args=[])
