@@ -1,8 +1,10 @@
-"""lemfleet: detect, plan, drivers, llama.cpp, model, server, smoke — for each host.
+"""lemfleet: detect, plan, drivers, llama.cpp, model, server, gate — for each host, as one transaction.
 
     pyinfra inventories/<fleet>.py deploy.py [--dry] [--limit H] [--serial]
 
 This file only puts the steps in order; each lives in its own module under roles/.
+What serves changes only when the new state passes the health gate; otherwise
+the host goes back to its last good state (roles/transaction.py).
 
 It is also the packaged deploy, installed as ``lemfleet.deploy``, which another
 project calls from its own deploy.py, with its own inventory::
@@ -20,17 +22,17 @@ connected (lemfleet/preflight.py).
 from pyinfra import host
 from pyinfra.api import deploy
 
-from lemfleet.roles import apt_proxy, detect, hoststate, llama_cpp, model_source, server
+from lemfleet.roles import apt_proxy, detect, hoststate, llama_cpp, model_source, ownership, server, transaction
 from lemfleet.roles import model as model_step
 from lemfleet.roles.controller import once, settings_for, source_for
 from lemfleet.roles.drivers import install_drivers, plan_for_host
-from lemfleet.roles.llama_cpp import BINARY, install_llama_cpp
+from lemfleet.roles.gate import Target, gate, passed_on
+from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id, install_llama_cpp, prune_builds
 from lemfleet.roles.model import install_model, prune_models
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.record import deploy_record
 from lemfleet.roles.server import install_server
 from lemfleet.roles.settings_check import DEFAULTS
-from lemfleet.roles.smoke import smoke
 
 
 @deploy("lemfleet", data_defaults=DEFAULTS)
@@ -44,32 +46,43 @@ def deploy_lemfleet() -> None:
     plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
     drivers = plan_for_host(facts, plan.backend, settings)
     source = source_for(settings)
+    unit_name = settings["server_unit_name"]
+    layout = transaction.Layout.for_unit(unit_name)
     hoststate.declare(
         [*apt_proxy.PATHS, *llama_cpp.managed_paths(plan, source),
          *model_step.managed_paths(model, settings["model_dir"]),
-         *server.managed_paths(settings["server_unit_name"])]
+         *server.managed_paths(unit_name), *transaction.managed_paths(layout)]
     )  # fmt: skip
 
+    # Before anything changes: the user, unit and model directory must be lemfleet's (roles/ownership.py).
+    ownership.claim(name="Take over only what lemfleet created", user=settings["server_user"], unit_name=unit_name,
+                    model_dir=settings["model_dir"])  # fmt: skip
+    transaction.adopt_last_good(name="Adopt the serving state as the last good one", layout=layout)
     apt_proxy.configure_apt_proxy()
     # The service user joins the GPU groups in the server step, where it is created.
     install_drivers(drivers)
     build_switched = install_llama_cpp(plan, source)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
-    environment = install_server(
+    _, files_digest = install_server(
         plan,
         binary=BINARY,
         model_path=model_path,
         restart_when=[build_switched] + ([model_placed] if model_placed else []),
-        record=deploy_record(
-            plan, source, model, model_path, unit_name=settings["server_unit_name"], user=settings["server_user"]
-        ),
         supplementary_groups=drivers.service_groups,
     )
-    prune_models(
-        settings["model_dir"], model_path, settings["model_keep"], when=[environment, *filter(None, [model_placed])]
-    )
-    smoke(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
-          n_gpu_layers=plan.n_gpu_layers)  # fmt: skip
+    record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"])
+    build_dir = f"{BUILDS}/{build_id(source, plan)}"
+    digest = transaction.state_digest(files_digest, build_dir, model_path, record)
+    gate(
+        Target(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
+               unit=f"{unit_name}.service", n_gpu_layers=plan.n_gpu_layers),
+        fallback=transaction.fallback(layout, digest),
+        layout=layout,
+    )  # fmt: skip
+    passed = passed_on(host.name)
+    kept = transaction.commit(layout, record, build_dir, model_path, digest, passed)
+    prune_builds(settings["llama_cpp_keep_builds"], when=[passed, kept.did_change])
+    prune_models(settings["model_dir"], model_path, settings["model_keep"], when=[passed, kept.did_change])
 
 
 # pyinfra runs this file as this repo's deploy (it executes it without a module name);

@@ -4,15 +4,48 @@ The deploy's smoke step must test a server that listens on the host's
 loopback only. Instead of opening a second SSH session, this forwards a
 local port over the existing paramiko transport (``direct-tcpip`` channels,
 the same thing ``ssh -L`` does). On ``@local`` the port is used directly.
+
+While the server is down (starting, or crash-looping) every poll of
+``/health`` opens a channel the host refuses, and paramiko logs each refusal
+as an ERROR line (``Secsh channel N open FAILED``). Those lines say nothing a
+person can act on, so they are held back while the forward is open and
+summed up in one line when it closes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class RefusedChannels(logging.Filter):
+    """Drops paramiko's ``Secsh channel N open FAILED`` records and counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.last_reason = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Secsh channel") and "open FAILED" in message:
+            self.count += 1
+            self.last_reason = message.split("open FAILED:", 1)[-1].strip()
+            return False
+        return True
+
+    def summary(self, target: str) -> str | None:
+        if not self.count:
+            return None
+        return (
+            f"{self.count} connection(s) to {target} refused on the host while the server was down ({self.last_reason})"
+        )
 
 
 def _pump(src: Any, dst: Any) -> None:
@@ -43,6 +76,9 @@ def forward(pyinfra_host: Any, remote_host: str, remote_port: int) -> Iterator[s
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     stop = threading.Event()
+    refused = RefusedChannels()
+    paramiko_log = logging.getLogger(transport.get_log_channel())
+    paramiko_log.addFilter(refused)
 
     def accept_loop() -> None:
         while not stop.is_set():
@@ -65,3 +101,9 @@ def forward(pyinfra_host: Any, remote_host: str, remote_port: int) -> Iterator[s
     finally:
         stop.set()
         listener.close()
+        paramiko_log.removeFilter(refused)
+        summary = refused.summary(f"{remote_host}:{remote_port}")
+        if summary and hasattr(pyinfra_host, "log_styled"):  # a pyinfra host: the line goes with its others
+            pyinfra_host.log_styled(summary, fg="yellow", log_func=logging.getLogger("pyinfra").info)
+        elif summary:
+            logger.info("%s: %s", getattr(pyinfra_host, "name", "host"), summary)

@@ -12,7 +12,10 @@ The build id hashes the source identity, backend, targets, cmake flags and
 the host's OS and CPU features, so an unchanged id means nothing to build
 and nothing to restart. A build is installed under a temporary name and
 renamed when complete; a failed build changes no link, so the old build
-keeps serving and the host fails with the tail of the build log.
+keeps serving and the host fails with the tail of the build log. Old builds
+are pruned only after the new state passed the health gate
+(roles/transaction.py), and never one that ``current``, ``previous`` or the
+last good state uses.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from pyinfra import host
@@ -36,6 +40,8 @@ from lemfleet.roles.sources import Source, file_sha256
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
 CURRENT = f"{BUILDS}/current"
+# The build link of the last state that passed the health gate (roles/transaction.py writes it).
+LAST_GOOD_BUILD = "/var/lib/lemfleet/last-good/build"
 BINARY = f"{CURRENT}/bin/llama-server"
 
 SETTINGS = (
@@ -210,13 +216,16 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
     link = atomic_link(
         name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
     )
-    keep = int(data.get("llama_cpp_keep_builds"))
+    return link
+
+
+def prune_builds(keep: int, when: list[Callable[[], bool]]) -> None:
+    """Remove old builds once the new state passed the gate (``when``: all must be true at execution)."""
     server.shell(
         name="Prune old builds",
         commands=[_prune_script(keep)],
-        _if=link.did_change,
+        _if=when,
     )
-    return link
 
 
 def source_dir(source: Source) -> str:
@@ -296,10 +305,24 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> O
     )
 
 
-def _prune_script(keep: int) -> str:
-    """Remove builds beyond ``keep``, never the ones ``current`` or ``previous`` point at."""
+def _prune_script(keep: int, builds: str = BUILDS, last_good_build: str = LAST_GOOD_BUILD) -> str:
+    """Shell that removes installed builds beyond ``keep``, never one that serves or may serve again.
+
+    The builds are the real directories under ``builds`` (``find -type d``
+    does not follow links, so ``current`` and ``previous`` are never listed as
+    builds themselves, and ``<id>.new`` is a build being installed). Protected
+    are the targets of ``current``, ``previous`` and the last good state's
+    build link, compared as resolved paths on both sides; they count towards
+    ``keep``, and the newest others fill what is left of it.
+    """
+    links = " ".join(q(link) for link in (f"{builds}/current", f"{builds}/previous", last_good_build))
     return (
-        f"cd {BUILDS} && keep=$(readlink -f current; readlink -f previous); "
-        f"ls -1dt {BUILDS}/*/ 2>/dev/null | sed 's#/$##' | tail -n +{keep + 1} | "
-        'while read -r d; do echo "$keep" | grep -qx "$d" || rm -rf "$d"; done'
+        f"cd {q(builds)} 2>/dev/null || exit 0; "
+        f'protected=$(for l in {links}; do [ -L "$l" ] && readlink -f "$l"; done); '
+        'n=$(printf "%s\\n" "$protected" | sort -u | grep -c .); '
+        f"room=$(({keep} - n)); "
+        "find . -mindepth 1 -maxdepth 1 -type d ! -name '*.new' -printf '%T@ %f\\n' | sort -rn | cut -d' ' -f2- | "
+        'while read -r d; do p=$(readlink -f "$d"); '
+        'if printf "%s\\n" "$protected" | grep -qxF "$p"; then continue; fi; '
+        'if [ "$room" -gt 0 ]; then room=$((room - 1)); else rm -rf -- "$p"; fi; done'
     )

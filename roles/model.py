@@ -4,7 +4,8 @@ Files live at ``/var/lib/lemfleet/models/<sha256[:12]>-<file>``. A new model
 goes to a temporary name and is renamed into place once its sha256 matches
 on the host, so a bad transfer never replaces the file that is serving; a
 host that already has the file receives nothing. Older files beyond
-``model_keep`` are pruned after the switch.
+``model_keep`` are pruned once the new state passed the health gate, never
+the last good state's.
 
 Where the file comes from is decided on the controller (``roles/model_source.py``)
 before any host is touched.
@@ -12,6 +13,7 @@ before any host is touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,8 @@ DEFAULTS = defaults(SETTINGS)
 
 # Room kept free beyond the file itself, for the temporary copy's metadata and logs.
 DISK_MARGIN = 64 * 1024**2
+# The model link of the last state that passed the health gate (roles/transaction.py writes it).
+LAST_GOOD_MODEL = "/var/lib/lemfleet/last-good/model"
 
 
 @dataclass(frozen=True)
@@ -169,21 +173,24 @@ def check_on_host(path: str, sha256: str):
     yield f"echo {q(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
 
 
-def prune_models(model_dir: str, serving: str, keep: int, when: list[OperationMeta]) -> None:
-    """Keep the serving model and the ``keep - 1`` that served most recently before it; remove the rest.
+def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[], bool]],
+                 last_good_model: str = LAST_GOOD_MODEL) -> None:  # fmt: skip
+    """Keep the serving model, the last good state's and the ``keep - 1`` that served most recently; remove the rest.
 
-    "Most recently served" is the mtime of each file's check record, touched
-    whenever the file becomes the serving one (the model's own mtime is part
-    of that record, so it is never touched).
+    Runs only once the new state passed the health gate (``when``: all must
+    be true at execution). "Most recently served" is the mtime of each file's
+    check record, touched whenever the file becomes the serving one (the
+    model's own mtime is part of that record, so it is never touched).
     """
-    server.shell(
-        name="Prune old models",
-        commands=[
-            f"touch -c {q(serving + SIDECAR)}; "
-            f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
-            f'tail -n +{keep} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
-        ],
-        _if=lambda: any(op.did_change() for op in when),
+    server.shell(name="Prune old models", commands=[prune_script(model_dir, serving, keep, last_good_model)], _if=when)
+
+
+def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str = LAST_GOOD_MODEL) -> str:
+    """The shell behind :func:`prune_models` (pure, run on a temporary directory by the unit tests)."""
+    return (
+        f"touch -c {q(serving + SIDECAR)}; good=$(readlink {q(last_good_model)} 2>/dev/null || true); "
+        f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
+        f'grep -vxF "${{good:-/}}" | tail -n +{keep} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
     )
 
 
@@ -193,4 +200,4 @@ def default_alias(filename: str) -> str:
     return parsed[0] if parsed else Path(filename).name.removesuffix(".gguf")
 
 
-__all__ = ["ModelArtifact", "install_model", "managed_paths", "prune_models"]
+__all__ = ["ModelArtifact", "install_model", "managed_paths", "prune_models", "prune_script"]

@@ -1,8 +1,21 @@
-"""The deploy record: what this deploy intended for the host, written to /etc/lemfleet/deployed.json.
+"""The deploy record: what serves on the host and passed the health gate, in /etc/lemfleet/deployed.json.
 
 The shipped verification suite checks the host against this record rather
 than against constants. It holds no secrets (only whether a key is required),
-and nothing that changes from run to run, so writing it is idempotent.
+and nothing that changes from run to run, so writing it is idempotent. It is
+written only once the state it describes passed the gate
+(roles/transaction.py), so it never names a model or build that failed.
+
+Schema versions:
+
+- 1 (lemfleet before the health gate): ``"record_version": 1`` and no
+  ``schema_version``; written before the smoke test, so it may name a state
+  that never served.
+- 2: ``"schema_version": 2`` and a ``gate`` section naming the checks the
+  state passed. A host with a version-1 record is adopted on its next deploy:
+  its serving state becomes the last good one, and the record is rewritten as
+  version 2 once the new state passes the gate. :func:`upgrade_record` reads
+  either version as version 2.
 """
 
 from __future__ import annotations
@@ -14,7 +27,13 @@ from lemfleet.roles.model import ModelArtifact
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.sources import Source
 
-RECORD_VERSION = 1
+SCHEMA_VERSION = 2
+# The checks a state passes before it is recorded (roles/gate.py); "auth" only when a key is required.
+GATE_CHECKS = ("health", "models", "chat", "stream", "offload")
+
+
+class RecordError(ValueError):
+    """A deployed.json this lemfleet cannot read; the message says why and what is accepted."""
 
 
 def deploy_record(
@@ -28,8 +47,9 @@ def deploy_record(
 ) -> dict[str, Any]:
     bid = build_id(source, plan)
     return {
-        "record_version": RECORD_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "backend": plan.backend,
+        "gate": {"checks": [*GATE_CHECKS, *(["auth"] if plan.needs_api_key else [])]},
         "service": {
             "unit": f"{unit_name}.service",
             "user": user,
@@ -63,3 +83,35 @@ def deploy_record(
             "n_gpu_layers": plan.n_gpu_layers,
         },
     }
+
+
+def schema_version(record: dict[str, Any]) -> int:
+    """The record's schema version: ``schema_version``, or 1 for a record of an earlier lemfleet."""
+    if "schema_version" in record:
+        version = record["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise RecordError(f"schema_version={version!r} is not valid; accepted: an integer")
+        return version
+    if record.get("record_version", 1) != 1:
+        raise RecordError(f"record_version={record.get('record_version')!r} is not valid; accepted: 1")
+    return 1
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as schema version 2 (a new dict); version 1 gains the version and an empty ``gate``.
+
+    A version-1 record was written before its state was checked, so it
+    claims no gate checks; ``adopted`` says the state was taken as good
+    because it was serving when lemfleet first gated this host.
+    """
+    version = schema_version(record)
+    if version == SCHEMA_VERSION:
+        return dict(record)
+    if version != 1:
+        raise RecordError(
+            f"schema_version={version} is newer than this lemfleet reads; accepted: 1 to {SCHEMA_VERSION}"
+        )
+    upgraded = {key: value for key, value in record.items() if key != "record_version"}
+    upgraded["schema_version"] = SCHEMA_VERSION
+    upgraded["gate"] = {"checks": [], "adopted": True}
+    return upgraded
