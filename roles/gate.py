@@ -99,6 +99,8 @@ class UnitWatch:
     def ended(self) -> str | None:
         """Why the watched start is over (the server exited), or None while it is up or loading."""
         now = self.read()
+        if not now:  # the read itself failed; the next poll tries again
+            return None
         if self.first is None:
             self.first, self.invocation = now, now.get("InvocationID", "")
         restarted = now.get("NRestarts") != self.first.get("NRestarts") or now.get("InvocationID") != self.invocation
@@ -212,7 +214,7 @@ def _fail(message: str, lines: list[str]) -> FunctionCommand:
 
 
 def restart_commands(unit: str) -> str:
-    return f"systemctl daemon-reload && systemctl reset-failed {q(unit)} 2>/dev/null; systemctl restart {q(unit)}"
+    return f"systemctl daemon-reload\nsystemctl reset-failed {q(unit)} 2>/dev/null || true\nsystemctl restart {q(unit)}"
 
 
 @operation(is_idempotent=False)
