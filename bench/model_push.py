@@ -34,6 +34,7 @@ if __name__ == "__main__":  # the bench; pyinfra runs this file as a deploy, wit
     sys.path.insert(0, str(PROJECT))
 
 from pyinfra import host
+from pyinfra.context import ctx_host
 
 from lemfleet import testbed
 from lemfleet.roles import detect
@@ -59,8 +60,6 @@ def push_deploy() -> None:
 
 
 def _run_by_pyinfra() -> bool:
-    from pyinfra.context import ctx_host
-
     return bool(ctx_host.isset())
 
 

@@ -22,13 +22,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import gevent
 from pyinfra.api import Config, State
 from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.exceptions import NoGroupError, PyinfraError
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
@@ -175,10 +176,6 @@ def plan_row(name: str, facts: HostFacts, settings: Mapping[str, Any]) -> dict[s
 
 def limit_hosts(inventory: Any, patterns: Sequence[str]) -> list[Any]:
     """pyinfra's --limit: each pattern is a group name or a glob over host names."""
-    from fnmatch import fnmatch
-
-    from pyinfra.api.exceptions import NoGroupError
-
     if not patterns:
         return list(inventory)
     chosen: list[Any] = []
@@ -194,7 +191,8 @@ def limit_hosts(inventory: Any, patterns: Sequence[str]) -> list[Any]:
 
 
 def load_inventory(request: PlanRequest) -> Any:
-    from pyinfra.api.exceptions import PyinfraError
+    # pyinfra_cli patches the whole process for gevent when imported (see main); only the process
+    # that loads an inventory imports it, not every importer of this module.
     from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import parse_cli_arg

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pyinfra import host
+
 from lemfleet.roles.facts.gpu import GpuProbe
 from lemfleet.roles.facts.host import (
     HostProbe,
@@ -68,8 +70,6 @@ def gather(extra_paths: list[str] | None = None) -> HostFacts:
 
     ``extra_paths`` are more paths whose free disk space the plan needs (e.g. a custom model_dir).
     """
-    from pyinfra import host
-
     paths = tuple(dict.fromkeys([*TARGET_PATHS, *(extra_paths or [])]))
     sections = host.get_fact(HostProbe, paths=paths)
     gpus, runtime = _gpu_probe(host)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from io import StringIO
 from typing import Protocol
 
+from huggingface_hub import constants, get_token
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
@@ -34,8 +35,6 @@ class HostDownload(Protocol):
 
 def controller_token(url: str) -> str | None:
     """The controller's Hugging Face token, only for URLs on the hub endpoint in use."""
-    from huggingface_hub import constants, get_token
-
     if not url.startswith(constants.ENDPOINT.rstrip("/") + "/"):
         return None
     return get_token()
