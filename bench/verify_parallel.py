@@ -6,7 +6,7 @@ Deploys the demo model to 4 test-bed hosts (booting any that are missing; the
 build comes from the controller's build cache after the first), then times
 the shipped suite (`pytest tests/verify`) on 1 host and on 4 hosts, alternating,
 and prints the medians. The suite observes all its hosts at once (see
-tests/verify/conftest.py), so no extra workers are needed.
+tests/verify/plugin.py), so no extra workers are needed.
 """
 
 from __future__ import annotations
