@@ -1,7 +1,7 @@
 """The request handler of :class:`tests.hubserver.server.HubServer`: the hub's routes and its CDN's.
 
 Each answer carries the headers ``huggingface_hub`` 2.4 reads (see the
-module docstring of :mod:`lemfleet.hubserver`); the handler asks its server
+module docstring of :mod:`tests.hubserver.server`); the handler asks its server
 for the repository view, the access rules and the next injected fault.
 """
 
@@ -22,7 +22,7 @@ CHUNK = 1024 * 1024
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+))?/?$")
 _CDN = re.compile(r"^/lfs/(?P<sha256>[0-9a-f]{64})$")
-logger = logging.getLogger("lemfleet.hubserver")
+logger = logging.getLogger("tests.hubserver")
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ class HubServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lemfleet.hubserver",
+        prog="python -m tests.hubserver",
         description="Serve ROOT/<owner>/<name>/ directories over the Hugging Face hub protocol.",
     )
     parser.add_argument("--root", type=Path, required=True, help="directory of <owner>/<name> repos")
