@@ -26,6 +26,7 @@ from pathlib import Path
 from lemfleet.sshtunnel import InventoryTarget
 
 HOST_LOCK = "/var/lib/lemfleet/rollout.lock"
+SSH_FAILED = 255  # ssh's own exit status when it cannot connect or log in
 
 
 class LockHeld(RuntimeError):
@@ -118,6 +119,8 @@ def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_l
 
     def take(target: InventoryTarget) -> str | None:
         done = _run_on(target, script)
+        if done.returncode == SSH_FAILED:
+            return None  # unreachable: nothing can change it either, and its batch reports it as failed
         if done.returncode != 0:
             return f"{target.name}: cannot take the rollout lock: {done.stderr.strip()[-300:] or done.returncode}"
         answer = done.stdout.strip()

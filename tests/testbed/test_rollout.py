@@ -127,3 +127,21 @@ def test_the_cli_prints_the_batches_of_a_dry_rollout(three, tiny_model, tmp_path
     assert "batch 1 (would run):\n  tb1: would update; would change: " in out
     assert main(["rollout", str(path), "--batches", "50%,10%"]) == 2
     assert "goes back from" in capsys.readouterr().err
+
+
+def test_a_host_cut_off_fails_alone_and_max_fail_decides(three, tiny_model, tmp_path):
+    tb3 = three[2]
+    fleet = inventory(tmp_path / "fleet.py", tiny_model)
+    change = {"server_ctx_size": 1536}
+    testbed.cut_link(tb3.name)
+    try:
+        stopped = api.rollout(fleet, data=change, batches="1,100%", records=tmp_path / "r")
+        assert stopped.record.status == "stopped", stopped
+        batch2 = {r.host: r.outcome for r in stopped.record.batches[1].results}
+        assert batch2 == {"tb2": "updated", "tb3": "failed"}  # the others in the batch finish
+        tolerated = api.rollout(fleet, data=change, batches="1,100%", max_fail="1", records=tmp_path / "r")
+        assert tolerated.ok and tolerated.record.status == "completed", tolerated
+        outcomes = {r.host: r.outcome for b in tolerated.record.batches for r in b.results}
+        assert outcomes == {"tb1": "unchanged", "tb2": "unchanged", "tb3": "failed"}
+    finally:
+        testbed.restore_link(tb3.name)
