@@ -33,7 +33,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get, repo_folder_name
 from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
-from lemfleet.hub_cache import cache_root, cached_file, cached_revision, forget, sha256_file
+from lemfleet.hub_cache import cache_root, cached_file, cached_revision, forget, lfs_sha256, sha256_file
 from lemfleet.hub_errors import OFFLINE_ERRORS, HubError, IntegrityError, explain
 from lemfleet.quants import choose_file, model_files
 
@@ -110,8 +110,8 @@ def resolve_model(
         return _resolve_cached(repo, choice, revision, endpoint, sha256, cache_dir, err)
     except hf_errors.HfHubHTTPError as err:
         raise explain(err, repo, filename, revision, endpoint, token) from err
-    hub_sha256 = meta.etag or ""
-    if len(hub_sha256) != 64:  # a git (non-LFS) file: its ETag is a sha1
+    hub_sha256 = lfs_sha256(meta.etag)
+    if hub_sha256 is None:  # a git (non-LFS) file: its ETag is a sha1; or not a hash at all
         if not sha256:
             raise HubError(f"{repo}/{chosen} is not an LFS file, so set model_sha256 for it")
         hub_sha256 = sha256.lower()
@@ -230,8 +230,8 @@ def _fetch(resolved: ResolvedModel, blob: Path, token: str | None, endpoint: str
     partial = blob.with_name(blob.name + PARTIAL_SUFFIX)
     partial.parent.mkdir(parents=True, exist_ok=True)
     meta = get_hf_file_metadata(resolved.url, token=token, endpoint=endpoint)
-    if (meta.etag or "") != resolved.sha256:
-        raise IntegrityError(f"{resolved.url} now has ETag {meta.etag}, not {resolved.sha256}; resolve again")
+    if lfs_sha256(meta.etag) != resolved.sha256:
+        raise IntegrityError(f"{resolved.url} now has ETag {meta.etag!r}, not {resolved.sha256}; resolve again")
     headers = build_hf_headers(token=token)
     if urlsplit(meta.location).netloc != urlsplit(resolved.url).netloc:
         headers.pop("authorization", None)  # a signed CDN URL; the token stays with the hub

@@ -9,6 +9,7 @@ file or revision, remove one that failed verification, and hash files.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,19 @@ class CachedModel(Protocol):
     def filename(self) -> str: ...
     @property
     def revision(self) -> str: ...
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def lfs_sha256(etag: str | None) -> str | None:
+    """The sha256 an ETag (or a blob's file name) states, or None when it is not exactly 64 hex digits.
+
+    Only then may it name a file (``blobs/<sha256>``, ``<sha256[:12]>-<name>`` on a host): an ETag
+    comes from the network, and ``../`` or a quote in one would otherwise reach a path or a command.
+    """
+    text = (etag or "").strip().removeprefix("W/").strip('"').lower()
+    return text if SHA256.fullmatch(text) else None
 
 
 def sha256_file(path: Path | str) -> str:
@@ -72,7 +86,7 @@ def cached_revision(
                     name = file.file_path.relative_to(rev.snapshot_path).as_posix()
                     if name.endswith(".gguf"):
                         sha = file.blob_path.name
-                        sha = sha if len(sha) == 64 else sha256_file(file.blob_path)
+                        sha = lfs_sha256(sha) or sha256_file(file.blob_path)
                         files[name] = (file.size_on_disk, sha)
                 return rev.commit_hash, files
     return None
