@@ -71,12 +71,12 @@ def _pick_mig(
         )
     if not mig:
         return whole, None
-    if whole:
-        left = ", ".join(label(g) for g in mig)
+    if whole and (left := ", ".join(label(g) for g in mig if g.mig_devices)):
         notes.reason(
             f"devices: left out {left} (MIG on): a CUDA process sees one MIG instance and cannot join it "
             "with whole GPUs; gpu_devices: 'MIG-<uuid>' serves on an instance instead"
         )
+    if whole:
         return whole, None
     best = largest_mig(mig)
     if best is None:
@@ -136,13 +136,14 @@ def choose_cuda(
     notes.reason(f"targets: CMAKE_CUDA_ARCHITECTURES={';'.join(archs) or 'native'}")
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # so CUDA numbers GPUs as nvidia-smi does
     nodes = nvidia_nodes(chosen)
+    split: tuple[float, ...] = ()
     if instance is not None:
         env["CUDA_VISIBLE_DEVICES"] = instance.uuid
         notes.reason(f"env: CUDA_VISIBLE_DEVICES={instance.uuid}, the MIG instance")
         if instance.vram_from_profile:
             notes.warn(f"memory of {instance.uuid} taken from its profile name {instance.profile}")
         notes.reason(f"vram: {gib(instance.vram_bytes)} of MIG instance {instance.profile}, not the whole GPU's")
-        budget, split = instance.vram_bytes or 0, ()
+        budget = instance.vram_bytes or 0
         nodes += ("char-nvidia-caps",)  # MIG access goes through /dev/nvidia-caps/nvidia-cap*
     else:
         env.update(visible(chosen, facts, "CUDA_VISIBLE_DEVICES", notes))

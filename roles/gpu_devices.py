@@ -93,11 +93,11 @@ def explain_partitions(physical: Physical) -> str:
         return ""
     first = physical.members[0]
     labels = ", ".join(_label(m) for m in physical.members)
-    size = f"{(physical.vram_bytes or 0) / GIB:.1f} GiB" if physical.vram_bytes else "an unknown size"
+    size = f"{(physical.vram_bytes or 0) / GIB:.1f} GiB" if physical.vram_bytes else "size unknown"
     memory = (
-        f"they share one {size} memory pool, counted once"
+        f"they share one memory pool ({size}), counted once"
         if physical.shared_pool
-        else f"each has memory of its own, {size} in all"
+        else f"each has memory of its own ({size} in all)"
     )
     return (
         f"partitions: {labels} are the {len(physical.members)} {physical.mode} partitions of one "

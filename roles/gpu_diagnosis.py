@@ -49,9 +49,12 @@ def report(facts: HostFacts, notes: Notes) -> None:
     for gpu in facts.gpus:
         for note in gpu.notes:
             notes.reason(f"facts: {label(gpu)}: {note}")
+    vendors = {g.vendor for g in facts.gpus}
     for fault in runtime.faults:
         notes.reason(f"diagnosis: {fault.describe()}")
-        notes.warn(f"GPU driver fault, {fault.describe()}")
+        absent = runtime.pci_listed and fault.vendor not in vendors
+        where = f" (no {fault.vendor} GPU on the PCI bus: a driver left over)" if absent else ""
+        notes.warn(f"GPU driver fault{where}, {fault.describe()}")
     if runtime.nvidia_error and not any(f.vendor == "nvidia" for f in runtime.faults):
         notes.warn(f"nvidia-smi failed: {runtime.nvidia_error}")
     for error in runtime.probe_errors:

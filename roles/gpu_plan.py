@@ -168,7 +168,7 @@ def _cpu(notes: Notes, cfg: dict[str, Any], gpu_count: int, facts: HostFacts) ->
         message = "serving on the CPU would hide a broken GPU driver: " + "; ".join(
             f"{f.kind} ({f.source}: {f.evidence!r}), {f.action}" for f in hidden
         )
-        notes.reason("backend: cpu, the GPU driver is broken")
+        notes.reason("fallback: the CPU plan would hide the driver fault above (gpu_allow_cpu_fallback)")
         notes.warn(message)
         if not cfg["gpu_allow_cpu_fallback"]:
             notes.fail(f"{message}. Fix the driver, or set gpu_allow_cpu_fallback: true to accept the CPU")
@@ -202,9 +202,10 @@ def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
         return notes.choice(backend="cpu")
     if why := untrusted(facts):
         message = f"the GPU facts cannot be trusted: {why}"
-        notes.warn(message)
         if not cfg["gpu_allow_cpu_fallback"]:
             notes.fail(f"{message}. Fix or update the tool, or set gpu_allow_cpu_fallback: true to serve on the CPU")
+        found = f"{len(facts.gpus)} GPU(s) detected but " if facts.gpus else ""
+        notes.warn(f"{found}serving on the CPU: {message}")
         notes.reason("backend: cpu, the GPU facts cannot be trusted (gpu_allow_cpu_fallback)")
         return notes.choice(backend="cpu")
     candidates = _pick_devices(facts, cfg, notes)
@@ -225,7 +226,7 @@ def choose_gpu(facts: HostFacts, settings: Mapping[str, Any]) -> GpuChoice:
     chooser = {"hip": choose_hip, "cuda": choose_cuda, "vulkan": choose_vulkan}[forced]
     choice = chooser(mine, facts, cfg, notes, forced=True)
     notes.raise_if_failed()
-    return _merge(notes, choice) if choice else _cpu(notes, cfg, len(facts.gpus))
+    return _merge(notes, choice) if choice else _cpu(notes, cfg, len(facts.gpus), facts)
 
 
 def _auto(candidates: Sequence[Gpu], facts: HostFacts, cfg: dict[str, Any], notes: Notes) -> GpuChoice:

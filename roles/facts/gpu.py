@@ -160,7 +160,7 @@ def parse_probe(lines: Iterable[str]) -> GpuReport:
             silent.append((name, rc))
             continue
         reports.append(parser(body))
-        if rc and name not in ("nvidia-smi", "vulkaninfo", "kernel-log"):
+        if rc and name not in ("nvidia-smi", "vulkaninfo", "kernel-log") and not reports[-1][1].faults:
             first = next((line.strip() for line in body if line.strip()), "no output")
             errors.append(f"{name} exited with status {rc}: {first}")
         if name == "vulkaninfo" and not reports[-1][0]:

@@ -94,7 +94,7 @@ def _partition(block: dict[str, str]) -> tuple[str | None, str | None, int | Non
 
 
 def _from_blocks(blocks: list[dict[str, str]]) -> list[Gpu]:
-    gpus = []
+    gpus: list[Gpu] = []
     for block in blocks:
         number = int(block["GPU"]) if str(block["GPU"]).isdigit() else len(gpus)
         node = str(block.get("NODE_ID", ""))

@@ -21,54 +21,55 @@ from lemfleet.roles.hostinfo import FaultKind, Gpu, GpuFault, GpuRuntime, Vendor
 _RELOAD_NVIDIA = "rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia"
 
 # (tool, pattern, kind, vendor, action); the first matching pattern of a line wins.
+_RULE_TEXT: tuple[tuple[str, str, FaultKind, Vendor, str], ...] = (
+    ("nvidia-smi", r"Driver/library version mismatch", "version-mismatch", "nvidia",
+     "the loaded nvidia kernel module is older or newer than the installed libraries (an "
+     f"upgrade replaced them under a running driver): reload the modules ({_RELOAD_NVIDIA}) "
+     "or reboot"),
+    ("nvidia-smi", r"couldn't communicate with the NVIDIA driver", "module-not-loaded", "nvidia",
+     "the nvidia kernel module is not loaded: modprobe nvidia; if that fails it is not built "
+     "for the running kernel (install linux-headers-$(uname -r) and rebuild the DKMS module, "
+     "or boot the kernel it was built for)"),
+    ("nvidia-smi", r"^No devices were found", "no-devices", "nvidia",
+     "the driver is loaded but initialised no GPU: read the kernel log for NVRM errors, check "
+     "that vfio-pci does not hold the GPU and the firmware settings (Above 4G decoding, "
+     "Resizable BAR)"),
+    ("nvidia-smi", r"Failed to initialize NVML: (Unknown Error|Insufficient Permissions)",
+     "device-nodes", "nvidia",
+     "NVML cannot open /dev/nvidia*: give the process the device nodes (in a container pass "
+     "/dev/nvidiactl, /dev/nvidia-uvm and /dev/nvidiaN; for a service, DeviceAllow)"),
+    ("nvidia-smi", r"couldn't find libnvidia-ml\.so", "driver-missing", "nvidia",
+     "the driver's userspace (libnvidia-ml) is missing: install the NVIDIA driver package "
+     "matching the kernel module"),
+    ("rocminfo", r"ROCk module is NOT loaded", "module-not-loaded", "amd",
+     "the amdgpu kernel module is not loaded: modprobe amdgpu, and read the kernel log for "
+     "its errors (missing firmware, amdgpu blacklisted, nomodeset on the kernel command line)"),
+    ("rocminfo", r"Unable to open /dev/kfd read-write: (Permission denied|Operation not permitted)",
+     "device-nodes", "amd",
+     "/dev/kfd and /dev/dri/renderD* are not accessible to this user: add the service user "
+     "to the render and video groups (the drivers step does) and check their mode "
+     "(udev: KERNEL==\"kfd\", GROUP=\"render\", MODE=\"0660\")"),
+    ("rocminfo", r"Unable to open /dev/kfd read-write: (.+)", "device-nodes", "amd",
+     "/dev/kfd is there but KFD refused to open it: in a container pass /dev/kfd and "
+     "/dev/dri with their cgroup access; on the host read the kernel log ('not supported "
+     "in kfd' means the GPU has no compute support)"),
+    ("kernel-log", r"Direct firmware load for (amdgpu/\S+) failed", "firmware-missing", "amd",
+     "install the GPU firmware (Debian: firmware-amd-graphics from non-free-firmware; "
+     "Ubuntu: linux-firmware) and reboot"),
+    ("kernel-log", r"NVRM: .*No firmware image found", "firmware-missing", "nvidia",
+     "install the GSP firmware package of the driver branch that the kernel module is from"),
+    ("kernel-log", r"NVRM: API mismatch", "version-mismatch", "nvidia",
+     f"kernel module and libraries differ: reload the modules ({_RELOAD_NVIDIA}) or reboot"),
+    ("kernel-log", r"NVRM: .*RmInitAdapter failed", "no-devices", "nvidia",
+     "the driver could not initialise the GPU: check the firmware settings (Above 4G "
+     "decoding, Resizable BAR), power cabling, and that the driver supports this GPU"),
+    ("kernel-log", r"kfd kfd: amdgpu: (\S+) +not supported in kfd", "unsupported", "amd",
+     "this GPU has no ROCm compute support in the kernel: serve it with Vulkan or on the CPU"),
+)  # fmt: skip
 _RULES: tuple[tuple[str, re.Pattern[str], FaultKind, Vendor, str], ...] = tuple(
     (tool, re.compile(pattern, re.IGNORECASE), kind, vendor, action)
-    for tool, pattern, kind, vendor, action in (
-        ("nvidia-smi", r"Driver/library version mismatch", "version-mismatch", "nvidia",
-         "the loaded nvidia kernel module is older or newer than the installed libraries (an "
-         f"upgrade replaced them under a running driver): reload the modules ({_RELOAD_NVIDIA}) "
-         "or reboot"),
-        ("nvidia-smi", r"couldn't communicate with the NVIDIA driver", "module-not-loaded", "nvidia",
-         "the nvidia kernel module is not loaded: modprobe nvidia; if that fails it is not built "
-         "for the running kernel (install linux-headers-$(uname -r) and rebuild the DKMS module, "
-         "or boot the kernel it was built for)"),
-        ("nvidia-smi", r"^No devices were found", "no-devices", "nvidia",
-         "the driver is loaded but initialised no GPU: read the kernel log for NVRM errors, check "
-         "that vfio-pci does not hold the GPU and the firmware settings (Above 4G decoding, "
-         "Resizable BAR)"),
-        ("nvidia-smi", r"Failed to initialize NVML: (Unknown Error|Insufficient Permissions)",
-         "device-nodes", "nvidia",
-         "NVML cannot open /dev/nvidia*: give the process the device nodes (in a container pass "
-         "/dev/nvidiactl, /dev/nvidia-uvm and /dev/nvidiaN; for a service, DeviceAllow)"),
-        ("nvidia-smi", r"couldn't find libnvidia-ml\.so", "driver-missing", "nvidia",
-         "the driver's userspace (libnvidia-ml) is missing: install the NVIDIA driver package "
-         "matching the kernel module"),
-        ("rocminfo", r"ROCk module is NOT loaded", "module-not-loaded", "amd",
-         "the amdgpu kernel module is not loaded: modprobe amdgpu, and read the kernel log for "
-         "its errors (missing firmware, amdgpu blacklisted, nomodeset on the kernel command line)"),
-        ("rocminfo", r"Unable to open /dev/kfd read-write: (Permission denied|Operation not permitted)",
-         "device-nodes", "amd",
-         "/dev/kfd and /dev/dri/renderD* are not accessible to this user: add the service user "
-         "to the render and video groups (the drivers step does) and check their mode "
-         "(udev: KERNEL==\"kfd\", GROUP=\"render\", MODE=\"0660\")"),
-        ("rocminfo", r"Unable to open /dev/kfd read-write: (.+)", "device-nodes", "amd",
-         "/dev/kfd is there but KFD refused to open it: in a container pass /dev/kfd and "
-         "/dev/dri with their cgroup access; on the host read the kernel log ('not supported "
-         "in kfd' means the GPU has no compute support)"),
-        ("kernel-log", r"Direct firmware load for (amdgpu/\S+) failed", "firmware-missing", "amd",
-         "install the GPU firmware (Debian: firmware-amd-graphics from non-free-firmware; "
-         "Ubuntu: linux-firmware) and reboot"),
-        ("kernel-log", r"NVRM: .*No firmware image found", "firmware-missing", "nvidia",
-         "install the GSP firmware package of the driver branch that the kernel module is from"),
-        ("kernel-log", r"NVRM: API mismatch", "version-mismatch", "nvidia",
-         f"kernel module and libraries differ: reload the modules ({_RELOAD_NVIDIA}) or reboot"),
-        ("kernel-log", r"NVRM: .*RmInitAdapter failed", "no-devices", "nvidia",
-         "the driver could not initialise the GPU: check the firmware settings (Above 4G "
-         "decoding, Resizable BAR), power cabling, and that the driver supports this GPU"),
-        ("kernel-log", r"kfd kfd: amdgpu: (\S+) +not supported in kfd", "unsupported", "amd",
-         "this GPU has no ROCm compute support in the kernel: serve it with Vulkan or on the CPU"),
-    )
-)  # fmt: skip
+    for tool, pattern, kind, vendor, action in _RULE_TEXT
+)
 
 # A firmware line is only a fault when the device then failed to initialise:
 # amdgpu also logs optional firmware (vega20_ta.bin) that it works without.

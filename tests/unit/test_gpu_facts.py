@@ -13,9 +13,9 @@ import pytest
 
 from lemfleet.roles.facts.gpu_amd import parse_kfd_topology, parse_rocminfo
 from lemfleet.roles.facts.gpu_amd_smi import parse_amd_smi
-from lemfleet.roles.facts.gpu_rocm_smi import parse_rocm_smi
 from lemfleet.roles.facts.gpu_nvidia import parse_nvidia_smi
 from lemfleet.roles.facts.gpu_pci import GpuReport, parse_device_nodes, parse_lspci
+from lemfleet.roles.facts.gpu_rocm_smi import parse_rocm_smi
 from lemfleet.roles.facts.gpu_vulkan import parse_vulkaninfo
 from tests.fixtures.gpu.hosts import read, source
 

@@ -136,7 +136,37 @@ def test_a_failing_probe_is_reported() -> None:
     lines = probe_lines({"rocminfo": ["ROCk module is NOT loaded, possibly no GPU devices"]}, rc={"rocminfo": 1})
     gpus, runtime = parse_probe(lines)
     assert gpus == () and not runtime.rocminfo_ok
-    assert "rocminfo exited with status 1: ROCk module is NOT loaded" in runtime.probe_errors[-1]
+    assert "rocminfo: ROCk module is NOT loaded" in runtime.probe_errors[-1]
+    assert [(f.kind, f.vendor, f.source) for f in runtime.faults] == [("module-not-loaded", "amd", "rocminfo")]
+
+
+def test_a_silent_tool_is_an_error_only_beside_its_vendors_gpu() -> None:
+    # Hand-built empty nvidia-smi sections, beside the recorded HGX lspci and beside none.
+    hgx = "lspci/hgx-h100-x8-aspeed-bmc-nvswitch-host.txt"
+    _, runtime = probe({"lspci": hgx, "nvidia-smi": []})
+    assert runtime.fact_errors == (
+        "nvidia-smi printed nothing (exit status 0) although lspci shows 0000:1b:00.0 NVIDIA H100 SXM5 80GB",
+    )
+    _, runtime = probe({"lspci": hgx, "rocminfo": []})
+    assert runtime.fact_errors == ()  # no AMD GPU on that bus
+    _, runtime = probe({"nvidia-smi": [], "device-nodes": []})
+    assert runtime.fact_errors == ()
+
+
+def test_probe_reads_the_kernel_log_and_device_node_modes() -> None:
+    # Recorded kernel log (ROCm/ROCm#1357) and hand-built stat lines in the probe's layout.
+    _, runtime = probe(
+        {
+            "kernel-log": "kernel-log/mi100-arcturus-gpu-info-firmware-missing.txt",
+            "device-nodes": ["/dev/kfd 600 root", "/dev/dri/renderD128 660 render"],
+        }
+    )
+    assert runtime.device_nodes == ("/dev/dri/renderD128", "/dev/kfd")
+    assert [(f.kind, f.source) for f in runtime.faults] == [
+        ("firmware-missing", "kernel-log"),
+        ("device-nodes", "device-nodes"),
+    ]
+    assert runtime.faults[1].evidence == "/dev/kfd 600 root"
 
 
 def test_fixtures_keep_their_source_lines() -> None:
