@@ -4,8 +4,9 @@ The three methods give a :class:`Source`: what to push (or clone) and a
 ``source_id`` that names its exact content, which goes into the build id.
 
 - ``pypi-sdist``: the llama.cpp vendored in a pinned ``llama-cpp-python``
-  sdist, fetched with pip from the configured index. Works air-gapped
-  behind a PyPI mirror.
+  sdist, fetched as bytes from the configured index (never with ``pip
+  download``, which runs the sdist's build backend) and kept only if its
+  sha256 matches. Works air-gapped behind a PyPI mirror.
 - ``tarball``: a URL or a local path, with a sha256 that must match.
 - ``git``: the hosts clone a pinned tag themselves; the controller checks
   that the tag exists before any host is touched.
@@ -17,7 +18,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from lemfleet.roles.sdist_fetch import fetch_sdist, pip_index_url
 from lemfleet.roles.settings import SettingsError
 
 CACHE = Path(os.environ.get("LEMFLEET_CACHE", Path.home() / ".cache" / "lemfleet"))
@@ -77,31 +78,12 @@ def sdist_source(settings: dict[str, Any]) -> Source:
     name = f"llama_cpp_python-{version}.tar.gz"
     archive = dest / name
     if not archive.exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "-d",
-            str(dest),
-            f"llama-cpp-python=={version}",
-        ]
-        if settings["llama_cpp_pip_index_url"]:
-            cmd += ["--index-url", settings["llama_cpp_pip_index_url"]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not archive.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise SettingsError(
-                [
-                    f"llama_cpp_sdist_version={version!r}: pip could not fetch llama-cpp-python "
-                    f"{version} from the package index: {' / '.join(tail)}"
-                ]
-            )
+        # Bytes only, kept only when the sha256 matches: ``pip download`` would run the sdist's build
+        # backend (and install its build requirements) before any check (roles/sdist_fetch.py).
+        index = settings["llama_cpp_pip_index_url"] or pip_index_url()
+        fetch_sdist(
+            index, "llama-cpp-python", name, archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256"
+        )
     sha = _check_sha(archive, settings["llama_cpp_sdist_sha256"], "llama_cpp_sdist_sha256", name, fetched=True)
     return Source(
         method="pypi-sdist",
