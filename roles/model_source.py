@@ -19,6 +19,7 @@ from lemfleet import hub
 from lemfleet.roles import gguf_header
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.model import ModelArtifact, default_alias
+from lemfleet.roles.model_fetch import controller_token
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.sources import CACHE, file_sha256
 from lemfleet.roles.value_rules import model_file_name, raise_derived
@@ -60,7 +61,7 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
     if settings["model_delivery"] == "host":
         with httpx.Client(follow_redirects=True, timeout=60) as client:
             size = int(client.head(url).raise_for_status().headers.get("content-length", 0))
-            _check_remote_header(client, url)
+            _check_remote_header(client, url, "model_url")
         return ModelArtifact(alias, name, expected, size, url=url)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -84,16 +85,19 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
     return ModelArtifact(alias, name, expected, dest.stat().st_size, local_path=dest)
 
 
-def _check_remote_header(client: httpx.Client, url: str) -> None:
+def _check_remote_header(client: httpx.Client, url: str, setting: str) -> None:
     """The first bytes of a model the hosts will download, read with a range request and checked here."""
-    with client.stream("GET", url, headers={"Range": f"bytes=0-{len(gguf_header.LFS_POINTER) - 1}"}) as resp:
-        resp.raise_for_status()
-        head = b""
-        for chunk in resp.iter_bytes():
-            head += chunk
-            if len(head) >= len(gguf_header.LFS_POINTER):
-                break
-    problem = gguf_header.header_problem(head, f"model_url: {url}")
+    head = b""
+    try:
+        with client.stream("GET", url, headers={"Range": f"bytes=0-{len(gguf_header.LFS_POINTER) - 1}"}) as resp:
+            resp.raise_for_status()
+            for chunk in resp.iter_bytes():
+                head += chunk
+                if len(head) >= len(gguf_header.LFS_POINTER):
+                    break
+    except httpx.HTTPError as err:
+        raise SettingsError([f"{setting}: the start of {url} could not be read to check it is a GGUF: {err}"]) from err
+    problem = gguf_header.header_problem(head, f"{setting}: {url}")
     if problem:
         raise SettingsError([problem])
 
@@ -125,6 +129,13 @@ def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
     setting = "model_file" if settings["model_file"] else f"model_repo (the file {settings['model_quant']} picked)"
     alias = _alias(settings, resolved.filename, setting)
     if settings["model_delivery"] == "host":
+        # The hosts download it; its first bytes are read here, with the token the hosts will use (httpx drops
+        # the Authorization header on a redirect to another origin, such as the hub's CDN).
+        token = controller_token(resolved.url)
+        with httpx.Client(follow_redirects=True, timeout=60) as client:
+            if token:
+                client.headers["Authorization"] = f"Bearer {token}"
+            _check_remote_header(client, resolved.url, setting)
         return ModelArtifact(
             alias,
             resolved.filename,
