@@ -31,6 +31,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, git, server
 
+from lemfleet.roles.git_pin import commit_setting, pinned_checkout
 from lemfleet.roles.hoststate import SIDECAR, state
 from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
 from lemfleet.roles.plan import HostPlan
@@ -75,6 +76,15 @@ SETTINGS = (
     Setting("llama_cpp_git_url", "https://github.com/ggml-org/llama.cpp.git", "Repository for the git source.", text()),
     # b10760 is the 2026-09-02 release (reviewed 2026-11-29).
     Setting("llama_cpp_git_ref", "b10760", "Tag the hosts check out (git source).", text(r"[\w./-]+", "a tag")),
+    # No default: the commit of b10760 could not be read from a published source when this was written
+    # (2026-11-30); git ls-remote prints it, and the git source refuses to run until it is pinned.
+    Setting(
+        "llama_cpp_git_commit",
+        None,
+        "Full commit id that llama_cpp_git_ref must be (git source; required): checked against the remote "
+        "before any host is touched and in every host's clone before it is built.",
+        commit_setting,
+    ),
     Setting(
         "llama_cpp_git_check_ref",
         True,
@@ -280,6 +290,9 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> O
             name=f"Clone llama.cpp {source.git_ref}", src=source.git_url, dest=src, branch=source.git_ref,
             pull=False, depth=1,
         )  # fmt: skip
+        assert source.git_ref and source.git_commit
+        pinned_checkout(name=f"Check the clone is commit {source.git_commit[:12]}", path=src,
+                        commit=source.git_commit, ref=source.git_ref)  # fmt: skip
     elif not state(f"{src}/CMakeLists.txt").exists:
         assert source.archive and source.sha256
         archive = f"{ROOT}/src/{source.archive.name}"

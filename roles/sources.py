@@ -8,8 +8,10 @@ The three methods give a :class:`Source`: what to push (or clone) and a
   download``, which runs the sdist's build backend) and kept only if its
   sha256 matches. Works air-gapped behind a PyPI mirror.
 - ``tarball``: a URL or a local path, with a sha256 that must match.
-- ``git``: the hosts clone a pinned tag themselves; the controller checks
-  that the tag exists before any host is touched.
+- ``git``: the hosts clone a pinned tag themselves, pinned by commit too
+  (``llama_cpp_git_commit``): the controller checks that the tag is that
+  commit before any host is touched, and each host checks its clone
+  (roles/git_pin.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from lemfleet.roles.git_pin import peeled_commit
 from lemfleet.roles.sdist_fetch import fetch_sdist, pip_index_url
 from lemfleet.roles.settings import SettingsError
 
@@ -40,6 +43,7 @@ class Source:
     git_url: str | None = None
     git_ref: str | None = None
     sha256: str | None = None
+    git_commit: str | None = None  # the commit git_ref must be, checked after every clone (roles/git_pin.py)
 
 
 def file_sha256(path: Path) -> str:
@@ -126,6 +130,7 @@ def tarball_source(settings: dict[str, Any]) -> Source:
 
 def git_source(settings: dict[str, Any]) -> Source:
     url, ref = settings["llama_cpp_git_url"], settings["llama_cpp_git_ref"]
+    commit = settings.get("llama_cpp_git_commit")
     # The settings check allows only http(s) URLs; "--" keeps git from reading anything here as an option
     # (an URL of "--upload-pack=<command>" once ran the command).
     if not url.startswith(("http://", "https://")):
@@ -145,6 +150,7 @@ def git_source(settings: dict[str, Any]) -> Source:
                 "--",
                 url,
                 f"refs/tags/{ref}",
+                f"refs/tags/{ref}^{{}}",
                 f"refs/heads/{ref}",
             ],
             capture_output=True,
@@ -161,7 +167,30 @@ def git_source(settings: dict[str, Any]) -> Source:
                     f"({proc.stderr.strip()[-200:]}); set llama_cpp_git_check_ref=false to skip the check"
                 ]
             )
-    return Source("git", f"git-{ref}", git_url=url, git_ref=ref)
+        check_tag_commit(url, ref, commit, peeled_commit(proc.stdout, ref))
+    if commit is None:
+        raise SettingsError(
+            [f"llama_cpp_git_commit is not set; accepted: the full commit id that tag {ref} of {url} must be"]
+        )
+    return Source("git", f"git-{ref}-{commit[:12]}", git_url=url, git_ref=ref, git_commit=commit)
+
+
+def check_tag_commit(url: str, ref: str, commit: str | None, found: str | None) -> None:
+    """The tag, as the remote answers it now, must be the pinned commit (the hosts check their clones again)."""
+    if commit is None:
+        raise SettingsError(
+            [
+                f"llama_cpp_git_commit is not set, so the clone of llama_cpp_git_ref={ref!r} cannot be verified; "
+                f"{url} says it is commit {found}: check it and pin it with llama_cpp_git_commit"
+            ]
+        )
+    if found != commit:
+        raise SettingsError(
+            [
+                f"llama_cpp_git_ref={ref!r} is commit {found} in {url}, not llama_cpp_git_commit={commit!r}: "
+                "the tag moved or the pin is wrong; check the commit and correct the pin"
+            ]
+        )
 
 
 def prepare_source(settings: dict[str, Any]) -> Source:
