@@ -19,7 +19,6 @@ from lemfleet import hub
 from lemfleet.roles import gguf_header
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.model import ModelArtifact, default_alias
-from lemfleet.roles.model_fetch import controller_token
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.sources import CACHE, file_sha256
 from lemfleet.roles.value_rules import model_file_name, raise_derived
@@ -129,13 +128,9 @@ def _hub(settings: Mapping[str, Any], resolved: ResolvedModel) -> ModelArtifact:
     setting = "model_file" if settings["model_file"] else f"model_repo (the file {settings['model_quant']} picked)"
     alias = _alias(settings, resolved.filename, setting)
     if settings["model_delivery"] == "host":
-        # The hosts download it; its first bytes are read here, with the token the hosts will use (httpx drops
-        # the Authorization header on a redirect to another origin, such as the hub's CDN).
-        token = controller_token(resolved.url)
-        with httpx.Client(follow_redirects=True, timeout=60) as client:
-            if token:
-                client.headers["Authorization"] = f"Bearer {token}"
-            _check_remote_header(client, resolved.url, setting)
+        # No body is fetched here (the controller stays off the CDN in this mode): the hub serves an LFS file's
+        # own content, never its pointer. A plain git file is taken only with model_sha256 pinned by the user
+        # (lemfleet.hub), and is then not checked before the hosts fetch it.
         return ModelArtifact(
             alias,
             resolved.filename,
