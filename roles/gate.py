@@ -103,14 +103,23 @@ class UnitWatch:
             return None
         if self.first is None:
             self.first, self.invocation = now, now.get("InvocationID", "")
-        restarted = now.get("NRestarts") != self.first.get("NRestarts") or now.get("InvocationID") != self.invocation
-        if restarted or now.get("SubState") == "auto-restart" or now.get("ActiveState") in ("failed", "inactive"):
-            status = now.get("ExecMainStatus", "?")
-            return (
-                f"{self.unit} exited during start (exit status {status}, {now.get('ActiveState')}/"
-                f"{now.get('SubState')}, result {now.get('Result')})"
-            )
-        return None
+        return start_ended(self.unit, self.first, now)
+
+
+def start_ended(unit: str, first: dict[str, str], now: dict[str, str]) -> str | None:
+    """Why the start seen as ``first`` (``systemctl show`` properties) is over by ``now``, or None.
+
+    Over means: systemd restarted the server (NRestarts or the invocation
+    changed), it waits to restart it (``auto-restart``), or the unit is
+    failed or stopped.
+    """
+    restarted = now.get("NRestarts") != first.get("NRestarts") or now.get("InvocationID") != first.get("InvocationID")
+    if restarted or now.get("SubState") == "auto-restart" or now.get("ActiveState") in ("failed", "inactive"):
+        return (
+            f"{unit} exited during start (exit status {now.get('ExecMainStatus', '?')}, "
+            f"{now.get('ActiveState')}/{now.get('SubState')}, result {now.get('Result')})"
+        )
+    return None
 
 
 def journal(invocation: str) -> list[str]:
