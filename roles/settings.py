@@ -17,6 +17,7 @@ from typing import Any
 
 from lemfleet.errors import SettingsError
 from lemfleet.roles import value_rules
+from lemfleet.roles.values import shown
 from lemfleet.secret import Secret, reveal
 
 __all__ = [
@@ -52,7 +53,7 @@ class Setting:
 
 
 def _fail(name: str, value: Any, accepted: str) -> ValueError:
-    return ValueError(f"{name}={value!r} is not valid; accepted: {accepted}")
+    return ValueError(f"{name}={shown(value)} is not valid; accepted: {accepted}")
 
 
 # -- checks -----------------------------------------------------------------

@@ -48,7 +48,8 @@ class UnsafeValue(ValueError):
     """A value that cannot be written safely. ``str(err)`` names the setting; secrets are never echoed."""
 
 
-def _show(value: Any, secret: bool) -> str:
+def shown(value: Any, secret: bool = False) -> str:
+    """``value`` as an error message may show it: its repr, cut short, or nothing at all for a secret."""
     if secret:
         return "(secret value, not shown)"
     text = repr(value)
@@ -75,17 +76,17 @@ def clean(setting: str, value: Any, *, max_bytes: int = MAX_BYTES, secret: bool 
     ``setting`` names where the value came from (a setting, or what it was derived from).
     """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise UnsafeValue(f"{setting}={_show(value, secret)} is not valid; accepted: a string")
+        raise UnsafeValue(f"{setting}={shown(value, secret)} is not valid; accepted: a string")
     text = str(value)
     for char in text:
         problem = _bad_char(char)
         if problem:
             raise UnsafeValue(
-                f"{setting}={_show(value, secret)} holds a {problem}; accepted: printable characters only"
+                f"{setting}={shown(value, secret)} holds a {problem}; accepted: printable characters only"
             )
     size = len(text.encode())
     if size > max_bytes:
-        raise UnsafeValue(f"{setting}={_show(value, secret)} is {size} bytes long; accepted: at most {max_bytes} bytes")
+        raise UnsafeValue(f"{setting}={shown(value, secret)} is {size} bytes long; accepted: at most {max_bytes} bytes")
     return text
 
 
@@ -106,7 +107,7 @@ def env_words(setting: str, items: list[str] | tuple[str, ...]) -> Escaped:
         text = clean(setting, item)
         if not text or _WORD_BREAKERS.search(text):
             raise UnsafeValue(
-                f"{setting} item {_show(item, False)} cannot be passed as one argument; accepted: a non-empty "
+                f"{setting} item {shown(item, False)} cannot be passed as one argument; accepted: a non-empty "
                 "item without whitespace, quotes or backslashes (give '--flag' and its value as two items)"
             )
         words.append(text)
@@ -124,7 +125,7 @@ def unit_text(setting: str, value: Any) -> Escaped:
     """Free text for a directive such as ``Description=``: no line continuation, ``%%`` for percent."""
     text = clean(setting, value).strip()
     if text.endswith("\\"):
-        raise UnsafeValue(f"{setting}={_show(value, False)} ends with a backslash; accepted: text that does not")
+        raise UnsafeValue(f"{setting}={shown(value, False)} ends with a backslash; accepted: text that does not")
     return Escaped(text.replace("%", "%%"))
 
 
@@ -133,7 +134,7 @@ def unit_path(setting: str, value: Any) -> Escaped:
     text = clean(setting, value)
     if not text.startswith("/") or re.search(r"\s", text) or text.endswith("\\"):
         raise UnsafeValue(
-            f"{setting}={_show(value, False)} is not valid here; accepted: an absolute path without whitespace"
+            f"{setting}={shown(value, False)} is not valid here; accepted: an absolute path without whitespace"
         )
     return Escaped(text.replace("%", "%%"))
 
@@ -146,7 +147,7 @@ def unit_token(setting: str, value: Any) -> Escaped:
     text = clean(setting, value, max_bytes=MAX_NAME)
     if not _TOKEN.fullmatch(text):
         raise UnsafeValue(
-            f"{setting}={_show(value, False)} is not valid; accepted: ASCII letters, digits, '_', '.', ':', "
+            f"{setting}={shown(value, False)} is not valid; accepted: ASCII letters, digits, '_', '.', ':', "
             "'@' and '-', not starting with a punctuation character"
         )
     return Escaped(text)
@@ -178,7 +179,7 @@ def env_name(setting: str, value: Any) -> Escaped:
     text = clean(setting, value, max_bytes=MAX_NAME)
     if not _ENV_NAME.fullmatch(text):
         raise UnsafeValue(
-            f"{setting}={_show(value, False)} is not valid; "
+            f"{setting}={shown(value, False)} is not valid; "
             "accepted: letters, digits and '_', not starting with a digit"
         )
     return Escaped(text)
