@@ -17,6 +17,7 @@ or the unit and environment file it renders:
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
-from lemfleet.roles.model import default_alias
+from lemfleet.roles.model import ModelArtifact, default_alias
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.server import render_env, render_unit
 from lemfleet.roles.settings import SettingsError
@@ -112,9 +113,15 @@ def expected_argv(plan: Any, model_path: str, extra: list[str], key_file: str | 
     return argv + extra
 
 
-def render(s: dict[str, Any], model_path: str = "/var/lib/lemfleet/models/000000000000-m.gguf") -> tuple[str, str]:
+def render(s: dict[str, Any]) -> tuple[str, str]:
+    """Render as the deploy would for these settings: the alias and the model's path on the host derived from them."""
     named = model_file_name(s)
-    alias = s["model_alias"] or default_alias(named[1] if named else "LEM-Gemma3-1B-Q4_K_M.gguf")
+    file_name = posixpath.basename(named[1]) if named else "LEM-Gemma3-1B-Q4_K_M.gguf"
+    alias = s["model_alias"] or default_alias(file_name)
+    artifact = ModelArtifact(
+        alias, file_name, SHA, 1, host_path=s["model_path"] if s["model_source"] == "host" else None
+    )
+    model_path = artifact.path_on_host(s["model_dir"])
     plan = plan_host(FACTS, s, ModelInfo(alias, 5_000_000))
     key_file = KEY_FILE if plan.needs_api_key else None
     unit = render_unit(plan, unit_name=s["server_unit_name"], user=s["server_user"], binary=BINARY,
@@ -143,7 +150,10 @@ CLEAN.update(directives=[key for key, _ in unit_directives(_unit)], keys=set(par
 
 def systemd_verify(units: list[str], tmp_path: Path) -> None:
     """Every rendered unit loads in systemd-analyze verify (one call for all of them)."""
-    if not units or shutil.which("systemd-analyze") is None:
+    assert shutil.which("systemd-analyze"), (
+        "systemd-analyze is needed to check the rendered units (apt install systemd)"
+    )
+    if not units:
         return
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
@@ -194,6 +204,7 @@ def test_every_setting_refuses_or_renders_hostile_strings(name, tmp_path):
         ("model_path", lambda v: {"model_source": "host", "model_path": f"/srv/{v}-Q4_K_M.gguf", "model_sha256": SHA}),
         ("model_url", lambda v: {"model_source": "url", "model_url": f"https://h/{v}.gguf", "model_sha256": SHA}),
         ("model_file", lambda v: {"model_source": "hub", "model_file": f"{v}-Q8_0.gguf"}),
+        ("model_dir", lambda v: {"model_dir": f"/srv/{v}"}),
     ],
 )
 def test_aliases_and_file_names_made_from_hostile_names(setting, make, tmp_path):
