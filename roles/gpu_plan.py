@@ -91,9 +91,8 @@ SETTINGS = (
     Setting(
         "gpu_devices",
         [],
-        "GPUs to serve on, by runtime index (0, 1), PCI address ('0000:03:00.0') or MIG "
-        "instance UUID ('MIG-...'). Empty: every discrete GPU of the chosen backend (iGPUs "
-        "only when no dGPU; the largest MIG instance on a MIG GPU).",
+        "GPUs to serve on, by runtime index (0, 1) or PCI address ('0000:03:00.0'). "
+        "Empty: every discrete GPU of the chosen backend (iGPUs only when no dGPU).",
         _device_list,
     ),
     Setting(
