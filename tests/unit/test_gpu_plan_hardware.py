@@ -162,3 +162,18 @@ def test_mig_never_budgets_the_whole_gpu() -> None:
         assert whole == 0 or choice.vram_budget_bytes < whole, name
         mig_uuid = choice.env.get("CUDA_VISIBLE_DEVICES", "")
         assert mig_uuid.startswith("MIG-") == any(g.mig_enabled for g in choice.devices), name
+
+
+def test_lemfleet_plan_rows_carry_the_diagnosis_and_action() -> None:
+    from lemfleet.plan_fleet import plan_row
+    from lemfleet.roles.settings_check import validate
+
+    refused = plan_row("mismatch", scenario_host("nvidia-version-mismatch", UBUNTU_2404), validate({}))
+    assert not refused["ok"]
+    assert any("version-mismatch" in e and "or reboot" in e for e in refused["errors"])
+    planned = plan_row("broken", scenario_host("nvidia-broken", UBUNTU_2404), validate({}))
+    assert planned["ok"] and planned["backend"] == "cuda"
+    assert "diagnosis: module-not-loaded" in planned["reasons"]["backend"]
+    assert any("action: the nvidia kernel module is not loaded" in w for w in planned["warnings"])
+    untrusted = plan_row("smi-q", scenario_host("k40c-smi-q", UBUNTU_2404), validate({}))
+    assert any("the GPU facts cannot be trusted" in e for e in untrusted["errors"])
