@@ -23,6 +23,7 @@ from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from lemfleet.roles.drivers.defaults import DEFAULTS
+from lemfleet.roles.drivers.keys import pinned_download, pinned_key
 from lemfleet.roles.drivers.model import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
 from lemfleet.roles.drivers.plan import plan_drivers, target_from_facts
 from lemfleet.roles.drivers.rocm import RADEON_PIN
@@ -79,15 +80,19 @@ def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
     if plan.keyring_debs or any(key.sha256 for key in plan.keys):
         files.directory(name=f"Create {DOWNLOADS}", path=DOWNLOADS, mode="755")
     for key in plan.keys:
+        if key.fingerprints:  # fetched and checked on the host before apt trusts it (roles/drivers/keys.py)
+            repo_ops.append(pinned_key(name=f"Install the apt key {key.dest}", url=key.url, dest=key.dest,
+                                       fingerprints=key.fingerprints))  # fmt: skip
+            continue
         src = key.url
         if key.sha256:
             src = f"{DOWNLOADS}/{posixpath.basename(key.url)}"
-            files.download(name=f"Download {key.url}", src=key.url, dest=src, sha256sum=key.sha256)
+            pinned_download(name=f"Download {key.url}", url=key.url, dest=src, sha256=key.sha256)
         repo_ops.append(apt.key(name=f"Install the apt key {key.dest}", src=src, dest=key.dest))
-    for url in plan.keyring_debs:
-        deb = f"{DOWNLOADS}/{posixpath.basename(url)}"
-        repo_ops.append(files.download(name=f"Download {url}", src=url, dest=deb))
-        repo_ops.append(apt.deb(name=f"Install {posixpath.basename(url)}", src=deb))
+    for deb in plan.keyring_debs:
+        path = f"{DOWNLOADS}/{posixpath.basename(deb.url)}"
+        repo_ops.append(pinned_download(name=f"Download {deb.url}", url=deb.url, dest=path, sha256=deb.sha256))
+        repo_ops.append(apt.deb(name=f"Install {posixpath.basename(deb.url)}", src=path))
     for source in plan.sources:
         repo_ops.append(
             apt.sources_file(

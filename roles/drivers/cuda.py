@@ -21,6 +21,7 @@ from lemfleet.roles.drivers.model import (
     DriverPlan,
     DriverPlanError,
     DriverTarget,
+    KeyringDeb,
 )
 
 HEADERS = f"linux-headers-{KERNEL_RELEASE}"
@@ -176,6 +177,14 @@ def _nvidia_repo(
     branch = settings["drivers_nvidia_branch"]
     _check_branch(f"drivers_nvidia_branch={branch!r}", branch, ccs, f"accepted: {pins.NVIDIA_BRANCH.value}")
     driver = f"nvidia-open-{branch}" if modules == "open" else f"cuda-drivers-{branch}"
+    keyring_url = pins.cuda_keyring_url(distro, arch)
+    keyring_sha256 = settings.get("drivers_cuda_keyring_sha256") or pins.cuda_keyring_sha256(distro, arch)
+    if keyring_sha256 is None:
+        raise DriverPlanError(
+            f"drivers_cuda_keyring_sha256=None: lemfleet pins no sha256 for {keyring_url}, and dpkg would run "
+            "the package's scripts as root; accepted: its sha256 (from the Packages index of NVIDIA's repo), "
+            "or drivers_cuda_source='distro'"
+        )
     reasons = [f"NVIDIA's CUDA repository for {distro}/{arch}, set up by {pins.CUDA_KEYRING_DEB}"]
     if install_driver:
         reasons.append(f"driver branch {branch} with the {modules} kernel modules ({driver})")
@@ -183,7 +192,7 @@ def _nvidia_repo(
     return DriverPlan(
         backend="cuda",
         source="nvidia-repo",
-        keyring_debs=(pins.cuda_keyring_url(distro, arch),),
+        keyring_debs=(KeyringDeb(keyring_url, keyring_sha256),),
         pins=(NVIDIA_PIN,) if install_driver else (KEEP_DRIVER_PIN,),
         kernel_packages=(driver, HEADERS),
         packages=(f"cuda-toolkit-{toolkit}",),

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lemfleet.roles.drivers import pins
-from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, text
+from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, sha256, text
 
 SETTINGS = (
     # -- what may change on a host
@@ -80,6 +80,13 @@ SETTINGS = (
         f"takes the pin: {pins.CUDA_TOOLKIT.value}, or {pins.CUDA_TOOLKIT_PRE_TURING.value} "
         f"when a GPU is older than Turing (reviewed {pins.CUDA_TOOLKIT.reviewed}).",
         text(r"\d{2}-\d", "a toolkit version such as '13-1'", none_ok=True),
+    ),
+    Setting(
+        "drivers_cuda_keyring_sha256",
+        None,
+        "sha256 of NVIDIA's cuda-keyring package for this host's repo; None takes lemfleet's pin, where one "
+        "is published (Ubuntu 22.04/24.04 x86_64, 24.04 arm64, Debian 12 x86_64).",
+        sha256,
     ),
     Setting(
         "drivers_debian_mirror",

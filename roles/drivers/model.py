@@ -74,6 +74,16 @@ class AptKey:
     url: str
     dest: str
     sha256: str | None = None  # of the file at ``url``, where it is known
+    # The primary-key fingerprints the file must hold, exactly; checked on the host before it is installed.
+    fingerprints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyringDeb:
+    """A keyring package (cuda-keyring) fetched from ``url``; installed only when its sha256 is ``sha256``."""
+
+    url: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,7 @@ class DriverPlan:
     backend: str
     source: str  # "amd-repo", "nvidia-repo", "debian", "ubuntu", "existing" or "none"
     keys: tuple[AptKey, ...] = ()
-    keyring_debs: tuple[str, ...] = ()  # URLs of keyring packages (cuda-keyring)
+    keyring_debs: tuple[KeyringDeb, ...] = ()  # keyring packages (cuda-keyring), pinned by sha256
     sources: tuple[AptSource, ...] = ()
     pins: tuple[AptPin, ...] = ()
     files: tuple[ConfigFile, ...] = ()
@@ -194,7 +204,7 @@ class DriverPlan:
         """A few lines for people: what will be installed from where, and why."""
         lines = [f"backend {self.backend}, source {self.source}"]
         lines += [f"  key {k.url} -> {k.dest}" for k in self.keys]
-        lines += [f"  keyring package {url}" for url in self.keyring_debs]
+        lines += [f"  keyring package {deb.url} (sha256 {deb.sha256[:12]})" for deb in self.keyring_debs]
         lines += [f"  source {s.path}: {' '.join(s.uris)} {' '.join(s.suites)}" for s in self.sources]
         lines += [f"  pin {p.path}: {p.pin} = {p.priority}" for p in self.pins]
         lines += [f"  file {f.path}" for f in self.files]

@@ -34,6 +34,16 @@ ROCM_VERSION = Pin(
 )
 ROCM_KEY_URL = "https://repo.radeon.com/rocm/rocm.gpg.key"
 ROCM_KEYRING = "/etc/apt/keyrings/rocm.gpg"
+# The one primary key rocm.gpg.key must hold: "ROCm Release Manager", rsa4096 of 2016-08-01, whose
+# expiry AMD extends in place (so the file's hash changes while the fingerprint does not). Published as
+# gpg's output for repo.radeon.com's rocm.gpg.key in ROCm's own tracker:
+# https://github.com/ROCm/legacy-rocm-build/issues/1538 (and the long id 9386B48A1A693C5C in apt's
+# errors for repo.radeon.com/rocm/apt/6.4.1 in 2025, https://github.com/ROCm/legacy-rocm-build/issues/4912).
+ROCM_KEY_FINGERPRINT = Pin(
+    "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C",
+    "2026-11-30",
+    "https://github.com/ROCm/legacy-rocm-build/issues/1538",
+)
 # ggml/src/ggml-hip/CMakeLists.txt: "At least ROCM/HIP V6.1 is required".
 HIP_MIN = (6, 1)
 
@@ -105,6 +115,49 @@ NVIDIA_REPO_ARCHES = {"x86_64": "x86_64", "aarch64": "sbsa"}
 
 def cuda_keyring_url(distro: str, arch: str = "x86_64") -> str:
     return f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/{arch}/{CUDA_KEYRING_DEB}"
+
+
+# sha256 of cuda-keyring_1.1-1_all.deb per repo directory. dpkg runs the package's maintainer scripts as
+# root, so only a file with exactly this hash is installed. NVIDIA publishes the hash in each repo's
+# Packages index, which cannot be reached from where this was written (2026-11-30); the values below are
+# the ones independent public install scripts check (sha256sum -c) against NVIDIA's file, cited by what
+# they are. Where they disagreed, the value most of them check is pinned and the disagreement noted. Repo
+# directories with no value found (ubuntu2204/sbsa, debian13) need drivers_cuda_keyring_sha256.
+CUDA_KEYRING_SHA256: dict[tuple[str, str], Pin] = {
+    # NVIDIA's own NCCL install script for ubuntu2404 (CUDA_KEYRING_SHA256_X86_64, NCCL 2.30.7/CUDA 13.3),
+    # and three other pinned installers; one other script checks 9b9b4df8... instead.
+    ("ubuntu2404", "x86_64"): Pin(
+        "d2a6b11c096396d868758b86dab1823b25e14d70333f1dfa74da5ddaf6a06dba",
+        "2026-11-30",
+        "NVIDIA NCCL install script for ubuntu2404 (CUDA_KEYRING_SHA256_X86_64); 3 more pinned installers",
+    ),
+    # The same NVIDIA NCCL script (CUDA_KEYRING_SHA256_SBSA) and an NVIDIA-copyrighted host setup script
+    # of 2026-07-15 for ubuntu2404/sbsa.
+    ("ubuntu2404", "sbsa"): Pin(
+        "6ea7d2737648936820e85677177957a0f6521b840d98eb0bbae0a4f003fa7249",
+        "2026-11-30",
+        "NVIDIA NCCL install script for ubuntu2404 (CUDA_KEYRING_SHA256_SBSA); NVIDIA host setup script",
+    ),
+    # Three pinned installers (a Dockerfile ARG, a WSL2 setup script, an Ubuntu CUDA setup script); one
+    # other script checks 7c0a531d... instead.
+    ("ubuntu2204", "x86_64"): Pin(
+        "d93190d50b98ad4699ff40f4f7af50f16a76dac3bb8da1eaaf366d47898ff8df",
+        "2026-11-30",
+        "3 pinned public installers for ubuntu2204/x86_64 (CUDA_KEYRING_SHA256)",
+    ),
+    # One pinned installer (an FFmpeg/NVENC build script for debian12/x86_64): the weakest pin here.
+    ("debian12", "x86_64"): Pin(
+        "e7f219eab6fe4819cdb5c15b98233dc3420302d9c00883219cd3d896857cf48d",
+        "2026-11-30",
+        "1 pinned public installer for debian12/x86_64 (CUDA_KEYRING_SHA256)",
+    ),
+}
+
+
+def cuda_keyring_sha256(distro: str, arch: str) -> str | None:
+    """The pinned sha256 of the cuda-keyring package in NVIDIA's ``distro``/``arch`` repo, or None."""
+    pin = CUDA_KEYRING_SHA256.get((distro, arch))
+    return pin.value if pin else None
 
 
 # Debian's non-free NVIDIA driver branch per release (apt-cache madison

@@ -143,7 +143,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
     return DriverPlan(
         backend="hip",
         source="amd-repo",
-        keys=(AptKey(pins.ROCM_KEY_URL, pins.ROCM_KEYRING),),
+        keys=(AptKey(pins.ROCM_KEY_URL, pins.ROCM_KEYRING, fingerprints=(pins.ROCM_KEY_FINGERPRINT.value,)),),
         sources=tuple(sources),
         pins=(RADEON_PIN,),
         kernel_packages=kernel,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from lemfleet.roles.drivers import DriverPlanError, DriverTarget, plan_drivers
-from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.drivers import DriverPlanError, DriverTarget, pins, plan_drivers
+from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST, KeyringDeb
 
 KERNEL = "6.12.48+deb13-amd64"
 DISTRO = {"drivers_cuda_source": "distro"}
@@ -27,10 +27,15 @@ def cuda(os_id: str, version: str, codename: str, **kw: Any) -> DriverTarget:
     ],
 )
 def test_nvidia_repo(os_id: str, version: str, codename: str, distro: str) -> None:
-    plan = plan_drivers(cuda(os_id, version, codename, compute_capabilities=("9.0",)), {})
+    pinned = pins.cuda_keyring_sha256(distro, "x86_64")
+    settings = {} if pinned else {"drivers_cuda_keyring_sha256": "ab" * 32}  # debian13: no published value
+    plan = plan_drivers(cuda(os_id, version, codename, compute_capabilities=("9.0",)), settings)
     assert plan.source == "nvidia-repo"
     assert plan.keyring_debs == (
-        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/cuda-keyring_1.1-1_all.deb",
+        KeyringDeb(
+            f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/cuda-keyring_1.1-1_all.deb",
+            pinned or "ab" * 32,
+        ),
     )
     assert not plan.keys and not plan.sources  # cuda-keyring writes both itself
     (pin,) = plan.pins
@@ -127,7 +132,8 @@ def test_nvidia_repo_has_no_debian_sid() -> None:
 
 def test_nvidia_repo_arm64_only_on_ubuntu() -> None:
     plan = plan_drivers(cuda("ubuntu", "24.04", "noble", arch="aarch64"), {})
-    assert "/ubuntu2404/sbsa/" in plan.keyring_debs[0]
+    assert "/ubuntu2404/sbsa/" in plan.keyring_debs[0].url
+    assert plan.keyring_debs[0].sha256 == pins.CUDA_KEYRING_SHA256[("ubuntu2404", "sbsa")].value
     with pytest.raises(DriverPlanError, match="no aarch64 packages"):
         plan_drivers(cuda("debian", "13", "trixie", arch="aarch64"), {})
 
@@ -238,3 +244,20 @@ def test_a_driver_lemfleet_installed_stays_declared_not_guarded() -> None:
     assert second.pins == first.pins
     assert second.kernel_packages == first.kernel_packages
     assert second.files == first.files
+
+
+def test_a_keyring_without_a_published_sha256_is_refused_until_pinned() -> None:
+    with pytest.raises(DriverPlanError) as err:
+        plan_drivers(cuda("debian", "13", "trixie"), {})
+    message = str(err.value)
+    assert "drivers_cuda_keyring_sha256=None: lemfleet pins no sha256 for" in message
+    assert "/debian13/x86_64/cuda-keyring_1.1-1_all.deb" in message
+    assert "drivers_cuda_source='distro'" in message
+
+
+@pytest.mark.parametrize(("distro", "arch"), sorted(pins.CUDA_KEYRING_SHA256))
+def test_every_keyring_pin_is_a_sha256_with_its_source(distro: str, arch: str) -> None:
+    pin = pins.CUDA_KEYRING_SHA256[(distro, arch)]
+    assert len(pin.value) == 64 and int(pin.value, 16) >= 0
+    assert pin.source and pin.reviewed
+    assert distro in pins.NVIDIA_REPO_DISTROS.values() and arch in pins.NVIDIA_REPO_ARCHES.values()

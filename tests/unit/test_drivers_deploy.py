@@ -114,7 +114,9 @@ def test_rocm_plan_order_sources_and_kernel(local_state: State) -> None:
     for source in plan.sources:
         assert by_name[f"Add the apt source {source.path}"].uploaded() == source.deb822()
     assert by_name["Pin release o=repo.radeon.com"].uploaded() == plan.pins[0].render()
-    assert "https://repo.radeon.com/rocm/rocm.gpg.key" in by_name["Install the apt key /etc/apt/keyrings/rocm.gpg"].text
+    key = by_name["Install the apt key /etc/apt/keyrings/rocm.gpg"].text
+    assert "--url https://repo.radeon.com/rocm/rocm.gpg.key" in key
+    assert "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C" in key  # checked before apt trusts it
     assert by_name["Read the new repositories"].has_condition
     # The kernel packages name this machine's kernel, read through pyinfra's fact.
     kernel_release = local_state.inventory.get_host("@local").get_fact(KernelVersion)
@@ -129,12 +131,13 @@ def test_rocm_plan_order_sources_and_kernel(local_state: State) -> None:
 
 
 def test_cuda_repo_plan_blacklists_nouveau(local_state: State) -> None:
-    plan = plan_drivers(DriverTarget("debian", "13", "trixie", "cuda"), {})
+    plan = plan_drivers(DriverTarget("debian", "12", "bookworm", "cuda"), {})
     ops = collect(local_state, plan)
     by_name = {op.name: op for op in ops}
-    url = plan.keyring_debs[0]
+    url, sha256 = plan.keyring_debs[0].url, plan.keyring_debs[0].sha256
     deb = "/var/cache/lemfleet/drivers/cuda-keyring_1.1-1_all.deb"
-    assert f"curl -sSLf {url}" in by_name[f"Download {url}"].text
+    download = by_name[f"Download {url}"].text
+    assert f"--url {url}" in download and f'[ "$actual" != {sha256} ]' in download
     assert f"dpkg --force-confdef --force-confold -i {deb}" in by_name["Install cuda-keyring_1.1-1_all.deb"].text
     blacklist = by_name[f"Write {NOUVEAU_BLACKLIST.path}"]
     assert blacklist.uploaded() == NOUVEAU_BLACKLIST.content
