@@ -6,13 +6,12 @@ and prints its output between ``@@lemfleet-gpu:<name>`` and
 ``@@lemfleet-gpu-rc:<name>:<exit status>`` markers. Nothing needs root and
 nothing is changed.
 
-Merge rule: one Gpu per device (per logical GPU for partitioned MI300), joined
-by KFD node, then PCI slot, then, for probes that report neither (``vulkaninfo
---summary``, ``nvidia-smi -L``, old ``rocm-smi`` tables), by PCI id and finally
-by position among the same vendor's unmatched devices. Runtime-specific probes
-win over lspci for names, VRAM and architecture; a device is ``driver_ok`` when
-any runtime probe (KFD, rocminfo, rocm-smi/amd-smi, nvidia-smi, Vulkan) saw it.
-``index`` is the HIP/CUDA index where a runtime gave one, else the PCI order.
+Each section goes to its parser; ``gpu_merge`` joins the parsers' GPUs into one
+Gpu per device. On top of the parsers' own verdicts, a vendor tool that printed
+nothing is a fact error where the bus shows that vendor's GPU (and only there,
+so a CPU-only host with a leftover tool plans cleanly), every AMD gfx name is
+checked against the PCI table (``settle_gfx``), and the merged facts add their
+own driver diagnoses (``gpu_faults.host_faults``).
 """
 
 from __future__ import annotations
