@@ -194,3 +194,14 @@ def test_merge_vulkan_device_by_its_unique_pci_id() -> None:
         ("1002:15bf", None, False),
     ]
     assert gpus[0].name == "AMD Radeon RX 7600S" and runtime.vulkan_ok
+
+
+def test_an_unreadable_vulkaninfo_stops_only_a_host_with_gpus() -> None:
+    # Hand-built: the head of vulkaninfo's full (non --summary) report, a layout the
+    # Devices-section parser does not read, beside the recorded HGX lspci and beside nothing.
+    full_report = ["==========", "VULKANINFO", "==========", "", "Vulkan Instance Version: 1.3.204"]
+    _, runtime = probe({"lspci": "lspci/hgx-h100-x8-aspeed-bmc-nvswitch-host.txt", "vulkaninfo": full_report})
+    assert runtime.fact_errors == ("vulkaninfo printed output in a layout the parser does not know: 'VULKANINFO'",)
+    _, runtime = probe({"vulkaninfo": full_report, "device-nodes": []})
+    assert runtime.fact_errors == ()
+    assert runtime.probe_errors == ("vulkaninfo printed output in a layout the parser does not know: 'VULKANINFO'",)
