@@ -26,7 +26,8 @@ PROTOCOLS = "https"
 
 
 def _curl(url: str, dest: str, protocols: str) -> str:
-    return f"curl -fsSL --proto ={protocols} --proto-redir ={protocols} --retry 3 -o {q(dest)} --url {q(url)}"
+    allowed = q("=" + protocols)
+    return f"curl -fsSL --proto {allowed} --proto-redir {allowed} --retry 3 -o {q(dest)} --url {q(url)}"
 
 
 def _fingerprints_of(path: str) -> str:

@@ -63,11 +63,26 @@ class _Checker:
         self.module_name = module_name
         self.constants = _module_constants(tree)
         self.imported: dict[str, tuple[str, str]] = {}
+        # Helpers of this module that return shell: a call to one is quoted when everything it returns is.
+        self.helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        self._helper_safe: dict[str, bool] = {}
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module:
                 for alias in node.names:
                     if alias.name.isupper():
                         self.imported[alias.asname or alias.name] = (node.module, alias.name)
+
+    def helper_is_safe(self, name: str) -> bool:
+        """A function of this module whose every return value is quoted shell (it is scanned as a builder too)."""
+        func = self.helpers.get(name)
+        if func is None:
+            return False
+        if name not in self._helper_safe:
+            self._helper_safe[name] = False  # recursion guard
+            assigned = _assignments(func)
+            returns = [n.value for n in ast.walk(func) if isinstance(n, ast.Return) and n.value is not None]
+            self._helper_safe[name] = bool(returns) and all(self.safe(r, assigned) for r in returns)
+        return self._helper_safe[name]
 
     def constant_is_safe(self, name: str, seen: frozenset[str] = frozenset()) -> bool:
         """A module constant written in the code (a literal, or an f-string of such constants), not read from input."""
@@ -118,7 +133,7 @@ class _Checker:
                 arg = node.args[0]
                 inner = arg.elt if isinstance(arg, ast.GeneratorExp | ast.ListComp) else arg
                 return self.safe(inner, assigned, seen)
-            return False
+            return self.helper_is_safe(name)
         if isinstance(node, ast.JoinedStr):
             return all(
                 self.safe(part.value, assigned, seen) for part in node.values if isinstance(part, ast.FormattedValue)
