@@ -2,9 +2,17 @@
 
 The host fetches with curl into ``<dest>.partial`` (resuming a partial file
 left by an earlier attempt), checks the sha256, and renames into place only
-on a match. When the hub needs a token, it travels as a header file inside a
-root-only directory that is removed as soon as curl exits, success or not;
-it never appears on a command line, in pyinfra's output or in a file that
+on a match.
+
+The Hugging Face token stays on the controller whenever the hub allows it:
+the controller asks the hub (with the token) where the file is, and when the
+hub answers with a signed link on another host (its CDN, as it does for
+LFS files), the host downloads that link with no token at all; the link is
+kept out of messages. Only when the hub serves the file itself does the token
+travel, as a header file in a root-only directory that is removed as soon as
+curl exits, success or not, uploaded through the same private staging as the
+API key under sudo (never the world-readable ``/tmp/pyinfra-*`` file); it
+never appears on a command line, in pyinfra's output or in a file that
 outlives the command.
 """
 
@@ -12,12 +20,14 @@ from __future__ import annotations
 
 from io import StringIO
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants, get_token
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
 from lemfleet.roles.hoststate import state
+from lemfleet.roles.ops import _private_staging as private_staging
 from lemfleet.roles.ops import place_verified, q
 
 SECRET_DIR = "/run/lemfleet-secret"
@@ -40,22 +50,34 @@ def controller_token(url: str) -> str | None:
     return get_token()
 
 
-def download_script(url: str, dest: str, sha256: str, header_file: str | None) -> str:
+def token_free_url(url: str, token: str) -> str | None:
+    """The signed link the hub redirects ``url`` to when it is on another host (a CDN): no token needed there."""
+    from huggingface_hub import get_hf_file_metadata
+
+    location = get_hf_file_metadata(url, token=token).location
+    if location.startswith(("http://", "https://")) and urlsplit(location).netloc != urlsplit(url).netloc:
+        return location
+    return None
+
+
+def download_script(url: str, dest: str, sha256: str, header_file: str | None, *, shown: str | None = None) -> str:
     """The shell that fetches, verifies and places the model (pure, unit-tested).
 
     Every value is quoted (the URL once appeared raw inside an ``echo``, where ``$(...)`` ran); curl
-    takes the URL as the value of ``--url`` and follows redirects to http(s) only.
+    takes the URL as the value of ``--url`` and follows redirects to http(s) only. ``shown`` names the
+    file in messages instead of ``url`` (a signed link is not printed).
     """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"model download URL {url!r} is not http(s)")
+    shown = shown or url
     partial = f"{dest}.partial"
     auth = f"-H {q('@' + header_file)} " if header_file else ""
     cleanup = f"rm -rf {q(SECRET_DIR)}; " if header_file else ""
     return (
         f"curl -fsSL --proto =http,https --proto-redir =http,https --retry 5 --retry-delay 2 -C - {auth}"
         f"-o {q(partial)} --url {q(url)}; rc=$?; {cleanup}"
-        f'[ "$rc" = 0 ] || {{ echo {q(f"download of {url} failed")}" (curl exit $rc)" >&2; exit 1; }}; '
-        f"chmod 644 {q(partial)} && " + place_verified(partial, dest, sha256, url)
+        f'[ "$rc" = 0 ] || {{ echo {q(f"download of {shown} failed")}" (curl exit $rc)" >&2; exit 1; }}; '
+        f"chmod 644 {q(partial)} && " + place_verified(partial, dest, sha256, shown)
     )
 
 
@@ -67,9 +89,19 @@ def host_download(model: HostDownload, dest: str):
         return
     assert model.url
     token = controller_token(model.url)
-    header_file = None
+    url, header_file = model.url, None
     if token:
-        header_file = f"{SECRET_DIR}/auth-header"
-        yield f"rm -rf {q(SECRET_DIR)} && mkdir -m 700 {q(SECRET_DIR)}"
-        yield FileUploadCommand(StringIO(f"Authorization: Bearer {token}\n"), header_file)
-    yield download_script(model.url, dest, model.sha256, header_file)
+        signed = token_free_url(model.url, token)
+        if signed:  # the token stays on the controller
+            url = signed
+        else:
+            header_file = f"{SECRET_DIR}/auth-header"
+            yield f"rm -rf {q(SECRET_DIR)} && mkdir -m 700 {q(SECRET_DIR)} && install -m 600 /dev/null {q(header_file)}"
+            make_staging, staging = private_staging(header_file)
+            yield from make_staging
+            yield FileUploadCommand(
+                StringIO(f"Authorization: Bearer {token}\n"),
+                header_file,
+                remote_temp_filename=staging or host.get_temp_filename(header_file),
+            )
+    yield download_script(url, dest, model.sha256, header_file, shown=model.url)

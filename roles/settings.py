@@ -168,7 +168,7 @@ def clean_group(settings: Iterable[Setting], data: Any, host: str | None = None)
             value = value_rules.harden(setting.name, setting.clean(reveal(raw)), secret=setting.secret)
             clean[setting.name] = Secret(value) if isinstance(raw, Secret) else value
         except ValueError as err:
-            problems.append(_scrub(str(err), reveal(raw)) if setting.secret else str(err))
+            problems.append(_scrub(str(err), reveal(raw), setting.name) if setting.secret else str(err))
     if not problems:
         problems = value_rules.derived_problems(clean)
     if problems:
@@ -176,17 +176,19 @@ def clean_group(settings: Iterable[Setting], data: Any, host: str | None = None)
     return clean
 
 
-def _scrub(message: str, value: Any) -> str:
-    """``message`` with every string of a secret ``value`` cut out: no check may echo a secret."""
+def _scrub(message: str, value: Any, name: str) -> str:
+    """``message`` with every string of a secret ``value`` cut out (the setting's own name kept): no echo."""
     if isinstance(value, Mapping):
-        texts = [str(part) for pair in value.items() for part in pair]
+        texts = [str(v) for v in value.values()]
     elif isinstance(value, list | tuple):
         texts = [str(item) for item in value]
     else:
         texts = [str(value)]
+    guard = "\x00setting\x00"
+    message = message.replace(name, guard)
     for text in sorted((t for t in texts if len(t) >= 3), key=len, reverse=True):
         message = message.replace(repr(text), "(secret value, not shown)").replace(text, "(secret value, not shown)")
-    return message
+    return message.replace(guard, name)
 
 
 def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
