@@ -14,6 +14,23 @@ FAIL_STYLE = "background:#fce8e6;color:#a50e0e"
 WARN_STYLE = "background:#fef7e0;color:#b06000"
 
 
+class TableView:
+    """IPython's plain-text view of a result (``_repr_pretty_``) is its table, not the dataclass repr.
+
+    A notebook shows ``_repr_html_``; where HTML is not rendered (a terminal IPython, a text
+    export of the notebook) the same table comes out as text.
+    """
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # IPython takes the first class in the MRO that defines _repr_pretty_ or __repr__, and
+        # @dataclass writes __repr__ into the subclass itself: so each subclass gets its own copy.
+        super().__init_subclass__(**kwargs)
+        cls._repr_pretty_ = TableView._repr_pretty_  # type: ignore[method-assign]
+
+
 def cell_style(value: Any) -> str:
     text = str(value).lower()
     if text in ("pass", "passed", "ok", "unchanged", "updated"):

@@ -6,10 +6,11 @@ plain JSON with ``to_json()``, prints as a table, and renders as an HTML table i
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lemfleet.api.display import html_table, text_table
+from lemfleet.api.display import TableView, html_table, text_table
 from lemfleet.smoke_result import SmokeResult, Step
 
 
@@ -42,12 +43,26 @@ class Event:
             level=data.get("level"),
         )
 
+    def __str__(self) -> str:
+        where = f"[{self.host}] " if self.host else ""
+        what = self.operation or ""
+        if self.changed is not None:
+            what += f" ({'changed' if self.changed else 'no change'})"
+        text = ": ".join(p for p in (what.strip(), self.message or "") if p)
+        return f"{where}{self.kind}" + (f": {text}" if text else "")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        return f"<code>{html.escape(str(self))}</code>"
+
 
 # -- plan -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class HostPlan:
+class HostPlan(TableView):
     """One host's plan (the keys of ``lemfleet plan --json``, see lemfleet/plan_cli.py), or its errors."""
 
     host: str
@@ -75,12 +90,18 @@ class HostPlan:
         status = "ok" if self.ok else "error"
         return [self.host, status, row.get("backend"), gpus, targets, quant, flags if self.ok else "-"]
 
+    def __str__(self) -> str:
+        return str(FleetPlan((self,)))
+
+    def _repr_html_(self) -> str:
+        return FleetPlan((self,))._repr_html_()
+
 
 PLAN_HEADERS = ("host", "status", "backend", "gpus", "targets", "quant", "flags")
 
 
 @dataclass(frozen=True)
-class FleetPlan:
+class FleetPlan(TableView):
     hosts: tuple[HostPlan, ...]
 
     @property
@@ -115,15 +136,28 @@ class FleetPlan:
 
 
 @dataclass(frozen=True)
-class OperationResult:
+class OperationResult(TableView):
     name: str
     changed: bool
     success: bool | None  # None: not run (a dry run, or an earlier step failed)
     stderr: tuple[str, ...] = ()
 
+    def cells(self) -> list[Any]:
+        status = "not run" if self.success is None else "ok" if self.success else "failed"
+        return [self.name, "changed" if self.changed else "no change", status, (self.stderr or ("",))[-1][:160]]
+
+    def __str__(self) -> str:
+        return text_table(OPERATION_HEADERS, [self.cells()])
+
+    def _repr_html_(self) -> str:
+        return html_table(OPERATION_HEADERS, [self.cells()])
+
+
+OPERATION_HEADERS = ("operation", "changed", "status", "stderr")
+
 
 @dataclass(frozen=True)
-class HostDeploy:
+class HostDeploy(TableView):
     """One host's run: each operation, whether it changed, the errors, and the smoke result."""
 
     host: str
@@ -152,6 +186,17 @@ class HostDeploy:
         error = self.errors[-1] if self.errors else ""
         return [self.host, self.outcome, len(self.changed), tps, error[:160]]
 
+    def _caption(self) -> str:
+        return f"{self.host}: {self.outcome}, {len(self.changed)} change(s)" + "".join(
+            f"; {e}" for e in (*self.errors, *self.warnings)
+        )
+
+    def __str__(self) -> str:
+        return self._caption() + "\n" + text_table(OPERATION_HEADERS, [op.cells() for op in self.operations])
+
+    def _repr_html_(self) -> str:
+        return html_table(OPERATION_HEADERS, [op.cells() for op in self.operations], caption=self._caption())
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostDeploy:
         smoke = data.get("smoke")
@@ -172,7 +217,7 @@ DEPLOY_HEADERS = ("host", "outcome", "changes", "tokens/s", "error")
 
 
 @dataclass(frozen=True)
-class FleetDeploy:
+class FleetDeploy(TableView):
     hosts: tuple[HostDeploy, ...]
     dry: bool
     seconds: float
@@ -220,7 +265,7 @@ def smoke_from_json(data: dict[str, Any]) -> SmokeResult:
 
 
 @dataclass(frozen=True)
-class FleetSmoke:
+class FleetSmoke(TableView):
     results: tuple[SmokeResult, ...]
 
     @property
@@ -252,15 +297,27 @@ def _check_order(name: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class CheckResult(TableView):
     host: str
     check: str
     passed: bool
     message: str = ""
 
+    def cells(self) -> list[Any]:
+        return [self.host, self.check.removeprefix("test_"), _verdict(self), self.message[:200]]
+
+    def __str__(self) -> str:
+        return text_table(CHECK_HEADERS, [self.cells()])
+
+    def _repr_html_(self) -> str:
+        return html_table(CHECK_HEADERS, [self.cells()])
+
+
+CHECK_HEADERS = ("host", "check", "verdict", "message")
+
 
 @dataclass(frozen=True)
-class FleetVerify:
+class FleetVerify(TableView):
     """The verify suite's outcome, host by check (from its JUnit XML, one case per host and check)."""
 
     checks: tuple[CheckResult, ...]

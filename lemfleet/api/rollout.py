@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, order_hosts, parse_max_fail, split
-from lemfleet.api.display import html_table, text_table
+from lemfleet.api.display import TableView, html_table, text_table
 from lemfleet.api.fleet import Fleet, FleetSetupError, data_items
 from lemfleet.api.locks import (
     LockHeld,
@@ -49,7 +49,7 @@ HEADERS = ("batch", "host", "outcome", "before", "after", "gap", "error")
 
 
 @dataclass(frozen=True)
-class RolloutResult:
+class RolloutResult(TableView):
     record: RolloutRecord
     path: Path | None
     would_change: Mapping[str, tuple[str, ...]]  # host -> operations the pre-pass found to change
@@ -57,6 +57,11 @@ class RolloutResult:
     @property
     def ok(self) -> bool:
         return self.record.status in ("completed", "dry-run")
+
+    @property
+    def changes(self) -> int:
+        """Operations that changed something over all hosts and batches (a dry run: would change); 0 is a no-op."""
+        return sum(len(r.changes) for batch in self.record.batches for r in batch.results)
 
     def to_json(self) -> dict[str, Any]:
         return self.record.to_json()
@@ -72,13 +77,13 @@ class RolloutResult:
         return rows
 
     def __str__(self) -> str:
-        head = f"rollout {self.record.id}: {self.record.status}" + (
+        head = f"rollout {self.record.id}: {self.record.status}, {self.changes} change(s)" + (
             f" ({self.record.reason})" if self.record.reason else ""
         )
         return head + "\n" + text_table(HEADERS, self._rows())
 
     def _repr_html_(self) -> str:
-        caption = f"Rollout {self.record.id}: {self.record.status}" + (
+        caption = f"Rollout {self.record.id}: {self.record.status}, {self.changes} change(s)" + (
             f", {self.record.reason}" if self.record.reason else ""
         )
         return html_table(HEADERS, self._rows(), caption=caption)

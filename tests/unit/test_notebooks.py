@@ -1,0 +1,122 @@
+"""The notebooks as committed (no outputs, no secrets), and what-if.ipynb executed headless with no host.
+
+fleet.ipynb runs against test-bed hosts in tests/testbed/test_notebooks.py. Each run keeps its
+executed notebook and HTML export under out/notebooks/, the run's record.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from lemfleet.api.notebook_run import NotebookParameterError, check_parameters, inject, parse_parameter, run_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+OUT = ROOT / "out" / "notebooks"
+
+
+def html_outputs(cell: Any) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in cell.get("outputs", []))
+
+
+def test_both_notebooks_are_there() -> None:
+    assert [p.name for p in NOTEBOOKS] == ["fleet.ipynb", "what-if.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {index} has outputs"
+    assert "widgets" not in notebook.metadata and "lemfleet" not in notebook.metadata
+
+
+def parameters_of(path: Path) -> dict[str, Any]:
+    notebook = nbformat.read(path, as_version=4)
+    [cell] = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    tree = ast.parse(cell.source)
+    assert all(isinstance(node, ast.Assign) for node in tree.body), "the parameters cell only assigns values"
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_are_literals_and_hold_no_secrets(path: Path) -> None:
+    parameters = parameters_of(path)
+    assert parameters
+    check_parameters(parameters)
+
+
+def test_parameters_that_look_like_secrets_are_refused() -> None:
+    with pytest.raises(NotebookParameterError, match=r"parameters \['api_key'\] look like secrets"):
+        check_parameters({"api_key": "sk-live"})
+    with pytest.raises(NotebookParameterError, match=r"settings\['server_api_keys'\]"):
+        check_parameters({"settings": {"model_quant": "auto", "server_api_keys": ["k"]}})
+    with pytest.raises(NotebookParameterError, match="accepted: a Python identifier"):
+        check_parameters({"not-a-name": 1})
+    check_parameters({"api_key_env": "LEMFLEET_API_KEY", "settings": {"model_quant": "auto"}})
+    assert parse_parameter('limit=["tb1", "tb2"]') == ("limit", ["tb1", "tb2"])
+    assert parse_parameter("inventory=inventories/testbed.py") == ("inventory", "inventories/testbed.py")
+    with pytest.raises(NotebookParameterError, match="accepted: NAME=VALUE"):
+        parse_parameter("limit")
+
+
+def test_parameters_go_in_a_cell_right_after_the_parameters_cell() -> None:
+    notebook = nbformat.read(ROOT / "notebooks" / "fleet.ipynb", as_version=4)
+    tags = [c.metadata.get("tags", []) for c in notebook.cells]
+    at = next(i for i, t in enumerate(tags) if "parameters" in t)
+    inject(notebook, {"limit": ["tb1"], "batches": "1,100%"})
+    cell = notebook.cells[at + 1]
+    assert cell.metadata["tags"] == ["injected-parameters"]
+    assert "limit = ['tb1']\nbatches = '1,100%'\n" in cell.source
+
+
+def test_what_if_plans_recorded_hardware_with_no_host() -> None:
+    run = run_notebook(ROOT / "notebooks" / "what-if.ipynb", out=OUT, timeout=300)
+    assert run.error is None and run.errors() == [], run.errors() or run.error
+    assert run.executed == OUT / "what-if.ipynb" and run.html == OUT / "what-if.html"
+    assert nbformat.read(run.executed, as_version=4).metadata["lemfleet"]["run"]["seconds"] == run.seconds
+    parameters = parameters_of(ROOT / "notebooks" / "what-if.ipynb")
+    scenarios, side_by_side = parameters["scenarios"], parameters["compare_quant"]
+
+    # Every host in every table.
+    for tag, hosts in (("quant-auto", side_by_side), ("quant-compare", side_by_side), ("compare", scenarios)):
+        [cell] = run.cells(tag)
+        table = html_outputs(cell)
+        assert table.startswith("<table>"), tag
+        for host in hosts:
+            assert f"<td>{host}</td>" in table, (tag, host)
+    [plan] = run.cells("plan")
+    assert all(f"<td>{host}</td>" in html_outputs(plan) for host in scenarios)
+
+    # The MI300X, 7900 XTX and 4090 side by side with model_quant=auto: each its backend, targets and budget.
+    [compared] = run.cells("quant-compare")
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (
+            [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", html_outputs(compared))
+        )
+        if cells
+    }
+    assert rows["mi300x"][1] == "hip · 1 GPU(s) · gfx942 · auto (budget 191.7 GiB) · -ngl 999"
+    assert rows["rx7900xtx"][1] == "hip · 1 GPU(s) · gfx1100 · auto (budget 24.0 GiB) · -ngl 999"
+    assert rows["rtx4090"][1] == "cuda · 1 GPU(s) · sm 89 · auto (budget 24.0 GiB) · -ngl 999"
+    # Hand-built facts say so; recorded ones say where they come from.
+    assert rows["rtx4090"][0].startswith("HAND-BUILT: ") and rows["mi300x"][0].startswith("recorded: ")
+
+    # A variant that cannot be planned shows its error in the cell, and the full reasons fold under the row.
+    [everything] = run.cells("compare")
+    table = html_outputs(everything)
+    assert "error: 1 GPU(s) detected but serving on the CPU" in table and "<details>" in table
+    assert "cpu · Q4_K_M · -ngl 0" in html.unescape(table)  # Debian 12 with gpu_allow_cpu_fallback
+    text = run.html.read_text()
+    assert all(host in text for host in scenarios) and "HAND-BUILT" in text
