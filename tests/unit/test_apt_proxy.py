@@ -80,7 +80,7 @@ def collect() -> Iterator[Any]:
         with ctx_state.use(state), ctx_host.use(host):
             declare(PATHS)
         add_deploy(state, configure_apt_proxy)
-        ops = []
+        ops: list[tuple[str, list[object]]] = []
         with ctx_state.use(state), ctx_host.use(host):
             for op_hash in state.get_op_order():
                 (name,) = state.get_op_meta(op_hash).names
