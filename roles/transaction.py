@@ -117,7 +117,8 @@ def adopt_script(layout: Layout) -> str:
         "then exit 0; fi"
     )
     build = f"build=$(readlink {q(layout.current)})"
-    model = f'model=$(sed -n "s/^LEMFLEET_MODEL=//p" {q(layout.env)} | tail -n 1)'
+    # Unquoted in the environment files of earlier lemfleets, double-quoted since roles/values.py.
+    model = f"""model=$(sed -n 's/^LEMFLEET_MODEL=//p' {q(layout.env)} | tail -n 1 | sed 's/^"\\(.*\\)"$/\\1/')"""
 
     return "\n".join([guard, build, model, snapshot_script(layout, '"$build"', '"$model"', ADOPTED)])
 

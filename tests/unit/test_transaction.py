@@ -165,6 +165,14 @@ def test_a_host_of_an_earlier_lemfleet_is_adopted_and_restored_exactly(tmp_path:
     assert not list(Path(layout.current).parent.glob("*.new")) and not list(Path(layout.unit).parent.glob("*-new"))
 
 
+def test_adoption_reads_a_double_quoted_model_path(tmp_path: Path) -> None:
+    layout = host_layout(tmp_path)
+    serve(layout, tmp_path / "llama.cpp" / "b1", "/m/a.gguf", "unit\n", '{"record_version": 1}\n')
+    Path(layout.env).write_text('LEMFLEET_PORT="8080"\nLEMFLEET_MODEL="/m/quoted.gguf"\n')
+    sh(adopt_script(layout))
+    assert os.readlink(Path(layout.last_good) / "model") == "/m/quoted.gguf"
+
+
 def test_adoption_leaves_a_kept_state_and_a_bare_host_alone(tmp_path: Path) -> None:
     layout = host_layout(tmp_path)
     sh(adopt_script(layout))  # nothing serves: no record, no build link
