@@ -104,9 +104,11 @@ class Progress:
                 print(f"[{host}] {self.done[host]} operation(s), {self.changed[host]} changed", file=self.out)
 
     def close(self) -> None:
+        """End the bars, and print each host's counts (a text view of the record shows them too)."""
         for host, bar in self._bars.items():
             bar.set_description_str(f"{host}: {'failed' if self.failed[host] else 'done'}")
             bar.close()
+            print(f"[{host}] {self.done[host]} operation(s), {self.changed[host]} changed", file=self.out)
         self._bars.clear()
 
 

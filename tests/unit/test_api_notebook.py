@@ -122,7 +122,8 @@ def test_progress_prints_plain_lines_outside_a_notebook() -> None:
 
 
 def test_progress_draws_a_tqdm_bar_per_host_when_asked() -> None:
-    progress = Progress(bars=True, out=io.StringIO())
+    out = io.StringIO()
+    progress = Progress(bars=True, out=out)
     now = time.time()
     for host in ("tb1", "tb2"):
         progress(api.Event("host_connected", now, host=host))
@@ -132,6 +133,7 @@ def test_progress_draws_a_tqdm_bar_per_host_when_asked() -> None:
     assert bars["tb1"].postfix == "changed=1, failed=0"
     progress(api.Event("result", now))
     assert progress._bars == {}
+    assert out.getvalue().splitlines() == ["[tb1] 1 operation(s), 1 changed", "[tb2] 1 operation(s), 0 changed"]
 
 
 def test_the_chart_is_a_png_with_a_bar_per_host(tmp_path: Path) -> None:
