@@ -88,6 +88,9 @@ CASES = [
          vram_budget_bytes=640 * GIB, tensor_split=(0.125,) * 8)),
     Case("t4", DEBIAN_12, {}, "cuda", dict(cuda_architectures=("75",), vram_budget_bytes=15 * GIB)),
     Case("nvidia-broken", UBUNTU_2404, {}, "cuda", dict(cuda_architectures=("90",), devices=8)),
+    # The same nvidia-smi failure with no lspci output was once a warn-only CPU plan: now refused.
+    Case("nvidia-broken-no-lspci", UBUNTU_2404, {}, "error: serving on the CPU would hide a broken GPU driver"),
+    Case("nvidia-broken-no-lspci", UBUNTU_2404, {"gpu_allow_cpu_fallback": True}, "cpu", dict(devices=0)),
     Case("grid-k520", UBUNTU_2404, {}, "error: Kepler (compute capability 3.0) is not supported"),
     Case("grid-k520", UBUNTU_2404, {"gpu_allow_cpu_fallback": True}, "cpu"),
     # -- no GPU
@@ -154,6 +157,7 @@ def test_igpu_exclusion_is_explained() -> None:
 
 def test_broken_driver_warns() -> None:
     choice = choose_gpu(scenario_host("nvidia-broken", UBUNTU_2404), {})
+    assert any(r.startswith("diagnosis: module-not-loaded") for r in choice.reasons)
     assert any("couldn't communicate with the NVIDIA driver" in w for w in choice.warnings)
     assert any("NVIDIA driver is broken" in w for w in choice.warnings)
     assert all(not g.driver_ok for g in choice.devices)
