@@ -27,7 +27,8 @@ def _describe(gpu: Gpu) -> str:
     if partition and gpu.partition_id is not None:
         partition += f" partition {gpu.partition_id}"
     parts = [arch, gib(gpu.vram_bytes) if gpu.vram_bytes else "", gpu.pci_slot or "", partition]
-    parts += ["MIG on" if gpu.mig_enabled else "", "iGPU" if gpu.integrated else ""]
+    mig = f"MIG on, {len(gpu.mig_devices)} instance(s)" if gpu.mig_devices else "MIG on"
+    parts += [mig if gpu.mig_enabled else "", "iGPU" if gpu.integrated else ""]
     parts += ["" if gpu.driver_ok else "no working driver"]
     if gpu.pci_id and gpu.name.endswith(f"[{gpu.pci_id}]"):
         parts.append("device id not in the tables")
