@@ -119,8 +119,8 @@ class Progress:
 class Chart:
     """A PNG a notebook shows inline (``_repr_png_``) and :meth:`save` writes to a file."""
 
-    png: bytes
-    title: str
+    png: bytes = field(repr=False)
+    title: str = ""
 
     def _repr_png_(self) -> bytes:
         return self.png

@@ -140,7 +140,7 @@ def test_the_chart_is_a_png_with_a_bar_per_host(tmp_path: Path) -> None:
     results = smoke()
     chart = tokens_chart(results)
     assert chart.png.startswith(PNG_MAGIC) and len(chart.png) > 5000
-    assert chart._repr_png_() == chart.png
+    assert chart._repr_png_() == chart.png and repr(chart) == "Chart(title='Decode tokens/s per host')"
     assert chart.save(tmp_path / "c" / "tokens.png").read_bytes() == chart.png
     # Width grows with the hosts, from the PNG header (big-endian width at byte 16).
     wide = tokens_chart(list(results.results) * 4)
