@@ -130,6 +130,7 @@ def run_notebook(
         for index in reversed([i for i, c in enumerate(notebook.cells) if tag in c.metadata.get("tags", [])]):
             again = copy.deepcopy(notebook.cells[index])
             again.metadata["tags"] = ["rerun", f"rerun-{tag}"]
+            again.id = f"rerun-{again.get('id', index)}"[:64]  # cell ids are unique in a notebook
             again.source = f"# The {tag} cell again: a second run must change nothing.\n{again.source}"
             notebook.cells.insert(index + 1, again)
     client = NotebookClient(

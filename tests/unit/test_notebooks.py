@@ -20,6 +20,7 @@ from lemfleet.api.notebook_run import NotebookParameterError, check_parameters, 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 OUT = ROOT / "out" / "notebooks"
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
 def html_outputs(cell: Any) -> str:
@@ -120,3 +121,22 @@ def test_what_if_plans_recorded_hardware_with_no_host() -> None:
     assert "cpu · Q4_K_M · -ngl 0" in html.unescape(table)  # Debian 12 with gpu_allow_cpu_fallback
     text = run.html.read_text()
     assert all(host in text for host in scenarios) and "HAND-BUILT" in text
+
+
+def test_the_runner_injects_reruns_and_keeps_the_record_of_a_failed_run(tmp_path: Path) -> None:
+    cells = [
+        nbformat.v4.new_code_cell("count = 0\nlimit = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("count += 1\nprint(f'run {count} with {limit}')", metadata={"tags": ["rollout"]}),
+        nbformat.v4.new_code_cell("raise RuntimeError('the fleet is on fire')"),
+        nbformat.v4.new_code_cell("print('not reached')"),
+    ]
+    source = tmp_path / "book.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": KERNEL}), source)
+    run = run_notebook(source, {"limit": ["tb1"]}, out=tmp_path / "out", rerun=["rollout"], timeout=120)
+    texts = [[o.get("text", "") for o in c.outputs] for c in run.notebook.cells]
+    assert texts[2:4] == [["run 1 with ['tb1']\n"], ["run 2 with ['tb1']\n"]]
+    assert run.cells("rerun-rollout")[0].source.startswith("# The rollout cell again")
+    assert run.errors() == ["RuntimeError: the fleet is on fire"] and run.error
+    assert texts[-1] == []  # execution stopped at the error
+    nbformat.validate(nbformat.read(run.executed, as_version=4))  # unique cell ids
+    assert "the fleet is on fire" in run.html.read_text()
