@@ -33,7 +33,7 @@ MANAGED_FLAGS = (
     ManagedFlag(("-np", "--parallel"), "LLAMA_ARG_N_PARALLEL", "server_parallel"),
     ManagedFlag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "LLAMA_ARG_N_GPU_LAYERS", "server_n_gpu_layers"),
     ManagedFlag(("-fa", "--flash-attn"), "LLAMA_ARG_FLASH_ATTN", "server_flash_attn"),
-    ManagedFlag(("-lv", "--verbosity", "--log-verbosity"), "LLAMA_LOG_VERBOSITY", "server_log_verbosity"),
+    ManagedFlag(("-lv", "--verbosity", "--log-verbosity"), "LLAMA_ARG_LOG_VERBOSITY", "server_log_verbosity"),
     ManagedFlag(("--metrics",), "LLAMA_ARG_ENDPOINT_METRICS", "nothing: lemfleet always enables /metrics"),
     ManagedFlag(("--api-key",), "LLAMA_API_KEY", "server_api_key"),
     ManagedFlag(("--api-key-file",), "LLAMA_ARG_API_KEY_FILE", "server_api_key_file"),

@@ -18,13 +18,16 @@ from lemfleet.sshtunnel import InventoryTarget, SshOptions
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_data_from_a_mapping_reads_back_as_pyinfra_parses_it() -> None:
-    from pyinfra_cli.util import parse_cli_arg
-
+def test_data_from_a_mapping_is_written_as_pyinfra_parses_data() -> None:
+    # pyinfra's --data parser tries bool, then int, then JSON, then takes the string (API notes); the
+    # test-bed API tests deploy with such items. pyinfra_cli is not imported here: it patches for gevent.
     data = {"server_port": 8081, "server_enabled": False, "server_extra_args": ["--jinja"], "model_quant": "Q8_0"}
-    items = data_items(data)
-    parsed = {k: parse_cli_arg(v) for k, v in (item.split("=", 1) for item in items)}
-    assert parsed == data
+    assert data_items(data) == (
+        "server_port=8081",
+        "server_enabled=false",
+        'server_extra_args=["--jinja"]',
+        "model_quant=Q8_0",
+    )
 
 
 def test_bad_data_items_and_missing_inventories_are_setup_errors(tmp_path: Path) -> None:
@@ -105,7 +108,7 @@ def test_the_verify_suites_junit_becomes_a_host_by_check_table(tmp_path: Path) -
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     verified = api.FleetVerify(read_junit(junit))
-    assert verified.hosts == ["local"] or verified.hosts == ["local://"] or verified.hosts
+    assert verified.hosts == ["local"]
     assert not verified.ok and len(verified.failures()) == len(verified.checks) >= 10
     assert all("deployed.json is missing" in c.message for c in verified.failures())
     header = str(verified).splitlines()[0].split()

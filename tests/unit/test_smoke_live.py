@@ -135,6 +135,7 @@ def test_a_wrong_key_fails_every_authenticated_check(llama: LiveServer) -> None:
     result = smoke_check(llama.url, api_key="not-the-key")
     assert _statuses(result) == {
         "health": "passed",  # /health is public in llama-server
+        "auth": "passed",  # the server refuses requests without a key: auth is on, the key is wrong
         "models": "failed",
         "chat": "failed",
         "stream": "failed",
@@ -215,7 +216,7 @@ def test_cli_smoke_writes_json_and_junit(llama: LiveServer, tmp_path: Path, caps
     assert main([*argv, "--json", str(out), "--junit", str(junit)]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split() == [
-        *("HOST", "HEALTH", "MODELS", "CHAT", "STREAM", "TOKENS/S", "TTFT", "STATUS")
+        *("HOST", "HEALTH", "AUTH", "MODELS", "CHAT", "STREAM", "TOKENS/S", "TTFT", "STATUS")
     ]
     assert table.splitlines()[1].endswith("pass")
     document = json.loads(out.read_text())
@@ -232,7 +233,7 @@ def test_cli_smoke_fails_with_a_wrong_key_from_the_environment(
     junit = tmp_path / "smoke.xml"
     assert main(["smoke", llama.url, "--api-key-env", "FLEET_KEY", "--junit", str(junit)]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("4", "3")
+    assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("5", "3")
 
 
 def test_cli_load_reports_counts(llama: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
