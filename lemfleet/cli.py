@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "lemfleet.demo",
     "plan": "lemfleet.plan_cli",
     "rollout": "lemfleet.rollout_cli",
+    "status": "lemfleet.status_cli",
 }
 
 USAGE_ERROR = 2

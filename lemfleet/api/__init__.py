@@ -7,6 +7,7 @@
     result = api.deploy(fleet, limit=["gpu-1"], data={"model_quant": "Q8_0"}, on_event=api.print_events)
     result["gpu-1"].changed                  # the operations that changed something
     api.rollout(fleet, batches="1,10%,50%,100%", max_fail="0")   # health-gated batches, canaries first
+    api.status(fleet)                        # what each host runs now, and drift from its deploy
     api.smoke(fleet, api_key=key).ok
     api.verify(fleet).failures()
 
@@ -34,6 +35,7 @@ from lemfleet.api.results import (
 )
 from lemfleet.api.rollout import RolloutResult, rollout
 from lemfleet.api.run import EventCallback, deploy, plan, print_events
+from lemfleet.api.status import FleetStatus, HostStatus, status
 
 __all__ = [
     "CheckResult",
@@ -45,9 +47,11 @@ __all__ = [
     "FleetPlan",
     "FleetSetupError",
     "FleetSmoke",
+    "FleetStatus",
     "FleetVerify",
     "HostDeploy",
     "HostPlan",
+    "HostStatus",
     "OperationResult",
     "RolloutResult",
     "deploy",
@@ -55,5 +59,6 @@ __all__ = [
     "print_events",
     "rollout",
     "smoke",
+    "status",
     "verify",
 ]

@@ -1,0 +1,206 @@
+"""``status``: what each host of a fleet is running now, read from all hosts at once.
+
+One row per host: whether the service is active, its build id and backend, the model and its
+sha256, uptime, restarts, ``/health``, the last smoke test's tokens/s (from the controller's smoke
+results), and drift: whether the host still matches its ``deployed.json`` (the current build link,
+the model file as lemfleet placed it, the unit active). A host is read in two SSH round trips
+(its record, then one command gathering the rest, over one shared connection); an unreachable
+host is a row that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lemfleet.api.display import html_table, text_table
+from lemfleet.api.fleet import Fleet
+from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, load_inventory_targets
+
+CURRENT = "/opt/lemfleet/llama.cpp/current"
+MARK = "@@lemfleet-status:"
+HEADERS = ("host", "state", "backend", "build", "model", "sha256", "uptime", "restarts", "health", "tokens/s", "drift")
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    reachable: bool
+    deployed: bool = False
+    active: str | None = None  # systemd ActiveState
+    backend: str | None = None
+    build_id: str | None = None
+    model: str | None = None
+    model_sha256: str | None = None
+    uptime_s: int | None = None
+    restarts: int | None = None
+    health: int | None = None  # HTTP status of /health, 0 when nothing answered
+    tokens_per_s: float | None = None
+    drift: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.deployed and self.active == "active" and self.health == 200 and not self.drift
+
+    def cells(self) -> list[Any]:
+        if not self.reachable:
+            return [self.host, "unreachable", *[None] * 8, self.error]
+        if not self.deployed:
+            return [self.host, "not deployed", *[None] * 9]
+        uptime = None if self.uptime_s is None else _duration(self.uptime_s)
+        sha = (self.model_sha256 or "")[:12] or None
+        drift = "; ".join(self.drift) or "none"
+        build = (self.build_id or "")[:12] or None
+        state = self.active if self.active != "active" else ("ok" if self.ok else "active")
+        return [self.host, state, self.backend, build, self.model, sha, uptime, self.restarts, self.health,
+                self.tokens_per_s, drift]  # fmt: skip
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d{hours}h" if days else f"{hours}h{rest // 60}m" if hours else f"{rest // 60}m{rest % 60}s"
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    hosts: tuple[HostStatus, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "hosts": [{**asdict(h), "ok": h.ok} for h in self.hosts]}
+
+    def __str__(self) -> str:
+        return text_table(HEADERS, [h.cells() for h in self.hosts])
+
+    def markdown(self) -> str:
+        rows = [[str(c if c is not None else "-").replace("|", "\\|") for c in h.cells()] for h in self.hosts]
+        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+    def _repr_html_(self) -> str:
+        bad = sum(not h.ok for h in self.hosts)
+        return html_table(HEADERS, [h.cells() for h in self.hosts], caption=f"Status: {bad} host(s) need attention")
+
+
+def status_command(record: dict[str, Any]) -> str:
+    """One shell command printing, in marked sections, what the row needs (read-only)."""
+    service, model = record["service"], record["model"]
+    unit, path = shlex.quote(service["unit"]), shlex.quote(model["path"])
+    address = service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
+    address = f"[{address}]" if ":" in address else address
+    sections = {
+        "unit": f"systemctl show {unit} -p ActiveState -p NRestarts -p ActiveEnterTimestamp",
+        "now": "date +%s",
+        "since": f'date -d "$(systemctl show {unit} -p ActiveEnterTimestamp --value)" +%s 2>/dev/null || echo -',
+        "current": f"readlink -f {CURRENT}",
+        "model": f"cat {path}.verified 2>/dev/null; stat -c '%s %Y' {path} 2>/dev/null || echo missing",
+        "health": f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' http://{address}:{int(service['port'])}/health",
+    }
+    return "; ".join(f"echo {MARK}{name}; {cmd}" for name, cmd in sections.items())
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = found.setdefault(line[len(MARK) :], [])
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    return found
+
+
+def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, Any] | None) -> HostStatus:
+    """The row for a host from its record and the status command's output (pure)."""
+    out = _sections(text)
+    unit = dict(line.split("=", 1) for line in out.get("unit", []) if "=" in line)
+    build = record.get("build") or {}
+    model = record.get("model") or {}
+    drift = []
+    current = (out.get("current") or [""])[0]
+    if current != build.get("path"):
+        drift.append(f"build link points at {current or 'nothing'}, the record says {build.get('path')}")
+    placed = out.get("model") or []
+    if placed == ["missing"] or not placed:
+        drift.append(f"model {model.get('path')} is missing")
+    elif len(placed) == 2:
+        sha, size, mtime = [*placed[0].split(), "", "", ""][:3]
+        if sha != model.get("sha256") or placed[1] != f"{size} {mtime}":
+            drift.append("model file changed since lemfleet placed it")
+    # A model the operator placed (model_source=host) has no check record: nothing to compare with.
+    active = unit.get("ActiveState")
+    if active != "active":
+        drift.append(f"service is {active}")
+    now, since = (out.get("now") or ["-"])[0], (out.get("since") or ["-"])[0]
+    uptime = int(now) - int(since) if active == "active" and now.isdigit() and since.isdigit() else None
+    health = (out.get("health") or ["0"])[0]
+    return HostStatus(
+        host=name,
+        reachable=True,
+        deployed=True,
+        active=active,
+        backend=record.get("backend"),
+        build_id=build.get("id"),
+        model=model.get("file"),
+        model_sha256=model.get("sha256"),
+        uptime_s=uptime,
+        restarts=int(unit["NRestarts"]) if unit.get("NRestarts", "").isdigit() else None,
+        health=int(health) if health.isdigit() else 0,
+        tokens_per_s=(smoke or {}).get("decode_tokens_per_s"),
+        drift=tuple(drift),
+    )
+
+
+def _ssh(target: InventoryTarget, remote: str, control: Path) -> subprocess.CompletedProcess[str]:
+    if target.ssh is None:
+        return subprocess.run(["sh", "-c", remote], capture_output=True, text=True, timeout=60, check=False)
+    shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=5"]
+    command = target.ssh.command(*shared, remote=[remote])
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus:
+    try:
+        got = _ssh(target, f"cat {DEPLOY_RECORD} 2>/dev/null || echo '{{}}'", control)
+    except subprocess.TimeoutExpired:
+        return HostStatus(target.name, reachable=False, error="ssh timed out")
+    if got.returncode != 0:
+        return HostStatus(target.name, reachable=False, error=(got.stderr.strip().splitlines() or ["ssh failed"])[-1])
+    try:
+        record = json.loads(got.stdout or "{}")
+    except json.JSONDecodeError:
+        return HostStatus(target.name, reachable=True, error=f"{DEPLOY_RECORD} is not JSON")
+    if not record.get("service"):
+        return HostStatus(target.name, reachable=True)
+    done = _ssh(target, status_command(record), control)
+    smoke_file = smoke_dir / f"{target.name}.json"
+    smoke = json.loads(smoke_file.read_text()) if smoke_file.is_file() else None
+    return host_status(target.name, record, done.stdout, smoke)
+
+
+def status(fleet: Fleet, *, limit: Iterable[str] | None = None, smoke_dir: str | Path = "out/smoke") -> FleetStatus:
+    """A :class:`FleetStatus` row per host of the fleet (or ``limit``), every host read at the same time."""
+    wanted = set(limit or ())
+    targets = [
+        t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
+    ]
+    if not targets:
+        raise ValueError("no host to read")
+    with (
+        tempfile.TemporaryDirectory(prefix="lemfleet-ssh-") as control,
+        ThreadPoolExecutor(min(32, len(targets))) as pool,
+    ):
+        rows = list(pool.map(lambda t: _read(t, Path(smoke_dir), Path(control)), targets))
+    return FleetStatus(tuple(rows))
