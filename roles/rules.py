@@ -45,6 +45,8 @@ def key_file_problems(path_text: str) -> list[str]:
         content = Path(path_text).expanduser().read_text(encoding="utf-8")
     except OSError as err:
         return [f"{source} cannot be read ({err.strerror}); accepted: a readable file of API keys, {ACCEPTED}"]
+    except RuntimeError as err:  # expanduser of "~name" for a user that does not exist
+        return [f"{source} cannot be read ({err}); accepted: a readable file of API keys, {ACCEPTED}"]
     except UnicodeDecodeError:
         return [f"{source} is not UTF-8 text; accepted: {ACCEPTED}"]
     return key_problems(content, source)
