@@ -83,8 +83,12 @@ def test_a_vault_key_is_written_only_into_the_hosts_key_file(fleet, tiny_model, 
         # The key file holds it, root-owned, 0640, readable by the service's group.
         assert testbed.ssh(rec, "stat -c '%a %U %G' /etc/lemfleet/api-key").strip() == "640 root lemfleet"
         assert testbed.ssh(rec, "cat /etc/lemfleet/api-key") == key + "\n"
-        # ... and it is the only file on the host that does; the record and the smoke report do not.
-        assert _files_holding(rec, key) == ["/etc/lemfleet/api-key"]
+        # ... and it is the only file on the host that does, besides the rollback copy of the last good state
+        # (roles/transaction.py: a root-only directory, the copy's owner and mode kept); the record and the
+        # smoke report do not.
+        assert _files_holding(rec, key) == ["/etc/lemfleet/api-key", "/var/lib/lemfleet/last-good/api-key"]
+        modes = testbed.ssh(rec, "stat -c '%a %U %G' /var/lib/lemfleet/last-good /var/lib/lemfleet/last-good/api-key")
+        assert modes.split("\n")[:2] == ["700 root root", "640 root lemfleet"]
         record = testbed.ssh(rec, "cat /etc/lemfleet/deployed.json")
         assert json.loads(record)["service"]["api_key_required"] is True and key not in record
         smoke = (PROJECT / "out" / "smoke" / f"{rec.name}.json").read_text()
