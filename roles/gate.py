@@ -35,6 +35,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
+from lemfleet.api_keys import first_key
 from lemfleet.forward import forward
 from lemfleet.roles.ops import q
 from lemfleet.roles.smoke import DEFAULTS, LOAD_LINES, MODEL_BUFFER, OFFLOADED, offload_problem, smoke_key
@@ -157,8 +158,14 @@ def _wait_for_start(base: str, watch: UnitWatch, timeout: float) -> str | None:
             time.sleep(POLL_S)
 
 
-def check(target: Target) -> Verdict:
-    """The whole gate on the current host, at execution time."""
+def check(target: Target, restored_key_file: str | None = None) -> Verdict:
+    """The whole gate on the current host, at execution time.
+
+    With ``restored_key_file`` it checks the last good state just put back:
+    whatever model it serves, with the key in that file (read over the
+    deploy's connection, never shown), and not the offload, which that state
+    passed when it became the last good one.
+    """
     data = host.data
     remote = "127.0.0.1" if target.listen_host in ("0.0.0.0", "::") else target.listen_host
     watch = UnitWatch(target.unit)
@@ -174,8 +181,8 @@ def check(target: Target) -> Verdict:
             return Verdict(True, invocation=watch.invocation, notes=["smoke checks off (smoke_enabled=False)"])
         result = smoke_check(
             base,
-            api_key=smoke_key(data),
-            model_alias=target.alias,
+            api_key=_key_on_host(restored_key_file) if restored_key_file else smoke_key(data),
+            model_alias=None if restored_key_file else target.alias,
             host=host.name,
             backend=target.backend,
             health_timeout=60,
@@ -185,11 +192,17 @@ def check(target: Target) -> Verdict:
     if not result.ok:
         problems = "; ".join(f"{s.name}: {s.message}" for s in result.failures())
         return Verdict(False, f"smoke test failed: {problems}", watch.invocation, result)
-    if target.backend != "cpu":
+    if target.backend != "cpu" and not restored_key_file:
         problem = _offload(target, watch.invocation)
         if problem:
             return Verdict(False, f"offload check failed: {problem}", watch.invocation, result)
     return Verdict(True, invocation=watch.invocation, result=result)
+
+
+def _key_on_host(key_file: str) -> str | None:
+    """The first key in the host's key file, as llama-server reads it; None when there is no file."""
+    ok, content = _shell(f"cat {q(key_file)} 2>/dev/null || true")
+    return first_key(content) if ok and content else None
 
 
 def _offload(target: Target, invocation: str) -> str | None:
@@ -247,7 +260,7 @@ def health_gate(target: Target, fallback: Fallback, layout: Layout):
     lines = journal(verdict.invocation)
     if fallback == "restore":
         yield StringCommand(restore_script(layout) + "\n" + restart_commands(target.unit))
-        again = check(target)
+        again = check(target, restored_key_file=layout.api_key)
         outcome = (
             "the last good state serves again"
             if again.ok
