@@ -188,6 +188,11 @@ def test_every_setting_refuses_or_renders_hostile_strings(name, tmp_path):
             refused_by_name(err, name)
             return
         try:
+            plan_host(FACTS, s, ModelInfo("tiny", 5_000_000))
+        except SettingsError as err:  # a value that depends on the host's hardware (gpu_devices='0' and no GPU)
+            refused_by_name(err, name)  # is refused by the plan, from the facts, before any change
+            return
+        try:
             unit, _env = render(s)
         except SettingsError as err:  # refused at rendering: still before any change, and by name
             pytest.fail(f"{name}={value!r} passed the settings check but was refused only when rendered: {err}")
