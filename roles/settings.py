@@ -73,7 +73,7 @@ def integer(minimum: int | None = None, maximum: int | None = None, *, none_ok: 
         if value is None and none_ok:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip(" ")):
                 value = int(value)
             else:
                 raise _fail(name, value, _range_text(minimum, maximum, none_ok))
