@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+import gevent
 import pyinfra
 import pyinfra_cli  # noqa: F401  (patches the process for gevent, as the pyinfra command does first)
 from pyinfra.api import Config, State
@@ -61,6 +62,11 @@ class Emitter:
 
     out: IO[str]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[Any] = field(default_factory=list)  # events that wait for their operation to complete
+
+    def flush(self) -> None:
+        gevent.joinall(self.pending)
+        self.pending.clear()
 
     def __call__(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
@@ -89,8 +95,13 @@ def _callbacks(emit: Emitter) -> BaseStateCallback:
 
         @staticmethod
         def operation_host_success(state: Any, host: Any, op_hash: str, retry_count: int = 0) -> None:
+            # pyinfra calls this just before it marks the operation complete, in the same greenlet;
+            # whether it changed anything can be read once that greenlet yields.
             meta = state.ops[host][op_hash].operation_meta
-            emit("operation_done", host=host.name, operation=_op_name(state, op_hash), changed=meta.did_change())
+            name = _op_name(state, op_hash)
+            emit.pending.append(
+                gevent.spawn(lambda: emit("operation_done", host=host.name, operation=name, changed=meta.did_change()))
+            )
 
         @staticmethod
         def operation_host_error(state: Any, host: Any, op_hash: str, retry_count: int = 0, max_retries: int = 0):
@@ -198,6 +209,7 @@ def run(request: RunRequest, emit: Emitter) -> int:
             run_ops(state, serial=request.serial)
     except PyinfraError as err:  # no host left, or a failure pyinfra stops the whole run for
         emit("run_stopped", message=click.unstyle(str(err)))
+    emit.flush()
     state.set_stage(StateStage.Disconnect)
     results = []
     for host in hosts:
