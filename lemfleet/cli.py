@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "plan": "lemfleet.plan_cli",
     "rollout": "lemfleet.rollout_cli",
     "status": "lemfleet.status_cli",
+    "prometheus": "lemfleet.prometheus_cli",
 }
 
 USAGE_ERROR = 2

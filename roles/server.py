@@ -68,6 +68,14 @@ SETTINGS = (
         text(accepted="a path", none_ok=True),
     ),
     Setting(
+        "server_metrics_key",
+        None,
+        "Key Prometheus sends to scrape /metrics (which needs a key when the server has one); added to the host's "
+        "key file beside the client keys. `lemfleet prometheus` writes a scrape config that reads it from a file.",
+        check_key_setting,
+        secret=True,
+    ),
+    Setting(
         "server_ctx_size",
         None,
         "Total context (-c) shared by the slots; None sizes it from RAM, 0 takes the model's.",
@@ -181,10 +189,15 @@ def api_keys(data: Any) -> str | None:
     """The key file's content, from the settings, or None when no key is configured."""
     # Both were checked before any host was contacted (lemfleet.api_keys), so they are written as they are.
     if data.get("server_api_key") is not None:
-        return str(reveal(data.get("server_api_key"))) + "\n"  # a Secret when it came from Ansible Vault
-    if data.get("server_api_key_file"):
-        return Path(data.get("server_api_key_file")).expanduser().read_text()
-    return None
+        keys = str(reveal(data.get("server_api_key"))) + "\n"  # a Secret when it came from Ansible Vault
+    elif data.get("server_api_key_file"):
+        keys = Path(data.get("server_api_key_file")).expanduser().read_text()
+    else:
+        keys = ""
+    if data.get("server_metrics_key") is not None:
+        # After the client keys, so that the first key (the one the smoke step sends) is a client's.
+        keys += ("" if not keys or keys.endswith("\n") else "\n") + str(reveal(data.get("server_metrics_key"))) + "\n"
+    return keys or None
 
 
 @deploy("Install and start llama-server", data_defaults=DEFAULTS)
