@@ -141,7 +141,8 @@ def run_notebook(
     try:
         client.execute()
     except CellExecutionError as err:
-        error = str(err).splitlines()[-1] if str(err) else type(err).__name__
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        error = lines[-1] if lines else type(err).__name__
     seconds = round(time.monotonic() - started, 1)
     notebook.metadata.setdefault("lemfleet", {})["run"] = {"seconds": seconds, "parameters": sorted(parameters or {})}
     target = Path(out)
