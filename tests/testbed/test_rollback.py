@@ -86,7 +86,7 @@ def test_a_model_that_does_not_load_is_rolled_back(serving: HostRecord, tiny_mod
     run = deploy(serving.name, *local(bad))
     assert_rolled_back(run, serving, good_sha, "llama_model_load")
     # Nothing was pruned: the candidate's model is kept for diagnosis, the builds are as they were.
-    assert on_host(serving, f"ls /var/lib/lemfleet/models/ | grep -c {file_sha256(bad)[:12]}") == "1"
+    assert on_host(serving, f"ls /var/lib/lemfleet/models/ | grep -c '^{file_sha256(bad)[:12]}.*gguf$'") == "1"
     assert on_host(serving, "ls -1 /opt/lemfleet/llama.cpp") == builds_before
 
     # The last good state is what serves again, so the same deploy of it changes nothing.
