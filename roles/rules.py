@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api_keys import ACCEPTED, key_problems
+from lemfleet.secret import reveal
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -18,7 +19,7 @@ def cross_checks(s: Mapping[str, Any]) -> list[str]:
             f"server_host={s['server_host']!r} listens beyond loopback, which needs an API key; "
             "accepted: set server_api_key or server_api_key_file, or keep server_host='127.0.0.1'"
         )
-    if s["server_metrics_key"] is not None and s["server_metrics_key"] == s["server_api_key"]:
+    if s["server_metrics_key"] is not None and reveal(s["server_metrics_key"]) == reveal(s["server_api_key"]):
         problems.append("server_metrics_key is the same as server_api_key; accepted: a key of Prometheus's own")
     if s["server_api_key"] and s["server_api_key_file"]:
         problems.append("server_api_key and server_api_key_file are both set; accepted: one of them")
