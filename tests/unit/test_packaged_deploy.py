@@ -17,4 +17,3 @@ def test_the_packaged_deploy_is_the_repos_deploy_py() -> None:
 def test_importing_it_defines_the_deploy_without_running_it() -> None:
     # Run, it would need a pyinfra host context and fail here; imported, it only defines the deploy.
     assert callable(deploy_lemfleet)
-    assert deploy_lemfleet.__name__ == "deploy_lemfleet"
