@@ -137,9 +137,8 @@ def read_inventory_in_process(inventory_path: str) -> list[InventoryTarget]:
         server_port = int(data.get("server_port") or DEFAULT_SERVER_PORT)
         groups = tuple(dict.fromkeys(str(group) for group in host.groups))
         canary = "canary" in groups or data.get("rollout_canary") in (True, "true", "yes", 1, "1")
-        placed = {"groups": groups, "canary": canary}
         if issubclass(host.connector_cls, LocalConnector):
-            targets.append(InventoryTarget(host.name, None, server_host, server_port, **placed))
+            targets.append(InventoryTarget(host.name, None, server_host, server_port, groups, canary))
         elif issubclass(host.connector_cls, SSHConnector):
             ssh = SshOptions(
                 hostname=str(data.get("ssh_hostname") or host.name),
@@ -150,7 +149,7 @@ def read_inventory_in_process(inventory_path: str) -> list[InventoryTarget]:
                 strict_host_key_checking=data.get("ssh_strict_host_key_checking") or "accept-new",
                 config_file=data.get("ssh_config_file"),
             )
-            targets.append(InventoryTarget(host.name, ssh, server_host, server_port, **placed))
+            targets.append(InventoryTarget(host.name, ssh, server_host, server_port, groups, canary))
         else:
             raise ValueError(
                 f"host {host.name} uses {host.connector_cls.__name__}; lemfleet smoke reaches "

@@ -68,7 +68,12 @@ def smoke(
     concurrency: int = 8,
 ) -> FleetSmoke:
     """Health, auth (with a key: requests without one must get 401), models, chat and stream, per endpoint."""
-    options = {"api_key": api_key, "model_alias": model, "timeout": timeout, "health_timeout": health_timeout}
+    options: dict[str, Any] = {
+        "api_key": api_key,
+        "model_alias": model,
+        "timeout": timeout,
+        "health_timeout": health_timeout,
+    }
 
     def one(target: str | InventoryTarget) -> SmokeResult:
         return smoke_check(target, **options) if isinstance(target, str) else smoke_target(target, options)

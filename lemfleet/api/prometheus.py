@@ -26,7 +26,7 @@ JOB = "lemfleet"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 # llama-server exports no restart counter: a restart shows as a reset of its counters.
-RULES = {
+RULES: dict[str, Any] = {
     "groups": [
         {
             "name": "lemfleet",

@@ -102,7 +102,7 @@ def _records(targets: Iterable[InventoryTarget]) -> dict[str, dict[str, Any] | N
 
 
 def _outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[str, Any] | None) -> HostOutcome:
-    steps = (
+    steps: list[dict[str, Any]] = (
         [dict(name=s.name, status=s.status, message=s.message, seconds=s.seconds) for s in host.smoke.steps]
         if host.smoke
         else []

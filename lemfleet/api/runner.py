@@ -180,7 +180,7 @@ def run(request: RunRequest, emit: Emitter) -> int:
     state.cwd = cwd
     config = Config(CONNECT_TIMEOUT=request.connect_timeout)
     if request.parallel:
-        config.PARALLEL = request.parallel  # type: ignore[misc]
+        config.PARALLEL = request.parallel
     ctx_state.set(state)
     ctx_config.set(config)
     try:
@@ -236,8 +236,9 @@ def main() -> int:
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     emit = Emitter(sys.stdout)
     sys.stdout = sys.stderr  # deploy and inventory files may print
-    request = json.load(sys.stdin)
-    return run(RunRequest(**{k: tuple(v) if isinstance(v, list) else v for k, v in request.items()}), emit)
+    request: dict[str, Any] = json.load(sys.stdin)
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in request.items()}
+    return run(RunRequest(**fields), emit)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def broken_model(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def three(bed: list[HostRecord], fleet, tiny_model: Path) -> list[HostRecord]:
+def three(bed: list[HostRecord], fleet, tiny_model: Path) -> Iterator[list[HostRecord]]:
     for rec in bed[:3]:
         run = deploy(rec.name, "model_source=local", f"model_path={tiny_model}")
         assert run.returncode == 0, run.output[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from lemfleet.roles.settings_check import validate
 from lemfleet.sshtunnel import InventoryTarget, SshOptions
 
 CLIENT, SCRAPE = "client-key-0123456789", "prometheus-scrape-key-0123"
-RECORD = {
+RECORD: dict[str, Any] = {
     "backend": "hip",
     "service": {"unit": "lemfleet-llama.service", "host": "0.0.0.0", "port": 8080},
     "build": {"id": "b1d", "gpu_targets": ["gfx1100"], "cuda_architectures": []},
@@ -45,6 +46,7 @@ def test_a_loopback_server_and_an_undeployed_host_are_not_targets_and_say_why() 
 
 def test_the_files_point_at_each_other_and_at_the_key_file(tmp_path: Path) -> None:
     entry, _ = target_for(GPU_1, RECORD)
+    assert entry is not None
     paths = PrometheusFiles([entry], {}).write(tmp_path, key_file="/etc/prometheus/key")
     config = json.loads(paths[1].read_text())
     job = config["scrape_configs"][0]

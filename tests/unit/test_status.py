@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lemfleet.api.status import MARK, FleetStatus, HostStatus, host_status, status_command
 
 SHA = "ab" * 32
-RECORD = {
+RECORD: dict[str, Any] = {
     "backend": "cpu",
     "service": {"unit": "lemfleet-llama.service", "host": "0.0.0.0", "port": 8080},
     "build": {"id": "26ed23f8dacf352f", "path": "/opt/lemfleet/llama.cpp/26ed23f8dacf352f"},
