@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,10 +158,9 @@ def _backend_check(backend: str, binary: str, bid: str) -> list[str]:
 
 def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
     """The shell that configures, builds, checks and installs one build (pure, unit-tested)."""
-    build_dir, dest, log = f"{ROOT}/build/{bid}", f"{BUILDS}/{bid}", f"{ROOT}/build/{bid}/build.log"
+    build_dir, dest, log = q(f"{ROOT}/build/{bid}"), q(f"{BUILDS}/{bid}"), q(f"{ROOT}/build/{bid}/build.log")
     env = " ".join(
-        [f"{k}={shlex.quote(v)}" for k, v in plan.build_env.items()]
-        + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
+        [f"{q(k)}={q(v)}" for k, v in plan.build_env.items()] + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
     )
     record = json.dumps(
         {
@@ -175,13 +173,14 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) 
         },
         sort_keys=True,
     )
-    fail = f'{{ echo "llama-server build {bid} failed; last lines of {log}:" >&2; tail -n 40 {log} >&2; exit 1; }}'
+    failed = q(f"llama-server build {bid} failed; last lines of {ROOT}/build/{bid}/build.log:")
+    fail = f"{{ echo {failed} >&2; tail -n 40 {log} >&2; exit 1; }}"
     return "\n".join(
         [
             "set -u",
             f"rm -rf {build_dir} {dest}.new && mkdir -p {build_dir} {dest}.new/bin",
             f"( {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
-            f"&& cmake --build {build_dir} --config Release -t llama-server -j {jobs} ) > {log} 2>&1 || {fail}",
+            f"&& cmake --build {build_dir} --config Release -t llama-server -j {int(jobs)} ) > {log} 2>&1 || {fail}",
             f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
             f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
             *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid),
@@ -219,10 +218,14 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
             cached.parent.mkdir(parents=True, exist_ok=True)
             bundle = bundle_path(bid)
             server.shell(
-                name=f"Pack build {bid}", commands=[f"tar -czf {bundle} -C {BUILDS} {bid}"], _if=compiled.did_change
+                name=f"Pack build {bid}",
+                commands=[f"tar -czf {q(bundle)} -C {q(BUILDS)} {q(bid)}"],
+                _if=compiled.did_change,
             )
             files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached), _if=compiled.did_change)
-            server.shell(name=f"Remove the packed build {bid}", commands=[f"rm -f {bundle}"], _if=compiled.did_change)
+            server.shell(
+                name=f"Remove the packed build {bid}", commands=[f"rm -f {q(bundle)}"], _if=compiled.did_change
+            )
     link = atomic_link(
         name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
     )
@@ -333,7 +336,7 @@ def _prune_script(keep: int, builds: str = BUILDS, last_good_build: str = LAST_G
         f"cd {q(builds)} 2>/dev/null || exit 0; "
         f'protected=$(for l in {links}; do [ -L "$l" ] && readlink -f "$l"; done); '
         'n=$(printf "%s\\n" "$protected" | sort -u | grep -c .); '
-        f"room=$(({keep} - n)); "
+        f"room=$(({int(keep)} - n)); "
         "find . -mindepth 1 -maxdepth 1 -type d ! -name '*.new' -printf '%T@ %f\\n' | sort -rn | cut -d' ' -f2- | "
         'while read -r d; do p=$(readlink -f "$d"); '
         'if printf "%s\\n" "$protected" | grep -qxF "$p"; then continue; fi; '

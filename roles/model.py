@@ -190,7 +190,7 @@ def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str =
     return (
         f"touch -c {q(serving + SIDECAR)}; good=$(readlink {q(last_good_model)} 2>/dev/null || true); "
         f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
-        f'grep -vxF "${{good:-/}}" | tail -n +{keep} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
+        f'grep -vxF "${{good:-/}}" | tail -n +{int(keep)} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
     )
 
 

@@ -142,6 +142,10 @@ class _Checker:
             return self.safe(node.left, assigned, seen) and self.safe(node.right, assigned, seen)
         if isinstance(node, ast.IfExp):
             return self.safe(node.body, assigned, seen) and self.safe(node.orelse, assigned, seen)
+        if isinstance(node, ast.List | ast.Tuple):
+            return all(self.safe(element, assigned, seen) for element in node.elts)
+        if isinstance(node, ast.ListComp | ast.GeneratorExp):
+            return self.safe(node.elt, assigned, seen)
         if isinstance(node, ast.Name):
             if node.id in seen:
                 return False
@@ -183,6 +187,10 @@ def _assignments(func: ast.FunctionDef) -> dict[str, list[ast.expr]]:
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     assigned.setdefault(target.id, []).append(node.value)
+                elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                    for name, value in zip(target.elts, node.value.elts, strict=False):
+                        if isinstance(name, ast.Name):
+                            assigned.setdefault(name.id, []).append(value)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
             assigned.setdefault(node.target.id, []).append(node.value)
     return assigned
