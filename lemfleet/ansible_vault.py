@@ -75,16 +75,25 @@ def password_sources() -> list[str]:
     return slugs
 
 
+def split_vault_id(slug: str) -> tuple[str | None, str]:
+    """``id@source`` -> (id, source); a slug with no ``@`` is all source (as ansible's CLI splits it).
+
+    Written here rather than taken from ``ansible.cli``, whose import exits the process when stdin,
+    stdout or stderr is non-blocking, as they can be under pyinfra's gevent and in CI.
+    """
+    vault_id, at, source = slug.partition("@")
+    return (vault_id, source) if at else (None, slug)
+
+
 def load_secrets(loader: Any) -> list[tuple[str, Any]]:
     """Read every configured vault password, give them to ``loader`` and to ansible's decryption context."""
     from ansible import constants as C
-    from ansible.cli import CLI
     from ansible.errors import AnsibleError
     from ansible.parsing import vault
 
     secrets: list[tuple[str, Any]] = []
     for slug in password_sources():
-        vault_id, source = CLI.split_vault_id(slug)
+        vault_id, source = split_vault_id(slug)
         name = vault_id or C.DEFAULT_VAULT_IDENTITY
         if source in ("prompt", "prompt_ask_vault_pass"):
             raise VaultError(

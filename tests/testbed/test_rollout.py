@@ -26,15 +26,23 @@ def on_host(rec: HostRecord, command: str) -> str:
 
 
 def inventory(path: Path, tiny_model: Path, tb2_model: Path | None = None) -> api.Fleet:
-    """tb1..tb3 as inventories/testbed.py has them, tb1 the canary; tb2's model file may differ."""
-    overrides = {"tb1": {"rollout_canary": True}, "tb2": {"model_path": str(tb2_model)} if tb2_model else {}}
+    """tb1..tb3 as inventories/testbed.py has them, tb1 the canary, each with its model file in host data.
+
+    The model goes in host data, not in the fleet's data: ``--data`` wins over host data, and tb2's
+    own model must be able to differ.
+    """
+    models = {name: str(tiny_model) for name in ("tb1", "tb2", "tb3")}
+    if tb2_model is not None:
+        models["tb2"] = str(tb2_model)
+    overrides = {name: {"model_path": model} for name, model in models.items()}
+    overrides["tb1"]["rollout_canary"] = True
     path.write_text(
         "from inventories.testbed import _host, _records\n"
         f"_overrides = {overrides!r}\n"
         "fleet = [(h[0], {**h[1], **_overrides.get(h[0], {})}) for h in map(_host, _records) "
         "if h[0] in ('tb1', 'tb2', 'tb3')]\n"
     )
-    return api.Fleet.from_inventory(path, data={"model_source": "local", "model_path": str(tiny_model)})
+    return api.Fleet.from_inventory(path, data={"model_source": "local"})
 
 
 def broken_model(path: Path) -> Path:
