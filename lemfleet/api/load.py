@@ -37,7 +37,7 @@ class HostLoad:
         if r is None:
             return [self.host, "failed", *(["-"] * (len(HEADERS) - 3)), self.error[:160]]
         problems = "; ".join(f"{n}x {text}" for text, n in r.problems.items())
-        latency = [r.latency_s.get(p) for p in POINTS]
+        latency = [f"{r.latency_s[p]:.2f}" if p in r.latency_s else None for p in POINTS]
         status = "pass" if r.ok else "fail"
         return [self.host, status, r.requests, r.correct, r.unavailable, r.failed, *latency, r.seconds, problems]
 
