@@ -46,8 +46,14 @@ def test_first_deploy_ends_with_a_passing_smoke_test(deployed):
     rec, _ = deployed
     result = json.loads((PROJECT / "out" / "smoke" / f"{rec.name}.json").read_text())
     assert result["ok"], result
-    assert [s["name"] for s in result["steps"]] == ["health", "models", "chat", "stream"]
-    assert result["model"] == "LEM-Gemma3-tiny-test" or result["model"]
+    assert [(s["name"], s["status"]) for s in result["steps"]] == [
+        ("health", "passed"),
+        ("auth", "skipped"),  # loopback only, no key: nothing to refuse
+        ("models", "passed"),
+        ("chat", "passed"),
+        ("stream", "passed"),
+    ]
+    assert result["model"] == "lemfleet-tiny-gemma3"  # the alias made from the file name
     assert result["time_to_first_token_s"] > 0 and result["decode_tokens_per_s"] > 0
 
 
