@@ -214,7 +214,7 @@ def write_tiny_gemma3(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lemfleet.tinygguf",
+        prog="python -m lemfleet.testbed.tinygguf",
         description="Write a small gemma3 GGUF with random weights that llama-server can load.",
     )
     parser.add_argument("out", type=Path, help="path of the GGUF to write")
