@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def inventory(path: Path, tiny_model: Path, tb2_model: Path | None = None) -> ap
     models = {name: str(tiny_model) for name in ("tb1", "tb2", "tb3")}
     if tb2_model is not None:
         models["tb2"] = str(tb2_model)
-    overrides = {name: {"model_path": model} for name, model in models.items()}
+    overrides: dict[str, dict[str, Any]] = {name: {"model_path": model} for name, model in models.items()}
     overrides["tb1"]["rollout_canary"] = True
     path.write_text(
         "from inventories.testbed import _host, _records\n"
