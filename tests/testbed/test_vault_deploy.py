@@ -48,7 +48,9 @@ def _vault_inventory(root: Path, rec: testbed.HostRecord, model: Path, password:
     )
     vault = root / "group_vars" / "fleet" / "vault.yml"
     vault.write_text(f"vault_server_api_key: {key}\n")
-    subprocess.run([str(ANSIBLE_VAULT), "encrypt", "--vault-password-file", str(password), str(vault)], check=True)
+    # ansible's CLI exits when stdin is non-blocking (as a CI runner's can be): give it a fresh one.
+    encrypt = [str(ANSIBLE_VAULT), "encrypt", "--vault-password-file", str(password), str(vault)]
+    subprocess.run(encrypt, check=True, stdin=subprocess.DEVNULL)
     (root / "group_vars" / "fleet" / "vars.yml").write_text('server_api_key: "{{ vault_server_api_key }}"\n')
     return inventory
 

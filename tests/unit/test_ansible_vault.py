@@ -33,7 +33,9 @@ PLAINTEXTS = (HOST_KEY, FILE_KEY, PROXY_PASSWORD)
 
 
 def _vault(*args: str, cwd: Path) -> str:
-    done = subprocess.run([str(ANSIBLE_VAULT), *args], cwd=cwd, capture_output=True, text=True, check=True)
+    # ansible's CLI exits when stdin is non-blocking (as a CI runner's can be): give it a fresh one.
+    done = subprocess.run([str(ANSIBLE_VAULT), *args], cwd=cwd, capture_output=True, text=True, check=True,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
     return done.stdout
 
 
