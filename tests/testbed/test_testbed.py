@@ -12,7 +12,7 @@ from tests.testbed.conftest import pyinfra
 def test_each_host_boots_its_own_systemd(bed):
     for rec in bed:
         # Late in a long session a login can wait on logind for a while; the question is only what PID 1 is.
-        state = testbed.ssh(rec, "systemctl is-system-running", timeout=180).strip()
+        state = testbed.ssh(rec, "systemctl is-system-running", check=False, timeout=180).strip()  # 1 when degraded
         assert state in ("running", "degraded"), f"{rec.name}: {state}"
         assert testbed.ssh(rec, "cat /proc/1/comm").strip() == "systemd"
 
