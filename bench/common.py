@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lemfleet import testbed
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -41,3 +43,20 @@ def smoke_json(host: str) -> dict[str, Any]:
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
+
+
+def timed_command(command: list[str]) -> float:
+    """Seconds one command takes from the project root; it must succeed."""
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return time.monotonic() - started
+
+
+def testbed_names(count: int) -> list[str] | None:
+    """The first ``count`` test-bed hosts, or None (saying how to boot them) when there are fewer."""
+    names = [rec.name for rec in testbed.load()][:count]
+    if len(names) < count:
+        print(f"the test bed has {len(names)} hosts; run: python -m lemfleet.testbed up {count}", file=sys.stderr)
+        return None
+    return names

@@ -12,24 +12,14 @@ user runs them, as commands.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 
-from common import PROJECT, median, pyinfra
+from common import PROJECT, median, pyinfra, testbed_names, timed_command
 
 sys.path.insert(0, str(PROJECT))
 
-from lemfleet import testbed
 from lemfleet.demo import demo_model
-
-
-def timed(command: list[str]) -> float:
-    started = time.monotonic()
-    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return time.monotonic() - started
 
 
 def main() -> int:
@@ -37,9 +27,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    names = [rec.name for rec in testbed.load()][: args.hosts]
-    if len(names) < args.hosts:
-        print(f"the test bed has {len(names)} hosts; run: python -m lemfleet.testbed up {args.hosts}", file=sys.stderr)
+    names = testbed_names(args.hosts)
+    if names is None:
         return 2
     data = ["model_source=local", f"model_path={demo_model()}"]
     data_args = [a for item in data for a in ("--data", item)]
@@ -54,7 +43,7 @@ def main() -> int:
             deploys.append(seconds)
             limits = [a for name in names for a in ("--limit", name)]
             command = [sys.executable, "-m", "lemfleet", "rollout", "inventories/testbed.py", *limits, *data_args]
-            rollouts.append(timed([*command, "--records", records, "--quiet"]))
+            rollouts.append(timed_command([*command, "--records", records, "--quiet"]))
     ratio = median(rollouts) / median(deploys)
     print(f"no-op deploy of {len(names)} hosts: median {median(deploys):.2f} s  {[round(s, 2) for s in deploys]}")
     print(f"no-op rollout of {len(names)} hosts: median {median(rollouts):.2f} s  {[round(s, 2) for s in rollouts]}")

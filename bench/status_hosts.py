@@ -9,26 +9,16 @@ deploy). Rounds alternate between the one-host and the many-host command, as a u
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 
-from common import PROJECT, median
+from common import PROJECT, median, testbed_names, timed_command
 
 sys.path.insert(0, str(PROJECT))
-
-from lemfleet import testbed
 
 
 def timed(names: list[str]) -> float:
     limits = [a for name in names for a in ("--limit", name)]
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "lemfleet", "status", "inventories/testbed.py", *limits],
-        cwd=PROJECT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return time.monotonic() - started
+    return timed_command([sys.executable, "-m", "lemfleet", "status", "inventories/testbed.py", *limits])
 
 
 def main() -> int:
@@ -36,9 +26,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    names = [rec.name for rec in testbed.load()][: args.hosts]
-    if len(names) < args.hosts:
-        print(f"the test bed has {len(names)} hosts; run: python -m lemfleet.testbed up {args.hosts}", file=sys.stderr)
+    names = testbed_names(args.hosts)
+    if names is None:
         return 2
     one, many = [], []
     for _ in range(args.rounds):

@@ -209,6 +209,14 @@ def _stderr(process: subprocess.Popen[bytes]) -> str:
     return " / ".join(text.splitlines()[-3:]) or "no message"
 
 
+def run_on(
+    target: InventoryTarget, script: str, *options: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a shell ``script`` on ``target``: over ssh with ``options``, or here for an @local host."""
+    command = ["sh", "-c", script] if target.ssh is None else target.ssh.command(*options, remote=[script])
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def read_deploy_record(target: InventoryTarget, *, timeout: float = 30.0) -> dict[str, Any] | None:
     """The host's deploy record (see :data:`DEPLOY_RECORD`), or None when it is not there."""
     read = ["cat", DEPLOY_RECORD]

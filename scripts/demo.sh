@@ -4,11 +4,6 @@
 # Needs root and a Debian/Ubuntu controller. Extra arguments go to `lemfleet demo` (e.g. --hub-model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null \
-    || ! command -v apt-cacher-ng >/dev/null; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        debootstrap systemd-container apt-cacher-ng openssh-client iproute2 python3-venv
-fi
+./scripts/system-packages.sh
 ./scripts/setup.sh
 exec .venv/bin/python -m lemfleet demo "$@"

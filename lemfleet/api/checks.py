@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lemfleet.api.fleet import Fleet
+from lemfleet.api.fleet import Fleet, fleet_targets
 from lemfleet.api.results import CheckResult, FleetSmoke, FleetVerify
 from lemfleet.smoke import CHECKS, SmokeResult, Step, run_bounded, smoke_check
-from lemfleet.sshtunnel import InventoryTarget, SshOptions, TunnelError, forward, load_inventory_targets
+from lemfleet.sshtunnel import InventoryTarget, SshOptions, TunnelError, forward
 from lemfleet.sshtunnel import read_deploy_record as read_record
 
 VERIFY_SUITE = "lemfleet.verify"
@@ -47,10 +47,7 @@ def smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResul
 def _targets(fleet: Fleet | None, urls: Iterable[str], limit: Iterable[str] | None) -> list[str | InventoryTarget]:
     targets: list[str | InventoryTarget] = list(urls)
     if fleet is not None:
-        wanted = set(limit or ())
-        targets += [
-            t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
-        ]
+        targets += fleet_targets(fleet, limit)
     if not targets:
         raise ValueError("nothing to smoke: give a fleet or at least one URL")
     return targets
@@ -132,10 +129,7 @@ def verify(
     timeout: float = 900.0,
 ) -> FleetVerify:
     """Run the verify suite on the fleet's hosts (over SSH, from the inventory's SSH data)."""
-    wanted = set(limit or ())
-    targets = [
-        t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
-    ]
+    targets = fleet_targets(fleet, limit)
     if not targets:
         raise ValueError("no host to verify")
     specs = [f"ssh://{t.name}" if t.ssh else "local://" for t in targets]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lemfleet.sshtunnel import InventoryTarget, load_inventory_targets
 
 ANSIBLE_INVENTORY = Path(__file__).with_name("ansible_fleet.py")
 """A pyinfra inventory file that reads the Ansible inventory named by LEMFLEET_ANSIBLE_INVENTORY."""
@@ -72,3 +75,11 @@ class Fleet:
     def with_data(self, data: Mapping[str, Any] | Iterable[str] | None) -> Fleet:
         """This fleet with more ``--data`` items (later items win)."""
         return Fleet(self.inventory, self.data + data_items(data), self.group_data, self.env)
+
+
+def fleet_targets(fleet: Fleet, limit: str | Iterable[str] | None = None) -> list[InventoryTarget]:
+    """The fleet's hosts as SSH targets, in inventory order, narrowed as pyinfra's ``--limit`` narrows:
+    each pattern is a group name or a glob over host names."""
+    patterns = [limit] if isinstance(limit, str) else list(limit or ())
+    found = load_inventory_targets(fleet.inventory, env=dict(fleet.env))
+    return [t for t in found if not patterns or any(p in t.groups or fnmatch.fnmatch(t.name, p) for p in patterns)]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lemfleet.api.display import TableView, html_table, text_table
-from lemfleet.api.fleet import Fleet
+from lemfleet.api.fleet import Fleet, fleet_targets
 from lemfleet.smoke import CheckFailed
 from lemfleet.smoke_load import LoadResult, load_test
-from lemfleet.sshtunnel import TunnelError, forward, load_inventory_targets
+from lemfleet.sshtunnel import TunnelError, forward
 
 POINTS = ("p50", "p90", "p99", "max")
 HEADERS = ("host", "status", "requests", "correct", "503", "failed", *(f"{p} s" for p in POINTS), "seconds", "problems")
@@ -84,10 +84,7 @@ def load(
     """``requests`` chat completions at once against each host; every one must end correct or a clean 503."""
     if requests < 1:
         raise ValueError(f"requests={requests!r} is not valid; accepted: an integer of 1 or more")
-    wanted = set(limit or ())
-    targets = [
-        t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
-    ]
+    targets = fleet_targets(fleet, limit)
     if not targets:
         raise ValueError("no host to load")
     hosts = []

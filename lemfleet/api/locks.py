@@ -16,14 +16,13 @@ import json
 import os
 import shlex
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lemfleet.sshtunnel import InventoryTarget
+from lemfleet.sshtunnel import InventoryTarget, run_on
 
 HOST_LOCK = "/var/lib/lemfleet/rollout.lock"
 SSH_FAILED = 255  # ssh's own exit status when it cannot connect or log in
@@ -101,12 +100,6 @@ def release_controller_lock(path: Path, owner: Owner) -> None:
         path.unlink(missing_ok=True)
 
 
-def _run_on(target: InventoryTarget, script: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    remote = ["sh", "-c", script]
-    command = remote if target.ssh is None else target.ssh.command(remote=[shlex.join(remote)])
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False) -> list[str]:
     """Lock every host (in parallel); return the problems (held by another rollout, unreachable)."""
     mine = shlex.quote(json.dumps(asdict(owner)))
@@ -118,7 +111,7 @@ def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_l
     )
 
     def take(target: InventoryTarget) -> str | None:
-        done = _run_on(target, script)
+        done = run_on(target, script)
         if done.returncode == SSH_FAILED:
             return None  # unreachable: nothing can change it either, and its batch reports it as failed
         if done.returncode != 0:
@@ -141,4 +134,4 @@ def release_host_locks(targets: Sequence[InventoryTarget], owner: Owner) -> None
     rollout = shlex.quote(f'"rollout": "{owner.rollout}"')
     script = f"grep -qF {rollout} {lock} 2>/dev/null && rm -f {lock}; true"
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        list(pool.map(lambda target: _run_on(target, script), targets))
+        list(pool.map(lambda target: run_on(target, script), targets))

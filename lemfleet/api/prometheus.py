@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lemfleet.api.fleet import Fleet
-from lemfleet.sshtunnel import InventoryTarget, load_inventory_targets, read_deploy_record
+from lemfleet.api.fleet import Fleet, fleet_targets
+from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
 
 JOB = "lemfleet"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -126,10 +126,7 @@ def target_for(target: InventoryTarget, record: dict[str, Any] | None) -> tuple[
 
 def prometheus_files(fleet: Fleet, *, limit: Iterable[str] | None = None) -> PrometheusFiles:
     """Read every host's deploy record (all at once) and make the Prometheus files' content."""
-    wanted = set(limit or ())
-    targets = [
-        t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
-    ]
+    targets = fleet_targets(fleet, limit)
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
         records = list(pool.map(read_deploy_record, targets))
     entries, skipped = [], {}

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -29,7 +28,7 @@ from typing import IO, Any
 
 from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, order_hosts, parse_max_fail, split
 from lemfleet.api.display import TableView, html_table, text_table
-from lemfleet.api.fleet import Fleet, FleetSetupError, data_items
+from lemfleet.api.fleet import Fleet, FleetSetupError, data_items, fleet_targets
 from lemfleet.api.locks import (
     LockHeld,
     Owner,
@@ -42,7 +41,7 @@ from lemfleet.api.locks import (
 from lemfleet.api.results import Event, FleetDeploy, HostDeploy
 from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
 from lemfleet.api.run import EventCallback, deploy
-from lemfleet.sshtunnel import InventoryTarget, load_inventory_targets, read_deploy_record
+from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
 
 RECORDS = Path("out/rollouts")
 HEADERS = ("batch", "host", "outcome", "before", "after", "gap", "error")
@@ -87,10 +86,6 @@ class RolloutResult(TableView):
             f", {self.record.reason}" if self.record.reason else ""
         )
         return html_table(HEADERS, self._rows(), caption=caption)
-
-
-def _matches(target: InventoryTarget, patterns: list[str]) -> bool:
-    return not patterns or any(p in target.groups or fnmatch.fnmatch(target.name, p) for p in patterns)
 
 
 def _records(targets: Iterable[InventoryTarget]) -> dict[str, dict[str, Any] | None]:
@@ -141,7 +136,7 @@ def rollout(
     try:
         parse_max_fail(max_fail)
         patterns = [limit] if isinstance(limit, str) else list(limit or ())
-        targets = [t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if _matches(t, patterns)]
+        targets = fleet_targets(fleet, patterns)
         if not targets:
             raise FleetSetupError(f"--limit {patterns} matches no host of {fleet.inventory}")
         if resume:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api.display import html_table, text_table
-from lemfleet.api.fleet import Fleet
-from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, load_inventory_targets
+from lemfleet.api.fleet import Fleet, fleet_targets
+from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, run_on
 
 CURRENT = "/opt/lemfleet/llama.cpp/current"
 MARK = "@@lemfleet-status:"
@@ -163,17 +163,14 @@ def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, A
     )
 
 
-def _ssh(target: InventoryTarget, remote: str, control: Path) -> subprocess.CompletedProcess[str]:
-    if target.ssh is None:
-        return subprocess.run(["sh", "-c", remote], capture_output=True, text=True, timeout=60, check=False)
-    shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=5"]
-    command = target.ssh.command(*shared, remote=[remote])
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+def _shared(control: Path) -> list[str]:
+    """ssh options that let a host's two round trips share one connection."""
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=5"]
 
 
 def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus:
     try:
-        got = _ssh(target, f"cat {DEPLOY_RECORD} 2>/dev/null || echo '{{}}'", control)
+        got = run_on(target, f"cat {DEPLOY_RECORD} 2>/dev/null || echo '{{}}'", *_shared(control))
     except subprocess.TimeoutExpired:
         return HostStatus(target.name, reachable=False, error="ssh timed out")
     if got.returncode != 0:
@@ -184,7 +181,7 @@ def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus
         return HostStatus(target.name, reachable=True, error=f"{DEPLOY_RECORD} is not JSON")
     if not record.get("service"):
         return HostStatus(target.name, reachable=True)
-    done = _ssh(target, status_command(record), control)
+    done = run_on(target, status_command(record), *_shared(control))
     smoke_file = smoke_dir / f"{target.name}.json"
     smoke = json.loads(smoke_file.read_text()) if smoke_file.is_file() else None
     return host_status(target.name, record, done.stdout, smoke)
@@ -192,10 +189,7 @@ def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus
 
 def status(fleet: Fleet, *, limit: Iterable[str] | None = None, smoke_dir: str | Path = "out/smoke") -> FleetStatus:
     """A :class:`FleetStatus` row per host of the fleet (or ``limit``), every host read at the same time."""
-    wanted = set(limit or ())
-    targets = [
-        t for t in load_inventory_targets(fleet.inventory, env=dict(fleet.env)) if not wanted or t.name in wanted
-    ]
+    targets = fleet_targets(fleet, limit)
     if not targets:
         raise ValueError("no host to read")
     with (

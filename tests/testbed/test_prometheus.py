@@ -21,10 +21,7 @@ CLIENT, SCRAPE = "prometheus-test-client-key", "prometheus-test-scrape-key"
 
 
 def promtool() -> str:
-    """Debian's promtool, installed with its prometheus package when it is missing (the tests run as root)."""
-    if not shutil.which("promtool"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"], check=True,
-                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})  # fmt: skip
+    """Debian's promtool (package prometheus, which scripts/system-packages.sh installs for the test command)."""
     path = shutil.which("promtool")
     assert path, "promtool is not installed (Debian package prometheus)"
     return path
