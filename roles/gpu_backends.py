@@ -113,7 +113,9 @@ def _render_nodes(chosen: Sequence[Gpu], facts: HostFacts) -> tuple[str, ...]:
 
 
 def nvidia_nodes(chosen: Sequence[Gpu]) -> tuple[str, ...]:
-    fixed = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+    """DeviceAllow= entries of a CUDA unit. /dev/nvidia-uvm(-tools) appear on the first CUDA call (nvidia-modprobe),
+    often after the unit started, and systemd allows a node path only if it exists at start: so by class."""
+    fixed = ("/dev/nvidiactl", "char-nvidia-uvm")
     return fixed + tuple(f"/dev/nvidia{g.index}" for g in chosen)
 
 

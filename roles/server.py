@@ -25,9 +25,11 @@ from pyinfra.operations import systemd
 
 from lemfleet.api_keys import check_key_setting
 from lemfleet.roles import values
+from lemfleet.roles.instances import check_setting as instances_setting
 from lemfleet.roles.ops import absent, directory, put_text, system_user
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.server_flags import env_problems, extra_args_problems
+from lemfleet.roles.server_network import allow_from, ip_address_allow
 from lemfleet.roles.settings import Setting, SettingsError, boolean, defaults, integer, one_of, string_list, text
 from lemfleet.secret import reveal
 
@@ -54,6 +56,13 @@ SETTINGS = (
         text(r"[\w.:-]+", "an IP address or host name"),
     ),
     Setting("server_port", 8080, "TCP port llama-server listens on.", integer(1, 65535)),
+    Setting(
+        "server_allow_from",
+        None,
+        "CIDRs that may connect to a server listening beyond loopback (the unit's IPAddressAllow=, with loopback "
+        "and the listen address); None lets any address connect. A loopback server allows loopback only.",
+        allow_from,
+    ),
     Setting(
         "server_api_key",
         None,
@@ -114,6 +123,15 @@ SETTINGS = (
         "server_unit_name", "lemfleet-llama", "systemd unit name (without .service).", text(r"[\w@.-]+", "a unit name")
     ),
     Setting("server_enabled", True, "Start the service at boot.", boolean),
+    Setting(
+        "server_instances",
+        None,
+        "llama-server processes per host: 'one' (one server across the chosen GPUs), 'per-gpu' (one per GPU, MIG "
+        "instance or partition, on server_port + N), 'auto' (per-gpu when 2 or more devices and the model with its "
+        "context fits one), or an integer N (N replicas; on the CPU the threads are split). None: auto, except that "
+        "a host deployed before instances keeps its one server until this is set.",
+        instances_setting,
+    ),
 )
 DEFAULTS = defaults(SETTINGS)
 
@@ -158,8 +176,13 @@ def render_unit(
     binary: str,
     api_key_file: str | None,
     supplementary_groups: Sequence[str] = (),
+    allow_from: Sequence[str] | None = None,
 ) -> str:
-    """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py)."""
+    """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py).
+
+    ``allow_from`` (``server_allow_from``) and the plan's listen address make ``IPAddressAllow=``
+    (roles/server_network.py); ``SocketBindAllow=`` takes the plan's port, the one ``--port`` gets.
+    """
     return _render(
         "lemfleet-llama.service.j2",
         unit_name=unit_name,
@@ -170,6 +193,8 @@ def render_unit(
         api_key_file=api_key_file,
         device_nodes=plan.device_nodes,
         supplementary_groups=list(supplementary_groups),
+        port=plan.port,
+        ip_address_allow=ip_address_allow(plan.listen_host, allow_from),
     )
 
 
@@ -240,6 +265,7 @@ def install_server(
         binary=binary,
         api_key_file=API_KEY_FILE if keys is not None else None,
         supplementary_groups=supplementary_groups,
+        allow_from=data.get("server_allow_from"),
     )
     unit = put_text(name=f"Unit {unit_name}.service", dest=unit_path(unit_name), content=unit_text)
     changes.append(unit)

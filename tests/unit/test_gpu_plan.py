@@ -25,7 +25,7 @@ from tests.fixtures.gpu.hosts import (
 
 GIB = 2**30
 DEB12_FAILS = "Debian 12 ships Vulkan headers 1.3.239, too old"
-NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+NVIDIA_NODES = ("/dev/nvidiactl", "char-nvidia-uvm")
 
 
 class Case(NamedTuple):

@@ -17,7 +17,7 @@ from tests.fixtures.gpu.hosts import DEBIAN_13, SCENARIOS, UBUNTU_2404, Release,
 
 GIB = 2**30
 FALLBACK = {"gpu_allow_cpu_fallback": True}
-NV = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+NV = ("/dev/nvidiactl", "char-nvidia-uvm")
 MIG_3G = "MIG-0929581a-2be6-5dec-bf34-0954c6c529a6"
 MIG_3G_2 = "MIG-3adbed3a-d03d-549f-a016-ba1fd7359f23"
 
