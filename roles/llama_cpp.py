@@ -42,6 +42,7 @@ BUILDS = f"{ROOT}/llama.cpp"
 CURRENT = f"{BUILDS}/current"
 # The build link of the last state that passed the health gate (roles/transaction.py writes it).
 LAST_GOOD_BUILD = "/var/lib/lemfleet/last-good/build"
+PREVIOUS_BUILD = "/var/lib/lemfleet/previous/build"  # the state before it, for lemfleet rollback
 BINARY = f"{CURRENT}/bin/llama-server"
 
 SETTINGS = (
@@ -321,17 +322,20 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> O
     )
 
 
-def _prune_script(keep: int, builds: str = BUILDS, last_good_build: str = LAST_GOOD_BUILD) -> str:
+def _prune_script(
+    keep: int, builds: str = BUILDS, last_good_build: str = LAST_GOOD_BUILD, previous_build: str = PREVIOUS_BUILD
+) -> str:
     """Shell that removes installed builds beyond ``keep``, never one that serves or may serve again.
 
     The builds are the real directories under ``builds`` (``find -type d``
     does not follow links, so ``current`` and ``previous`` are never listed as
     builds themselves, and ``<id>.new`` is a build being installed). Protected
-    are the targets of ``current``, ``previous`` and the last good state's
-    build link, compared as resolved paths on both sides; they count towards
-    ``keep``, and the newest others fill what is left of it.
+    are the targets of ``current``, ``previous`` and the build links of the
+    last good and the previous state (roles/transaction.py), compared as
+    resolved paths on both sides; they count towards ``keep``, and the newest
+    others fill what is left of it.
     """
-    links = " ".join(q(link) for link in (f"{builds}/current", f"{builds}/previous", last_good_build))
+    links = " ".join(q(link) for link in (f"{builds}/current", f"{builds}/previous", last_good_build, previous_build))
     return (
         f"cd {q(builds)} 2>/dev/null || exit 0; "
         f'protected=$(for l in {links}; do [ -L "$l" ] && readlink -f "$l"; done); '

@@ -109,6 +109,8 @@ DEFAULTS = defaults(SETTINGS)
 DISK_MARGIN = 64 * 1024**2
 # The model link of the last state that passed the health gate (roles/transaction.py writes it).
 LAST_GOOD_MODEL = "/var/lib/lemfleet/last-good/model"
+# And of the state before it, which lemfleet rollback may put back.
+PREVIOUS_MODEL = "/var/lib/lemfleet/previous/model"
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def check_on_host(path: str, sha256: str):
 
 def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[], bool]],
                  last_good_model: str = LAST_GOOD_MODEL) -> None:  # fmt: skip
-    """Keep the serving model, the last good state's and the ``keep - 1`` that served most recently; remove the rest.
+    """Keep the serving model, the last good and previous states' and the ``keep - 1`` most recent; remove the rest.
 
     Runs only once the new state passed the health gate (``when``: all must
     be true at execution). "Most recently served" is the mtime of each file's
@@ -185,12 +187,18 @@ def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[]
     server.shell(name="Prune old models", commands=[prune_script(model_dir, serving, keep, last_good_model)], _if=when)
 
 
-def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str = LAST_GOOD_MODEL) -> str:
-    """The shell behind :func:`prune_models` (pure, run on a temporary directory by the unit tests)."""
+def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str = LAST_GOOD_MODEL,
+                 previous_model: str = PREVIOUS_MODEL) -> str:  # fmt: skip
+    """The shell behind :func:`prune_models` (pure, run on a temporary directory by the unit tests).
+
+    The previous state's model (lemfleet rollback) is protected as the last good one's is.
+    """
     return (
         f"touch -c {q(serving + SIDECAR)}; good=$(readlink {q(last_good_model)} 2>/dev/null || true); "
+        f"prev=$(readlink {q(previous_model)} 2>/dev/null || true); "
         f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
-        f'grep -vxF "${{good:-/}}" | tail -n +{int(keep)} | while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
+        f'grep -vxF "${{good:-/}}" | grep -vxF "${{prev:-/}}" | tail -n +{int(keep)} | '
+        f'while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
     )
 
 

@@ -10,6 +10,12 @@ files, and ``deployed.json``. It is kept, not serving, under
     unit, env, api-key, deployed.json               copies, owner and mode kept
     digest                                          what the state was, to tell a rerun
 
+and the one before it, the state the last passing change replaced, under
+``/var/lib/lemfleet/previous/`` in the same layout: ``lemfleet rollback``
+(roles/rollback.py) puts it back by hand, through the same gate, and then the
+two swap places, so a second rollback goes forward again. The prune steps
+never remove the build or model either of them uses.
+
 A deploy then goes: adopt (a host of an earlier lemfleet, whose
 ``deployed.json`` has no ``schema_version``, gets its serving state taken as
 the last good one) → change build, model and files → restart → gate
@@ -26,6 +32,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pyinfra import host
@@ -33,14 +40,16 @@ from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 
 from lemfleet.roles.hoststate import state
-from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD
-from lemfleet.roles.model import LAST_GOOD_MODEL
+from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
+from lemfleet.roles.model import LAST_GOOD_MODEL, PREVIOUS_MODEL
 from lemfleet.roles.ops import put_text, q
 from lemfleet.roles.server import API_KEY_FILE, RECORD_FILE, env_path, unit_path
 
 LAST_GOOD = "/var/lib/lemfleet/last-good"
+PREVIOUS = "/var/lib/lemfleet/previous"
 # The build and model links are read by the prune steps of roles/llama_cpp.py and roles/model.py.
 assert f"{LAST_GOOD}/build" == LAST_GOOD_BUILD and f"{LAST_GOOD}/model" == LAST_GOOD_MODEL
+assert f"{PREVIOUS}/build" == PREVIOUS_BUILD and f"{PREVIOUS}/model" == PREVIOUS_MODEL
 ADOPTED = "adopted"  # the digest of a state taken over from an earlier lemfleet
 
 # What the gate does when it fails: put the last good state back, stop the unit (no last good state
@@ -67,9 +76,21 @@ class Layout:
     def digest_file(self) -> str:
         return f"{self.last_good}/digest"
 
+    @property
+    def previous(self) -> str:
+        """The previous state, beside the last good one (``PREVIOUS`` on a host)."""
+        return str(PurePosixPath(self.last_good).with_name("previous"))
+
+    @property
+    def previous_digest_file(self) -> str:
+        return f"{self.previous}/digest"
+
     def copies(self) -> list[tuple[str, str]]:
         """(name in the last good directory, live path) of each file kept by copy."""
         return [("unit", self.unit), ("env", self.env), ("api-key", self.api_key), ("deployed.json", self.record)]
+
+
+assert Layout(unit="", env="").previous == PREVIOUS
 
 
 def managed_paths(layout: Layout) -> list[str]:
@@ -86,21 +107,25 @@ def state_digest(serving_digest: str, build_dir: str, model_path: str, record: d
 def snapshot_script(layout: Layout, build: str, model: str, digest: str) -> str:
     """Shell that makes the live state the last good one; ``build`` and ``model`` are shell words.
 
-    The new copy is made beside the old one and swapped in by rename, so a
-    cut-off run leaves the old last good state whole.
+    The last good state it replaces becomes the previous one (the one before
+    that is removed). The new copy is made beside the old one and swapped in
+    by rename, so a cut-off run leaves the old last good state whole, or, cut
+    between the two renames, as the previous state.
     """
-    good, new, old = layout.last_good, f"{layout.last_good}.new", f"{layout.last_good}.old"
+    good, new = layout.last_good, f"{layout.last_good}.new"
+    prev, gone = layout.previous, f"{layout.previous}.old"
     lines = [
         "set -e",
-        f"rm -rf {q(new)} {q(old)}",
+        f"rm -rf {q(new)} {q(gone)} {q(good + '.old')}",
         f"install -d -m 700 {q(new)}",
         f"ln -s {build} {q(new + '/build')}",
         f"ln -s {model} {q(new + '/model')}",
         *(f"if [ -e {q(live)} ]; then cp -p {q(live)} {q(new + '/' + name)}; fi" for name, live in layout.copies()),
         f"echo {q(digest)} > {q(new + '/digest')}",
-        f"if [ -e {q(good)} ]; then mv -T {q(good)} {q(old)}; fi",
+        f"if [ -e {q(prev)} ] && [ -e {q(good)} ]; then mv -T {q(prev)} {q(gone)}; fi",
+        f"if [ -e {q(good)} ]; then mv -T {q(good)} {q(prev)}; fi",
         f"mv -T {q(new)} {q(good)}",
-        f"rm -rf {q(old)}",
+        f"rm -rf {q(gone)}",
     ]
     return "\n".join(lines)
 
@@ -123,26 +148,44 @@ def adopt_script(layout: Layout) -> str:
     return "\n".join([guard, build, model, snapshot_script(layout, '"$build"', '"$model"', ADOPTED)])
 
 
-def restore_script(layout: Layout) -> str:
-    """Shell that puts the last good state back in place (files and build link; the service is not touched).
+def restore_script(layout: Layout, kept: str | None = None) -> str:
+    """Shell that puts a kept state back in place (files and build link; the service is not touched).
 
-    Each file is copied beside its live path and renamed over it; a file the
-    last good state did not have (an API key added since) is removed.
+    ``kept`` is the directory of the state: the last good one by default, or
+    ``layout.previous`` for a rollback. Each file is copied beside its live
+    path and renamed over it; a file the kept state did not have (an API key
+    added since) is removed.
     """
-    good = layout.last_good
+    good = kept or layout.last_good
+    what = "last good" if good == layout.last_good else "previous"
+    missing = q(f"lemfleet: no {what} state in {good}")
     lines = [
         "set -e",
-        f"if [ ! -e {q(layout.digest_file)} ]; then echo 'lemfleet: no last good state in {good}' >&2; exit 1; fi",
+        f"if [ ! -e {q(good + '/digest')} ]; then echo {missing} >&2; exit 1; fi",
         f'if [ -L {q(good + "/build")} ]; then ln -sfn "$(readlink {q(good + "/build")})" {q(layout.current)}.new '
         f"&& mv -T {q(layout.current)}.new {q(layout.current)}; fi",
     ]
     for name, live in layout.copies():
-        kept = q(f"{good}/{name}")
+        kept_file = q(f"{good}/{name}")
         lines.append(
-            f"if [ -e {kept} ]; then cp -p {kept} {q(live)}.lemfleet-new && mv -f {q(live)}.lemfleet-new {q(live)}; "
-            f"else rm -f {q(live)}; fi"
+            f"if [ -e {kept_file} ]; then cp -p {kept_file} {q(live)}.lemfleet-new && "
+            f"mv -f {q(live)}.lemfleet-new {q(live)}; else rm -f {q(live)}; fi"
         )
     return "\n".join(lines)
+
+
+def swap_script(layout: Layout) -> str:
+    """Shell that swaps the last good and the previous state, after a rollback passed the gate."""
+    good, prev, tmp = q(layout.last_good), q(layout.previous), q(f"{layout.last_good}.swap")
+    return "\n".join(
+        [
+            "set -e",
+            f"rm -rf {tmp}",
+            f"if [ -e {good} ]; then mv -T {good} {tmp}; fi",
+            f"mv -T {prev} {good}",
+            f"if [ -e {tmp} ]; then mv -T {tmp} {prev}; fi",
+        ]
+    )
 
 
 def fallback(layout: Layout, digest: str) -> Fallback:
