@@ -30,11 +30,13 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, git, server
 
+from lemfleet.roles.distro_builds import versions_setting
 from lemfleet.roles.git_pin import commit_setting, pinned_checkout
 from lemfleet.roles.hoststate import SIDECAR, state
 from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
+from lemfleet.roles.source_plan import SOURCES
 from lemfleet.roles.sources import Source, file_sha256
 
 ROOT = "/opt/lemfleet"
@@ -50,9 +52,18 @@ SETTINGS = (
     Setting(
         "llama_cpp_source",
         "pypi-sdist",
-        "Where llama.cpp comes from: 'pypi-sdist' (vendored in a pinned llama-cpp-python sdist, "
-        "fetched with pip; works air-gapped), 'git' (hosts clone a pinned tag) or 'tarball'.",
-        one_of("pypi-sdist", "git", "tarball"),
+        "Where llama-server comes from. Compiled on the host: 'pypi-sdist' (vendored in a pinned "
+        "llama-cpp-python sdist, fetched with pip; works air-gapped), 'git' (hosts clone a pinned tag) or "
+        "'tarball'. 'distro': the release's own packages, refused where they cannot serve the plan "
+        "(roles/distro_builds.py); 'auto': 'distro' where it serves the plan, else 'pypi-sdist'.",
+        one_of(*SOURCES),
+    ),
+    Setting(
+        "llama_cpp_distro_versions",
+        {},
+        "Package versions for llama_cpp_source='distro' or 'auto' (package -> Debian version) instead of "
+        "roles/distro_builds.py's table; the host checks what they cover after installing.",
+        versions_setting,
     ),
     # llama-cpp-python 0.3.36 (reviewed 2026-11-29) vendors llama.cpp with ggml 0.25.3.
     Setting(
