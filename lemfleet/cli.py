@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "rollout": "lemfleet.rollout_cli",
     "status": "lemfleet.status_cli",
     "prometheus": "lemfleet.prometheus_cli",
+    "remove": "lemfleet.remove_cli",
 }
 
 USAGE_ERROR = 2

@@ -8,6 +8,7 @@
     result["gpu-1"].changed                  # the operations that changed something
     api.rollout(fleet, batches="1,10%,50%,100%", max_fail="0")   # health-gated batches, canaries first
     api.status(fleet)                        # what each host runs now, and drift from its deploy
+    api.remove(fleet, limit=["old-1"], dry=True)   # what decommissioning would take off each host
     api.smoke(fleet, api_key=key).ok
     api.verify(fleet).failures()
 
@@ -22,6 +23,7 @@ The ``lemfleet`` command is a thin layer over these functions.
 from lemfleet.api.checks import smoke, verify
 from lemfleet.api.child import ChildFailed
 from lemfleet.api.fleet import Fleet, FleetSetupError
+from lemfleet.api.remove import FleetRemoval, HostRemoval, remove
 from lemfleet.api.results import (
     CheckResult,
     Event,
@@ -45,18 +47,21 @@ __all__ = [
     "Fleet",
     "FleetDeploy",
     "FleetPlan",
+    "FleetRemoval",
     "FleetSetupError",
     "FleetSmoke",
     "FleetStatus",
     "FleetVerify",
     "HostDeploy",
     "HostPlan",
+    "HostRemoval",
     "HostStatus",
     "OperationResult",
     "RolloutResult",
     "deploy",
     "plan",
     "print_events",
+    "remove",
     "rollout",
     "smoke",
     "status",

@@ -31,7 +31,9 @@ def test_console_script_points_at_main() -> None:
 def test_every_subcommand_has_help_arguments_and_run() -> None:
     parser = build_parser()
     for name in SUBCOMMANDS:
-        assert parser.parse_args([name, "x"] if name in ("report", "rollout", "status", "prometheus") else [name]).run
+        assert parser.parse_args(
+            [name, "x"] if name in ("report", "rollout", "status", "prometheus", "remove") else [name]
+        ).run
 
 
 @pytest.mark.parametrize(
