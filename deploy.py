@@ -22,7 +22,17 @@ connected (lemfleet/preflight.py).
 from pyinfra import host
 from pyinfra.api import deploy
 
-from lemfleet.roles import apt_proxy, detect, hoststate, llama_cpp, model_source, ownership, server, transaction
+from lemfleet.roles import (
+    apt_proxy,
+    detect,
+    hoststate,
+    llama_cpp,
+    model_source,
+    ownership,
+    server,
+    server_units,
+    transaction,
+)
 from lemfleet.roles import model as model_step
 from lemfleet.roles.controller import once, settings_for, source_for
 from lemfleet.roles.drivers import install_drivers, plan_for_host
@@ -43,15 +53,20 @@ def deploy_lemfleet() -> None:
     model = once(
         "model", model_source.model_key(settings, facts), lambda: model_source.resolve_for_host(settings, facts)
     )
-    plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size))
+    unit_name = settings["server_unit_name"]
+    # The instances and deploy record the host has now: a layout change leaves nothing stale behind.
+    present = host.get_fact(server_units.InstanceUnits, unit_name=unit_name)
+    plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size), recorded=present.record)
     drivers = plan_for_host(facts, plan.backend, settings)
     source = source_for(settings)
-    unit_name = settings["server_unit_name"]
-    layout = transaction.Layout.for_unit(unit_name)
+    templated = plan.instances[0].index is not None
+    instance_count = max(present.count, len(plan.instances) if templated else 0, 1 if present.template else 0)
+    layout = transaction.Layout.for_unit(unit_name, instance_count)
     hoststate.declare(
         [*apt_proxy.PATHS, *llama_cpp.managed_paths(plan, source),
          *model_step.managed_paths(model, settings["model_dir"]),
-         *server.managed_paths(unit_name), *transaction.managed_paths(layout)]
+         *server.managed_paths(unit_name), *server_units.instance_paths(unit_name, instance_count),
+         *transaction.managed_paths(layout)]
     )  # fmt: skip
 
     # Before anything changes: the user, unit and model directory must be lemfleet's (roles/ownership.py).
@@ -69,15 +84,18 @@ def deploy_lemfleet() -> None:
         model_path=model_path,
         restart_when=[build_switched] + ([model_placed] if model_placed else []),
         supplementary_groups=drivers.service_groups,
+        present=present,
     )
     record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"])
     build_dir = f"{BUILDS}/{build_id(source, plan)}"
     digest = transaction.state_digest(files_digest, build_dir, model_path, record)
     gate(
-        Target(port=plan.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
-               unit=f"{unit_name}.service", n_gpu_layers=plan.n_gpu_layers),
+        [Target(port=i.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
+                unit=i.unit(unit_name), n_gpu_layers=plan.n_gpu_layers) for i in plan.instances],
         fallback=transaction.fallback(layout, digest),
         layout=layout,
+        restored=[Target(port=port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend, unit=unit)
+                  for unit, port in present.recorded_units],
     )  # fmt: skip
     passed = passed_on(host.name)
     kept = transaction.commit(layout, record, build_dir, model_path, digest, passed)

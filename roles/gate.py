@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,14 +213,16 @@ def _offload(target: Target, invocation: str) -> str | None:
     return offload_problem(text, target.backend, target.n_gpu_layers)
 
 
-def _save(result: SmokeResult | None) -> None:
+def _save(result: SmokeResult | None, instance: str | None = None) -> None:
+    """``<host>.json`` for the first (or only) instance, ``<host>@<unit instance>.json`` for the others."""
     if result is None:
         return
     out = Path(host.data.get("smoke_results_dir"))
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{host.name}.json.tmp"
+    name = f"{host.name}@{instance.rsplit('@', 1)[-1]}" if instance else host.name
+    tmp = out / f".{name}.json.tmp"
     tmp.write_text(json.dumps(result.to_json(), indent=2))
-    os.replace(tmp, out / f"{host.name}.json")
+    os.replace(tmp, out / f"{name}.json")
 
 
 def _fail(message: str, lines: list[str]) -> FunctionCommand:
@@ -239,13 +241,40 @@ def restart_commands(unit: str) -> str:
     return f"systemctl daemon-reload\nsystemctl reset-failed {q(unit)} 2>/dev/null || true\nsystemctl restart {q(unit)}"
 
 
+def _check_all(targets: Sequence[Target], restored_key_file: str | None = None) -> Verdict:
+    """Every instance in turn (they started together); the first that fails is the verdict."""
+    verdict = Verdict(False, "no instance to check")
+    for index, target in enumerate(targets):
+        verdict = check(target, restored_key_file)
+        if not restored_key_file:
+            _save(verdict.result, None if index == 0 else target.unit.removesuffix(".service"))
+        if not verdict.ok:
+            if len(targets) > 1:
+                verdict.reason = f"{target.unit}: {verdict.reason}"
+            return verdict
+    return verdict
+
+
+def restore_commands(new: Sequence[str], restored: Sequence[str]) -> str:
+    """After the files are back: stop the new layout's units the last good one lacks, restart its own."""
+    gone = [q(unit) for unit in new if unit not in restored]
+    lines = [f"systemctl disable --now {unit} 2>/dev/null || true" for unit in gone]
+    lines += [restart_commands(unit) + f"\nsystemctl enable {q(unit)} 2>/dev/null || true" for unit in restored]
+    return "\n".join(lines)
+
+
 @operation(is_idempotent=False)
-def health_gate(target: Target, fallback: Fallback, layout: Layout):
-    """Check the serving state at execution time; yield commands only when it fails."""
+def health_gate(target: Target | Sequence[Target], fallback: Fallback, layout: Layout, restored: Sequence[Target] = ()):
+    """Check the serving state at execution time; yield commands only when it fails.
+
+    ``target`` is the one server or every instance; ``restored`` the instances of the last good state,
+    which a rollback restarts and checks (by default the same as ``target``).
+    """
     if not state.is_executing:
         return
-    verdict = check(target)
-    _save(verdict.result)
+    targets = [target] if isinstance(target, Target) else list(target)
+    previous = list(restored) or targets
+    verdict = _check_all(targets)
     _passed[host.name] = verdict.ok
     if verdict.ok:
         smoke = verdict.result
@@ -254,13 +283,16 @@ def health_gate(target: Target, fallback: Fallback, layout: Layout):
             if smoke
             else "; ".join(verdict.notes)
         )
-        host.log_styled(f"gate passed: {detail}", fg="green", log_func=logger.info)
+        every = f" ({len(targets)} instances)" if len(targets) > 1 else ""
+        host.log_styled(f"gate passed{every}: {detail}", fg="green", log_func=logger.info)
         return
     time.sleep(1.0)  # journald may still be writing what the server said as it exited
     lines = journal(verdict.invocation)
+    units = [t.unit for t in targets]
     if fallback == "restore":
-        yield StringCommand(restore_script(layout) + "\n" + restart_commands(target.unit))
-        again = check(target, restored_key_file=layout.api_key)
+        commands = restore_commands(units, [t.unit for t in previous])
+        yield StringCommand(restore_script(layout) + "\n" + commands)
+        again = _check_all(previous, restored_key_file=layout.api_key)
         outcome = (
             "the last good state serves again"
             if again.ok
@@ -268,11 +300,11 @@ def health_gate(target: Target, fallback: Fallback, layout: Layout):
         )
         yield _fail(f"rolled back: {verdict.reason}; {outcome}", lines)
     elif fallback == "stop":
-        unit = q(target.unit)
-        yield StringCommand(f"systemctl disable --now {unit}; systemctl reset-failed {unit} || true")
+        stop = "; ".join(f"systemctl disable --now {q(u)}; systemctl reset-failed {q(u)} || true" for u in units)
+        yield StringCommand(stop)
         yield _fail(
-            f"failed: {verdict.reason}; there is no last good state to go back to, so {target.unit} is stopped "
-            "and disabled (its files are kept for diagnosis)",
+            f"failed: {verdict.reason}; there is no last good state to go back to, so {', '.join(units)} "
+            f"{'is' if len(units) == 1 else 'are'} stopped and disabled (the files are kept for diagnosis)",
             lines,
         )
     else:
@@ -280,6 +312,8 @@ def health_gate(target: Target, fallback: Fallback, layout: Layout):
 
 
 @deploy("Health gate", data_defaults=DEFAULTS)
-def gate(target: Target, fallback: Fallback, layout: Layout) -> None:
-    """Gate the host's new serving state; :func:`passed_on` then says whether it passed."""
-    health_gate(name="Health gate", target=target, fallback=fallback, layout=layout)
+def gate(
+    target: Target | Sequence[Target], fallback: Fallback, layout: Layout, restored: Sequence[Target] = ()
+) -> None:
+    """Gate the host's new serving state (every instance); :func:`passed_on` then says whether it passed."""
+    health_gate(name="Health gate", target=target, fallback=fallback, layout=layout, restored=restored)

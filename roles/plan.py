@@ -13,6 +13,7 @@ from typing import Any
 
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import HostFacts
+from lemfleet.roles.instances import Instance, choose_layout
 
 GIB = 1024**3
 
@@ -65,6 +66,8 @@ class HostPlan:
     log_verbosity: int = 3
     reasons: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # The llama-server processes (server_instances, roles/instances.py); empty: one plain server.
+    instances: tuple[Instance, ...] = ()
 
     @property
     def needs_api_key(self) -> bool:
@@ -86,6 +89,10 @@ class HostPlan:
             "listen": f"{self.listen_host}:{self.port}",
             "alias": self.alias,
             "run_env": self.run_env,
+            "instances": [
+                {"index": i.index, "port": i.port, "threads": i.threads, "devices": list(i.devices), "env": i.env}
+                for i in self.instances
+            ],
             "reasons": self.reasons,
             "warnings": list(self.warnings),
         }
@@ -110,8 +117,14 @@ def _auto_ctx(facts: HostFacts, parallel: int, model: ModelInfo) -> tuple[int, s
     return per_slot * parallel, f"{per_slot} tokens per slot x {parallel} slot(s)"
 
 
-def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -> HostPlan:
-    """Decide how this host will build and serve. Pure: no host is contacted."""
+def plan_host(
+    facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo, *, recorded: Mapping[str, Any] | None = None
+) -> HostPlan:
+    """Decide how this host will build and serve. Pure: no host is contacted.
+
+    ``recorded`` is the host's deploy record before this deploy, if any: a host
+    deployed before instances keeps its one server until ``server_instances`` is set.
+    """
     reasons: dict[str, str] = {}
     warnings: list[str] = []
     gpu = choose_gpu(facts, settings)
@@ -175,6 +188,20 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
     run_env = dict(gpu.env)
     if gpu.tensor_split:
         reasons["tensor_split"] = "split across GPUs by VRAM: " + ",".join(f"{s:g}" for s in gpu.tensor_split)
+    port = settings.get("server_port", 8080)
+    layout = choose_layout(
+        settings.get("server_instances"),
+        gpu=gpu,
+        facts=facts,
+        threads=threads,
+        ctx_size=ctx,
+        model_bytes=model.size_bytes,
+        port=port,
+        unit_name=settings.get("server_unit_name", "lemfleet-llama"),
+        recorded=recorded,
+        wanted_devices=settings.get("gpu_devices"),
+    )
+    reasons["instances"] = layout.reason
 
     return HostPlan(
         hostname=facts.hostname,
@@ -196,10 +223,11 @@ def plan_host(facts: HostFacts, settings: Mapping[str, Any], model: ModelInfo) -
         n_gpu_layers=ngl,
         flash_attn=settings.get("server_flash_attn", "auto"),
         listen_host=settings.get("server_host", "127.0.0.1"),
-        port=settings.get("server_port", 8080),
+        port=port,
         alias=model.alias,
         tensor_split=tuple(gpu.tensor_split),
         log_verbosity=log_verbosity,
         reasons=reasons,
         warnings=tuple(warnings),
+        instances=layout.instances,
     )

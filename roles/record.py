@@ -16,6 +16,10 @@ Schema versions:
   its serving state becomes the last good one, and the record is rewritten as
   version 2 once the new state passes the gate. :func:`upgrade_record` reads
   either version as version 2.
+
+Since ``server_instances``, a version-2 record also lists ``instances`` (unit,
+port, devices, threads of each llama-server); a record without it names one
+plain unit, and its host keeps that layout until ``server_instances`` is set.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id
 from lemfleet.roles.model import ModelArtifact
 from lemfleet.roles.plan import HostPlan
+from lemfleet.roles.server_units import layout_of
 from lemfleet.roles.sources import Source
 
 SCHEMA_VERSION = 2
@@ -46,17 +51,20 @@ def deploy_record(
     user: str = "lemfleet",
 ) -> dict[str, Any]:
     bid = build_id(source, plan)
+    instances = layout_of(plan)
     return {
         "schema_version": SCHEMA_VERSION,
         "backend": plan.backend,
         "gate": {"checks": [*GATE_CHECKS, *(["auth"] if plan.needs_api_key else [])]},
         "service": {
-            "unit": f"{unit_name}.service",
+            "unit": instances[0].unit(unit_name),
             "user": user,
             "host": plan.listen_host,
-            "port": plan.port,
+            "port": instances[0].port,
             "api_key_required": plan.needs_api_key,
         },
+        # Every llama-server of the host (server_instances); "service" names the first.
+        "instances": [instance.to_json(unit_name) for instance in instances],
         "build": {
             "id": bid,
             "path": f"{BUILDS}/{bid}",

@@ -25,11 +25,13 @@ from pyinfra.operations import systemd
 
 from lemfleet.api_keys import check_key_setting
 from lemfleet.roles import values
+from lemfleet.roles.instances import Instance
 from lemfleet.roles.instances import check_setting as instances_setting
 from lemfleet.roles.ops import absent, directory, put_text, system_user
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.server_flags import env_problems, extra_args_problems
 from lemfleet.roles.server_network import allow_from, ip_address_allow
+from lemfleet.roles.server_units import Present, layout_of, remove_stale, write_units
 from lemfleet.roles.settings import Setting, SettingsError, boolean, defaults, integer, one_of, string_list, text
 from lemfleet.secret import reveal
 
@@ -177,8 +179,12 @@ def render_unit(
     api_key_file: str | None,
     supplementary_groups: Sequence[str] = (),
     allow_from: Sequence[str] | None = None,
+    per_instance: bool = False,
 ) -> str:
     """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py).
+
+    ``per_instance`` makes it the template ``<unit>@.service`` of several instances, whose environment
+    file, port and devices are in each instance's drop-in (:func:`render_dropin`, roles/server_units.py).
 
     ``allow_from`` (``server_allow_from``) and the plan's listen address make ``IPAddressAllow=``
     (roles/server_network.py); ``SocketBindAllow=`` takes the plan's port, the one ``--port`` gets.
@@ -195,7 +201,14 @@ def render_unit(
         supplementary_groups=list(supplementary_groups),
         port=plan.port,
         ip_address_allow=ip_address_allow(plan.listen_host, allow_from),
+        per_instance=per_instance,
     )
+
+
+def render_dropin(instance: Instance, *, unit_name: str, env_file: str) -> str:
+    """The drop-in of one instance of the template: its environment file, port and devices."""
+    return _render("lemfleet-llama-instance.conf.j2", unit_name=unit_name, index=instance.index or 0,
+                   env_file=env_file, port=instance.port, device_nodes=instance.device_nodes)  # fmt: skip
 
 
 def render_env(plan: HostPlan, *, unit_name: str, model_path: str, extra_args: Sequence[str]) -> str:
@@ -232,8 +245,13 @@ def install_server(
     model_path: str,
     restart_when: list[OperationMeta],
     supplementary_groups: Sequence[str] = (),
+    present: Present | None = None,
 ) -> tuple[OperationMeta, str]:
     """Write the unit, environment and key files and (re)start the service when anything changed.
+
+    With several instances (``plan.instances``, roles/instances.py) the unit is a template and each
+    instance has its own environment file and drop-in; ``present`` (the host's :class:`InstanceUnits`
+    before this deploy) says what a change of layout leaves to stop and remove.
 
     Returns the environment step and a digest of the three files' content,
     which names this serving state for the transaction (roles/transaction.py,
@@ -255,9 +273,10 @@ def install_server(
     else:
         changes.append(absent(name="No API key file", path=API_KEY_FILE))
 
-    env_text = render_env(plan, unit_name=unit_name, model_path=model_path, extra_args=data.get("server_extra_args"))
-    environment = put_text(name="Service environment", dest=env_path(unit_name), content=env_text)
-    changes.append(environment)
+    instances = layout_of(plan)
+    templated = instances[0].index is not None
+    stale = remove_stale(name=f"No stale instance of {unit_name}", unit_name=unit_name, present=present or Present(),
+                         keep=[i.index for i in instances if i.index is not None], templated=templated)  # fmt: skip
     unit_text = render_unit(
         plan,
         unit_name=unit_name,
@@ -266,27 +285,36 @@ def install_server(
         api_key_file=API_KEY_FILE if keys is not None else None,
         supplementary_groups=supplementary_groups,
         allow_from=data.get("server_allow_from"),
+        per_instance=templated,
     )
-    unit = put_text(name=f"Unit {unit_name}.service", dest=unit_path(unit_name), content=unit_text)
-    changes.append(unit)
-
-    systemd.daemon_reload(name="Reload systemd", _if=unit.did_change)
+    extra = data.get("server_extra_args")
+    written = write_units(
+        plan,
+        unit_name=unit_name,
+        unit_text=unit_text,
+        env_text=lambda p, name: render_env(p, unit_name=name, model_path=model_path, extra_args=extra),
+        dropin_text=lambda i, env_file: render_dropin(i, unit_name=unit_name, env_file=env_file),
+    )
+    reload_when = [stale, *written.reload_when]
+    systemd.daemon_reload(name="Reload systemd", _if=lambda: any(op.did_change() for op in reload_when))
     # A start that fails here is the health gate's to judge (roles/gate.py): it reads the unit's state and
     # journal and puts the last good state back, so these two do not stop the host themselves.
-    systemd.service(
-        name=f"Restart {unit_name}",
-        service=f"{unit_name}.service",
-        restarted=True,
-        _if=lambda: any(op.did_change() for op in changes),
-        _ignore_errors=True,
-    )
-    systemd.service(
-        name=f"{unit_name} running",
-        service=f"{unit_name}.service",
-        running=True,
-        enabled=data.get("server_enabled"),
-        _ignore_errors=True,
-    )
+    for unit, own in written.units:
+        restart_when_changed = [*changes, *own]
+        systemd.service(
+            name=f"Restart {unit.removesuffix('.service')}",
+            service=unit,
+            restarted=True,
+            _if=lambda ops=restart_when_changed: any(op.did_change() for op in ops),  # type: ignore[misc]
+            _ignore_errors=True,
+        )
+        systemd.service(
+            name=f"{unit.removesuffix('.service')} running",
+            service=unit,
+            running=True,
+            enabled=data.get("server_enabled"),
+            _ignore_errors=True,
+        )
     key_digest = hashlib.sha256(keys.encode()).hexdigest() if keys is not None else "no key"
-    files_digest = hashlib.sha256("\n".join([unit_text, env_text, key_digest]).encode()).hexdigest()
-    return environment, files_digest
+    files_digest = hashlib.sha256("\n".join([*written.texts, key_digest]).encode()).hexdigest()
+    return written.units[0][1][-1], files_digest

@@ -44,6 +44,7 @@ from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
 from lemfleet.roles.model import LAST_GOOD_MODEL, PREVIOUS_MODEL
 from lemfleet.roles.ops import put_text, q
 from lemfleet.roles.server import API_KEY_FILE, RECORD_FILE, env_path, unit_path
+from lemfleet.roles.server_units import dropin_path, instance_env_path, template_path
 
 LAST_GOOD = "/var/lib/lemfleet/last-good"
 PREVIOUS = "/var/lib/lemfleet/previous"
@@ -67,10 +68,18 @@ class Layout:
     current: str = CURRENT
     api_key: str = API_KEY_FILE
     record: str = RECORD_FILE
+    # The template unit and each instance's environment file and drop-in (roles/server_units.py), as
+    # (name in the last good directory, live path): those of the new layout and of the host's present one.
+    instance_files: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def for_unit(cls, unit_name: str) -> Layout:
-        return cls(unit=unit_path(unit_name), env=env_path(unit_name))
+    def for_unit(cls, unit_name: str, instances: int = 0) -> Layout:
+        """The layout of ``unit_name``, with the files of instances 0 to ``instances`` - 1 and the template."""
+        files = [("unit@", template_path(unit_name))] if instances else []
+        for index in range(instances):
+            files += [(f"env@{index}", instance_env_path(unit_name, index)),
+                      (f"dropin@{index}", dropin_path(unit_name, index))]  # fmt: skip
+        return cls(unit=unit_path(unit_name), env=env_path(unit_name), instance_files=tuple(files))
 
     @property
     def digest_file(self) -> str:
@@ -87,7 +96,8 @@ class Layout:
 
     def copies(self) -> list[tuple[str, str]]:
         """(name in the last good directory, live path) of each file kept by copy."""
-        return [("unit", self.unit), ("env", self.env), ("api-key", self.api_key), ("deployed.json", self.record)]
+        return [("unit", self.unit), ("env", self.env), *self.instance_files, ("api-key", self.api_key),
+                ("deployed.json", self.record)]  # fmt: skip
 
 
 assert Layout(unit="", env="").previous == PREVIOUS
@@ -167,9 +177,12 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
     ]
     for name, live in layout.copies():
         kept_file = q(f"{good}/{name}")
+        # An instance's drop-in directory goes with its drop-in (a user's own drop-ins keep it).
+        folder = q(str(PurePosixPath(live).parent)) if name.startswith("dropin@") else ""
         lines.append(
-            f"if [ -e {kept_file} ]; then cp -p {kept_file} {q(live)}.lemfleet-new && "
-            f"mv -f {q(live)}.lemfleet-new {q(live)}; else rm -f {q(live)}; fi"
+            f"if [ -e {kept_file} ]; then {f'mkdir -p {folder} && ' if folder else ''}cp -p {kept_file} "
+            f"{q(live)}.lemfleet-new && mv -f {q(live)}.lemfleet-new {q(live)}; "
+            f"else rm -f {q(live)}{f'; rmdir {folder} 2>/dev/null || true' if folder else ''}; fi"
         )
     return "\n".join(lines)
 
