@@ -96,7 +96,9 @@ def footprint_command(users: Sequence[str], model_dirs: Sequence[str]) -> str:
         "echo --loaded; systemctl list-units --all --plain --no-legend --full --type=service 2>/dev/null; "
         f"echo --links; find {UNIT_DIR} -mindepth 2 -maxdepth 2 -type l "
         r"\( -path '*.wants/*' -o -path '*.requires/*' \) -printf '%p\t%l\n' 2>/dev/null; "
-        f'echo --dropins; for d in {UNIT_DIR}/*.service.d; do [ -d "$d" ] && echo "$d"; done; '
+        f'echo --dropins; for d in {UNIT_DIR}/*.service.d; do [ -d "$d" ] || continue; echo "$d/"; '
+        f'for f in "$d"/*; do [ -f "$f" ] || continue; if head -n 1 "$f" | grep -qF {mark}; '
+        'then echo "+$f"; else echo "-$f"; fi; done; done; '
         f'echo --passwd; for u in {user_words}; do getent passwd "$u"; done; '
         f'echo --group; for u in {user_words}; do getent group "$u"; done; '
         f'echo --paths; for p in {path_words}; do if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done; '
@@ -164,6 +166,25 @@ def _unit_removal(unit: str, loaded: list[str], links: list[tuple[str, str]]) ->
     return Removal(f"Remove {shown}", tuple(commands))
 
 
+def _dropin_removals(entries: list[str], units: list[str]) -> tuple[list[Removal], list[str]]:
+    """Drop-ins lemfleet wrote (first line :data:`UNIT_MARK`, as an instance's own settings) go; operators' stay."""
+    removals: list[Removal] = []
+    kept: list[str] = []
+    templates = [u[: -len(".service")] for u in units if u.endswith("@.service")]
+    for directory in (e[:-1] for e in entries if e.endswith("/")):
+        files = [e[1:] for e in entries if e[:1] in "+-" and posixpath.dirname(e[1:]) == directory]
+        ours = [f for f in files if f"+{f}" in entries]
+        others = [f for f in files if f not in ours]
+        unit = posixpath.basename(directory)[: -len(".d")]
+        if ours:
+            commands = ["rm -f -- " + " ".join(q(f) for f in ours)]
+            commands += [f"rmdir -- {q(directory)}"] if not others else []
+            removals.append(Removal(f"Remove lemfleet's drop-in(s) for {unit}", (*commands, "systemctl daemon-reload")))
+        if others and (ours or unit in units or any(unit.startswith(t) for t in templates)):
+            kept += [f"{f} (an operator's drop-in; lemfleet never writes one)" for f in others]
+    return removals, kept
+
+
 def _model_removals(entries: list[str]) -> tuple[list[Removal], list[str], set[str]]:
     """Per model directory: remove lemfleet's files, then the directory when it was lemfleet's and is empty."""
     removals: list[Removal] = []
@@ -198,9 +219,9 @@ def plan_removal(observed: dict[str, list[str]], users: Sequence[str]) -> Remova
     links = [(line.split("\t", 1)[0], line.split("\t", 1)[1]) for line in observed["links"] if "\t" in line]
     units = sorted(observed["units"])
     removals += [_unit_removal(unit, loaded, links) for unit in units]
-    for dropin in observed["dropins"]:
-        if posixpath.basename(dropin)[: -len(".d")] in units:
-            kept.append(f"{dropin} (an operator's drop-in; lemfleet never writes one)")
+    dropins, dropins_kept = _dropin_removals(observed["dropins"], units)
+    removals += dropins
+    kept += dropins_kept
     present = set(observed["paths"])
     removals += [Removal(f"Remove {path} ({what})", (f"rm -rf -- {q(path)}",)) for path, what in OWNED_PATHS
                  if path in present]  # fmt: skip

@@ -90,7 +90,17 @@ def test_a_template_takes_its_instances_and_their_links_with_it() -> None:
         )
         .replace("--loaded\n", "--loaded\n● lemfleet-llama@0.service loaded failed failed lemfleet llama-server 0\n")
     )
-    unit = plan_removal(observed(text), ["lemfleet"]).removals[0]
+    dropins = "/etc/systemd/system/lemfleet-llama@0.service.d"
+    text = text.replace(
+        "--dropins\n", f"--dropins\n{dropins}/\n+{dropins}/lemfleet-instance.conf\n-{dropins}/override.conf\n"
+    )
+    plan = plan_removal(observed(text), ["lemfleet"])
+    unit = plan.removals[0]
+    assert plan.removals[1].commands == (
+        f"rm -f -- {dropins}/lemfleet-instance.conf",
+        "systemctl daemon-reload",
+    )  # the operator's override.conf stays, and with it the directory
+    assert plan.kept[0] == f"{dropins}/override.conf (an operator's drop-in; lemfleet never writes one)"
     assert (
         unit.what
         == "Remove unit lemfleet-llama@.service and its instances lemfleet-llama@0.service, lemfleet-llama@1.service"
@@ -105,7 +115,8 @@ def test_what_lemfleet_did_not_create_stays_and_is_named() -> None:
         DEPLOYED.replace(USER_COMMENT, "Build bot")
         .replace(
             "--dropins\n",
-            "--dropins\n/etc/systemd/system/lemfleet-llama.service.d\n/etc/systemd/system/ssh.service.d\n",
+            "--dropins\n/etc/systemd/system/lemfleet-llama.service.d/\n-/etc/systemd/system/lemfleet-llama.service.d/"
+            "override.conf\n/etc/systemd/system/ssh.service.d/\n-/etc/systemd/system/ssh.service.d/local.conf\n",
         )
         .replace(f"{MODELS}/{DIR_MARK}\n", f"{MODELS}/{DIR_MARK}\n{MODELS}/mine.gguf\n{MODELS}/notes\n")
     )
@@ -120,7 +131,7 @@ def test_what_lemfleet_did_not_create_stays_and_is_named() -> None:
         f"rm -f -- {MODELS}/{DIR_MARK} {MODELS}/0123456789ab-tiny.gguf {MODELS}/0123456789ab-tiny.gguf.verified",
     )  # no rmdir: the directory still holds the operator's files
     assert plan.kept == (
-        "/etc/systemd/system/lemfleet-llama.service.d (an operator's drop-in; lemfleet never writes one)",
+        "/etc/systemd/system/lemfleet-llama.service.d/override.conf (an operator's drop-in; lemfleet never writes one)",
         f"{MODELS}: mine.gguf, notes (not placed by lemfleet)",
         "user lemfleet (lemfleet did not create it: its comment is 'Build bot')",
         "/etc/apt/preferences.d/rocm-pin-600 (driver repository: the driver packages stay)",
