@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lemfleet.roles.gpu_backends import nvidia_nodes
 from lemfleet.roles.gpu_choice import GpuChoice
 from lemfleet.roles.gpu_devices import mig_instances, physical_gpus
 from lemfleet.roles.hostinfo import Gpu, HostFacts
@@ -89,10 +90,6 @@ class Slot:
     vram_bytes: int | None
 
 
-def _nvidia_fixed() -> tuple[str, ...]:
-    return ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
-
-
 def _render(gpu: Gpu, fallback: Sequence[str]) -> tuple[str, ...]:
     return (gpu.render_node,) if gpu.render_node else tuple(n for n in fallback if "render" in n or n == "char-drm")
 
@@ -111,8 +108,7 @@ def device_slots(gpu: GpuChoice, facts: HostFacts, wanted_devices: Any = ()) -> 
             (g, m) for g, m in mig_instances(facts.gpus) if g.vendor == "nvidia" and (not named or m.uuid in named)
         ]
         return [
-            Slot(m.uuid, {"CUDA_VISIBLE_DEVICES": m.uuid}, (*_nvidia_fixed(), f"/dev/nvidia{g.index}",
-                 "char-nvidia-caps"), m.vram_bytes)
+            Slot(m.uuid, {"CUDA_VISIBLE_DEVICES": m.uuid}, (*nvidia_nodes([g]), "char-nvidia-caps"), m.vram_bytes)
             for g, m in pairs
         ], ""  # fmt: skip
     shared = {id(m): p for p in physical_gpus(gpu.devices) for m in p.members}
@@ -122,7 +118,7 @@ def device_slots(gpu: GpuChoice, facts: HostFacts, wanted_devices: Any = ()) -> 
         vram = (pool.vram_bytes or 0) // len(pool.members) if pool.shared_pool and pool.vram_bytes else g.vram_bytes
         if gpu.backend == "cuda":
             slots.append(Slot(f"cuda:{g.index}", {"CUDA_VISIBLE_DEVICES": str(g.index)},
-                              (*_nvidia_fixed(), f"/dev/nvidia{g.index}"), vram))  # fmt: skip
+                              nvidia_nodes([g]), vram))  # fmt: skip
         elif gpu.backend == "hip":
             nodes = ("/dev/kfd", *_render(g, gpu.device_nodes))
             slots.append(Slot(f"hip:{g.index}", {"HIP_VISIBLE_DEVICES": str(g.index)}, nodes, vram))
@@ -131,7 +127,7 @@ def device_slots(gpu: GpuChoice, facts: HostFacts, wanted_devices: Any = ()) -> 
                 return [], "Vulkan device indexes are unknown until vulkaninfo runs on the host"
             nodes = _render(g, gpu.device_nodes)
             if g.vendor == "nvidia":
-                nodes += (*_nvidia_fixed(), f"/dev/nvidia{g.index}")
+                nodes += nvidia_nodes([g])
             slots.append(Slot(f"vulkan:{g.vulkan_index}", {"GGML_VK_VISIBLE_DEVICES": str(g.vulkan_index)}, nodes,
                               vram))  # fmt: skip
     return slots, ""
@@ -248,6 +244,8 @@ def _per_gpu(slots: list[Slot], gpu: GpuChoice, unit_name: str, port: int, threa
     instances = tuple(
         Instance(i, port + i, each, _instance_env(gpu, s), s.nodes, (s.label,)) for i, s in enumerate(slots)
     )
+    if any("char-drm" in s.nodes for s in slots):
+        reason += "; the render nodes are unknown until the KFD topology is read, so each may open any (char-drm)"
     return Layout(instances, f"{reason}; {each} thread(s) each", "per-gpu")
 
 
