@@ -106,8 +106,13 @@ def up(count: int, suite: str = rootfs.DEFAULT_SUITE) -> list[HostRecord]:
     return add(count, suite)
 
 
-def add(count: int = 1, suite: str = rootfs.DEFAULT_SUITE, binds: list[str] | None = None) -> list[HostRecord]:
-    """Boot ``count`` more hosts beside those already up; return the new ones."""
+def add(
+    count: int = 1, suite: str = rootfs.DEFAULT_SUITE, binds: list[str] | None = None, firewall: bool = False
+) -> list[HostRecord]:
+    """Boot ``count`` more hosts beside those already up; return the new ones.
+
+    ``firewall`` boots them where systemd can enforce a unit's IP allow list (hosts.FIREWALL_NSPAWN_ARGS).
+    """
     require_root()
     ensure_key()
     proxy.start()
@@ -118,7 +123,7 @@ def add(count: int = 1, suite: str = rootfs.DEFAULT_SUITE, binds: list[str] | No
     number = 1
     while len(new) < count:
         if number not in taken:
-            new.append(hosts.record_for(number, suite, binds))
+            new.append(hosts.record_for(number, suite, binds, firewall))
         number += 1
     started = time.monotonic()
     for rec in new:

@@ -37,12 +37,13 @@ class HostRecord:
     root: str
     pid: int = 0
     binds: list[str] = field(default_factory=list)
+    firewall: bool = False  # systemd can enforce IPAddressDeny= (see FIREWALL_NSPAWN_ARGS)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
-def record_for(number: int, suite: str, binds: list[str] | None = None) -> HostRecord:
+def record_for(number: int, suite: str, binds: list[str] | None = None, firewall: bool = False) -> HostRecord:
     name = f"tb{number}"
     return HostRecord(
         name=name,
@@ -54,6 +55,7 @@ def record_for(number: int, suite: str, binds: list[str] | None = None) -> HostR
         veth=f"{PREFIX}-{name}",
         root=str(HOSTS_DIR / name / "root"),
         binds=list(binds or []),
+        firewall=firewall,
     )
 
 
@@ -136,10 +138,11 @@ def boot(rec: HostRecord) -> int:
         "--timezone=off",
         "--link-journal=no",
         *[f"--bind-ro={b}" for b in rec.binds],
+        *(FIREWALL_NSPAWN_ARGS if rec.firewall else []),
     ]
     proc = subprocess.Popen(
         cmd,
-        env=_nspawn_env(rec.suite),
+        env=_nspawn_env(rec.suite, rec.firewall),
         stdin=subprocess.DEVNULL,
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
@@ -154,9 +157,16 @@ def boot(rec: HostRecord) -> int:
 UNIFIED_CGROUP_SUITES = frozenset({"sid"})
 
 
-def _nspawn_env(suite: str) -> dict[str, str]:
+# systemd enforces IPAddressDeny=/IPAddressAllow= with cgroup BPF programs: only on a unified (cgroup2)
+# hierarchy, and only where the bpf() call is allowed, which nspawn's own seccomp filter denies by default.
+# A host booted with firewall=True gets both, so a test can show that a unit's IP allow list holds (measured:
+# without them systemd starts the unit and silently filters nothing).
+FIREWALL_NSPAWN_ARGS = ("--system-call-filter=bpf",)
+
+
+def _nspawn_env(suite: str, firewall: bool = False) -> dict[str, str]:
     env = dict(os.environ)
-    if suite in UNIFIED_CGROUP_SUITES:
+    if suite in UNIFIED_CGROUP_SUITES or firewall:
         env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
     return env
 
