@@ -65,8 +65,24 @@ def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None,
     )
 
 
-def observe_command(record: dict[str, Any]) -> str:
-    """One shell command printing, in marked sections, everything the checks compare."""
+def instance_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record as each llama-server of the host sees it: ``service`` naming that instance's unit and port.
+
+    A record lists its instances (``server_instances``); one from before instances names one service.
+    """
+    listed = record.get("instances") or [{"unit": record["service"]["unit"], "port": record["service"]["port"]}]
+    return [{**record, "service": {**record["service"], "unit": i["unit"], "port": i["port"]}} for i in listed]
+
+
+HOST_WIDE = ("current", "build", "model", "key")
+
+
+def observe_command(record: dict[str, Any], *, host_wide: bool = True) -> str:
+    """One shell command printing, in marked sections, everything the checks compare.
+
+    Without ``host_wide`` it leaves out what every instance shares (the build, the model's sha256,
+    the key file), which the first instance's command reads once for the host.
+    """
     unit, service, model, build = record["service"]["unit"], record["service"], record["model"], record["build"]
     chat = {
         "model": model["alias"],
@@ -87,6 +103,8 @@ def observe_command(record: dict[str, Any]) -> str:
         # A server with a key file must refuse a request without a key (an empty key list turns auth off).
         "no_key": f"if [ -e {KEY_FILE} ]; then {_curl(record, '/v1/models', key=False)}; else echo no key file; fi",
     }
+    if not host_wide:
+        sections = {name: cmd for name, cmd in sections.items() if name not in HOST_WIDE}
     # The leading echo ends a section whose last line (curl's status code) has no newline.
     return "; ".join(f"echo; echo {MARK}{name}; {cmd} 2>&1" for name, cmd in sections.items())
 
@@ -108,9 +126,13 @@ def observe(host: Any) -> dict[str, Any]:
     if record_file.rc != 0:
         return {"error": f"{RECORD} is missing: this host was not deployed by lemfleet"}
     record = json.loads(record_file.stdout)
-    out = parse_sections(host.run(observe_command(record)).stdout)
-    props = dict(line.split("=", 1) for line in out.get("unit", "").splitlines() if "=" in line)
-    return {"record": record, "unit": props, **{k: v for k, v in out.items() if k != "unit"}}
+    instances = []
+    for index, each in enumerate(instance_records(record)):
+        out = parse_sections(host.run(observe_command(each, host_wide=index == 0)).stdout)
+        props = dict(line.split("=", 1) for line in out.get("unit", "").splitlines() if "=" in line)
+        instances.append({"record": each, "unit": props, **{k: v for k, v in out.items() if k != "unit"}})
+    # The first instance's observation is the host's (build, model, key); "instances" holds every one.
+    return {**instances[0], "record": record, "instances": instances}
 
 
 def _hosts(config: pytest.Config) -> list[Any]:

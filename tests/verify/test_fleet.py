@@ -25,17 +25,24 @@ def answer(seen: dict[str, Any], key: str) -> tuple[int, str]:
     return (int(code) if code.isdigit() else 0), text
 
 
+def instances(seen: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each llama-server of the host (server_instances): its record view and what was observed of it."""
+    return list(seen.get("instances") or [seen])
+
+
 def test_service_active_enabled_and_not_looping(host, seen, max_restarts):
-    unit, props = seen["record"]["service"]["unit"], seen["unit"]
-    assert props.get("ActiveState") == "active", f"{name(host)}: {unit} is {props.get('ActiveState')}"
-    assert props.get("UnitFileState") == "enabled", f"{name(host)}: {unit} is {props.get('UnitFileState')}"
-    restarts = int(props.get("NRestarts", "0"))
-    assert restarts <= max_restarts, f"{name(host)}: {unit} restarted {restarts} times (a crash loop?)"
+    for one in instances(seen):
+        unit, props = one["record"]["service"]["unit"], one["unit"]
+        assert props.get("ActiveState") == "active", f"{name(host)}: {unit} is {props.get('ActiveState')}"
+        assert props.get("UnitFileState") == "enabled", f"{name(host)}: {unit} is {props.get('UnitFileState')}"
+        restarts = int(props.get("NRestarts", "0"))
+        assert restarts <= max_restarts, f"{name(host)}: {unit} restarted {restarts} times (a crash loop?)"
 
 
 def test_runs_as_the_service_user(host, seen):
-    user = seen["user"]
-    assert user == seen["record"]["service"]["user"], f"{name(host)}: llama-server runs as {user!r}"
+    for one in instances(seen):
+        user, unit = one["user"], one["record"]["service"]["unit"]
+        assert user == one["record"]["service"]["user"], f"{name(host)}: {unit} runs llama-server as {user!r}"
 
 
 def test_binary_is_the_recorded_build(host, seen):
@@ -57,21 +64,26 @@ def test_model_file_matches_its_sha256(host, seen):
 
 
 def test_unit_sandbox_is_in_place(host, seen):
-    props = seen["unit"]
-    wrong = {k: props.get(k) for k, v in HARDENING.items() if props.get(k, "") != v}
-    assert not wrong, f"{name(host)}: sandbox settings changed: {wrong}"
-    families = props.get("RestrictAddressFamilies", "")
-    assert "AF_INET" in families and "AF_NETLINK" not in families, f"{name(host)}: RestrictAddressFamilies={families}"
-    assert props.get("SystemCallFilter"), f"{name(host)}: no SystemCallFilter"
+    for one in instances(seen):
+        props, unit = one["unit"], one["record"]["service"]["unit"]
+        wrong = {k: props.get(k) for k, v in HARDENING.items() if props.get(k, "") != v}
+        assert not wrong, f"{name(host)}: {unit}: sandbox settings changed: {wrong}"
+        families = props.get("RestrictAddressFamilies", "")
+        assert "AF_INET" in families and "AF_NETLINK" not in families, (
+            f"{name(host)}: {unit}: RestrictAddressFamilies={families}"
+        )
+        assert props.get("SystemCallFilter"), f"{name(host)}: {unit}: no SystemCallFilter"
 
 
 def test_listens_only_on_the_configured_address(host, seen):
-    service = seen["record"]["service"]
-    lines = [line for line in seen["listen"].splitlines() if line.strip()]
-    addresses = sorted({line.split()[3].rsplit(":", 1)[0].strip("[]") for line in lines})
-    assert addresses == [service["host"]], (
-        f"{name(host)}: port {service['port']} listens on {addresses}, configured {service['host']}"
-    )
+    for one in instances(seen):
+        service = one["record"]["service"]
+        lines = [line for line in one["listen"].splitlines() if line.strip()]
+        addresses = sorted({line.split()[3].rsplit(":", 1)[0].strip("[]") for line in lines})
+        assert addresses == [service["host"]], (
+            f"{name(host)}: port {service['port']} ({service['unit']}) listens on {addresses}, "
+            f"configured {service['host']}"
+        )
 
 
 def test_api_key_file(host, seen):
@@ -89,28 +101,36 @@ def test_endpoint_refuses_requests_without_a_key(host, seen):
     if seen["key"] == "missing":
         assert seen["record"]["service"]["host"] in LOOPBACK, f"{name(host)}: listens beyond loopback with no key file"
         return
-    code, text = answer(seen, "no_key")
-    assert code == 401, (
-        f"{name(host)}: /v1/models answered {code} to a request without a key, expected 401 "
-        f"(an empty key list turns authentication off): {text[:200]}"
-    )
+    for one in instances(seen):
+        code, text = answer(one, "no_key")
+        assert code == 401, (
+            f"{name(host)}: /v1/models on port {one['record']['service']['port']} answered {code} to a request "
+            f"without a key, expected 401 (an empty key list turns authentication off): {text[:200]}"
+        )
 
 
 def test_endpoint_health(host, seen):
-    code, text = answer(seen, "health")
-    assert code == 200, f"{name(host)}: /health answered {code}: {text[:200]}"
+    for one in instances(seen):
+        code, text = answer(one, "health")
+        assert code == 200, (
+            f"{name(host)}: /health on port {one['record']['service']['port']} answered {code}: " + (text[:200])
+        )
 
 
 def test_endpoint_models(host, seen):
-    code, text = answer(seen, "models")
-    assert code == 200, f"{name(host)}: /v1/models answered {code}: {text[:200]}"
-    ids = [m["id"] for m in json.loads(text)["data"]]
-    assert seen["record"]["model"]["alias"] in ids, f"{name(host)}: /v1/models lists {ids}"
+    for one in instances(seen):
+        port = one["record"]["service"]["port"]
+        code, text = answer(one, "models")
+        assert code == 200, f"{name(host)}: /v1/models on port {port} answered {code}: {text[:200]}"
+        ids = [m["id"] for m in json.loads(text)["data"]]
+        assert seen["record"]["model"]["alias"] in ids, f"{name(host)}: /v1/models on port {port} lists {ids}"
 
 
 def test_endpoint_chat(host, seen):
-    code, text = answer(seen, "chat")
-    assert code == 200, f"{name(host)}: chat completion answered {code}: {text[:200]}"
-    reply = json.loads(text)
-    assert reply["choices"][0]["message"]["content"] is not None, f"{name(host)}: empty completion"
-    assert reply["usage"]["completion_tokens"] > 0, f"{name(host)}: no tokens generated"
+    for one in instances(seen):
+        port = one["record"]["service"]["port"]
+        code, text = answer(one, "chat")
+        assert code == 200, f"{name(host)}: chat completion on port {port} answered {code}: {text[:200]}"
+        reply = json.loads(text)
+        assert reply["choices"][0]["message"]["content"] is not None, f"{name(host)}: empty completion on {port}"
+        assert reply["usage"]["completion_tokens"] > 0, f"{name(host)}: no tokens generated on port {port}"
