@@ -74,6 +74,9 @@ def test_remove_leaves_the_host_as_it_was_before_its_first_deploy(
     run = deploy(host.name, "model_source=local", f"model_path={tiny_model}")
     assert run.returncode == 0, run.output[-3000:]
     deployed = snapshot(host)
+    # The snapshot sees what the deploy made (so an empty difference below means something).
+    assert any(line.startswith("/opt/lemfleet/llama.cpp ") for line in deployed["files"]), deployed["files"][:20]
+    assert any(line.startswith("lemfleet:") for line in deployed["users"])
     fleet = api.Fleet.from_inventory(INVENTORY)
 
     dry = api.remove(fleet, limit=[host.name], dry=True)
@@ -95,6 +98,7 @@ def test_remove_leaves_the_host_as_it_was_before_its_first_deploy(
     assert after["users"] == before["users"] and after["groups"] == before["groups"]
     new_packages = sorted(set(after["packages"]) - set(before["packages"]))
     brought = package_files(host, new_packages)
+    print(f"packages the deploy installed, which stay: {new_packages}")
     paths = lambda files: {line.split(" ", 1)[0]: line for line in files}  # noqa: E731
     old, now = paths(before["files"]), paths(after["files"])
     added = sorted(p for p in now.keys() - old.keys() if p not in brought)
