@@ -32,6 +32,11 @@ The JSON is a list with one object per host, in inventory order, always with the
   ``gpu_targets``, ``cuda_architectures``, ``cmake_flags``, ``threads``, ``ctx_size``,
   ``parallel``, ``n_gpu_layers``, ``flash_attn``, ``log_verbosity``, ``listen``, ``alias``, ``run_env``,
   ``reasons``, ``warnings``; plus ``tensor_split``. Null or empty when there is no plan.
+- ``llama_cpp_source``: the source the deploy would use ("pypi-sdist", "git", "tarball" or "distro"), and
+  ``sources``: ``{"compile": {...}, "distro": {...}}``, what each would give: ``available``, ``targets``,
+  ``version``, ``seconds_to_serving`` (an estimate; null where unknown), ``estimate`` and ``reason``; the
+  distro offer adds ``known``, ``release``, ``suite``, ``missing_targets``, ``download_bytes``,
+  ``installed_bytes`` and ``facts_from`` (roles/source_plan.py, roles/distro_builds.py).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from lemfleet.plan_fleet import PlanRequest
 
 HELP = "print the plan (backend, targets, quant, flags, reasons) for every inventory host; changes nothing"
 GIB = 1024**3
-COLUMNS = ("HOST", "GPUS", "BACKEND", "TARGETS", "QUANT", "FLAGS", "WARNINGS")
+COLUMNS = ("HOST", "GPUS", "BACKEND", "TARGETS", "QUANT", "FLAGS", "WARNINGS", "SOURCE")
 
 
 def _positive_int(text: str) -> int:
@@ -122,6 +127,30 @@ def flags_cell(row: dict[str, Any]) -> str:
     return f"-ngl {row['n_gpu_layers']} -c {row['ctx_size']} -np {row['parallel']} -t {row['threads']}"
 
 
+def source_cell(row: dict[str, Any]) -> str:
+    """The source the deploy would use; ``(distro too)`` where the distribution's build would also serve."""
+    method = row.get("llama_cpp_source")
+    if not method:
+        return "-"
+    distro = (row.get("sources") or {}).get("distro") or {}
+    return f"{method} (distro too)" if method != "distro" and distro.get("available") else method
+
+
+def source_lines(row: dict[str, Any]) -> list[str]:
+    """One line per source: available or not, the targets, the version and the expected time to serving."""
+    lines = []
+    for name, offer in (row.get("sources") or {}).items():
+        if not offer.get("available"):
+            lines.append(f"  source {name}: not available: {offer['reason']}")
+            continue
+        version = offer["version"]
+        if isinstance(version, dict):
+            version = ", ".join(f"{package} {v}" for package, v in version.items())
+        targets = ",".join(offer["targets"]) or "-"
+        lines.append(f"  source {name}: {version}; targets {targets}; to serving: {offer['estimate']}")
+    return lines
+
+
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
     """The fleet's plans as an aligned text table, one line per host (rows as the JSON has them)."""
     lines = [list(COLUMNS)]
@@ -135,6 +164,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 quant_cell(row),
                 flags_cell(row),
                 str(len(row["warnings"])) if row["warnings"] else "-",
+                source_cell(row),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
@@ -151,6 +181,7 @@ def render_details(rows: Sequence[dict[str, Any]]) -> str:
         lines += [f"  {key}: {why}" for key, why in row["reasons"].items()]
         if row["quant"]:
             lines.append(f"  quant: {row['quant']['note']}")
+        lines += source_lines(row)
         if row["run_env"]:
             lines.append("  environment: " + " ".join(f"{k}={v}" for k, v in row["run_env"].items()))
         lines += [f"  warning: {warning}" for warning in row["warnings"]]

@@ -42,6 +42,7 @@ from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.model import default_alias
 from lemfleet.roles.model_source import memory_budget
 from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.source_plan import choose_for_host
 
 GIB = 1024**3
 SETUP_ERROR = 2
@@ -142,7 +143,7 @@ def empty_row(name: str, errors: Sequence[str] = (), facts: HostFacts | None = N
             ("threads", "ctx_size", "parallel", "n_gpu_layers", "flash_attn", "log_verbosity", "listen", "alias")
         )
     )
-    row.update(run_env={}, tensor_split=[], reasons={}, warnings=[])
+    row.update(run_env={}, tensor_split=[], reasons={}, warnings=[], llama_cpp_source=None, sources={})
     if facts is not None:
         row["hostname"] = facts.hostname
         row["os"] = " ".join(p for p in (facts.os_id, facts.os_version, f"({facts.os_codename})") if p != "()")
@@ -168,6 +169,12 @@ def plan_row(name: str, facts: HostFacts, settings: Mapping[str, Any]) -> dict[s
     planned["hostname"] = planned.pop("host")
     row.update(planned)
     row["tensor_split"] = list(plan.tensor_split)
+    # Where llama-server would come from, and what each source would give (roles/source_plan.py).
+    source = choose_for_host(settings, facts, plan.backend, plan.gpu_targets)
+    row.update(llama_cpp_source=source.method, sources=source.offers)
+    row["reasons"] = {**row["reasons"], "llama_cpp_source": source.reason}
+    if source.refusal:
+        row.update(ok=False, errors=[source.refusal])
     return row
 
 

@@ -78,6 +78,16 @@ class HostPlan(TableView):
     def reasons(self) -> dict[str, str]:
         return dict(self.row.get("reasons") or {})
 
+    @property
+    def llama_cpp_source(self) -> str | None:
+        """The source the deploy would use: "distro", or the compile source ("pypi-sdist", "git", "tarball")."""
+        return self.row.get("llama_cpp_source")
+
+    @property
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """What each source would give this host ("compile", "distro"); the keys are in lemfleet/plan_cli.py."""
+        return dict(self.row.get("sources") or {})
+
     def cells(self) -> list[Any]:
         row = self.row
         chosen = [g for g in row.get("gpus") or [] if g.get("chosen")]

@@ -23,13 +23,14 @@ from lemfleet.cli import main
 from lemfleet.plan_cli import render_details, render_table
 from lemfleet.plan_fleet import plan_row
 from lemfleet.roles.settings_check import validate
-from tests.fixtures.gpu.hosts import DEBIAN_12, UBUNTU_2404, scenario_host
+from tests.fixtures.gpu.hosts import DEBIAN_12, DEBIAN_SID, UBUNTU_2404, scenario_host
 
 GIB = 1024**3
 KEYS = {
     "host", "ok", "errors", "hostname", "os", "arch", "cpu_physical_cores", "mem_total_bytes", "gpus", "model",
     "quant", "backend", "gpu_targets", "cuda_architectures", "cmake_flags", "threads", "ctx_size", "parallel",
     "n_gpu_layers", "flash_attn", "log_verbosity", "listen", "alias", "run_env", "tensor_split", "reasons", "warnings",
+    "llama_cpp_source", "sources",
 }  # fmt: skip
 GPU_KEYS = {
     "index", "vendor", "name", "vram_bytes", "gfx_target", "compute_capability", "pci_slot", "integrated",
@@ -91,7 +92,7 @@ def test_local_host_is_planned_from_its_own_facts(tmp_path: Path, capfd: pytest.
     printed = capfd.readouterr().out
     cells = table_rows(printed)["@local"]
     flags = f"-ngl 0 -c {row['ctx_size']} -np {row['parallel']} -t {row['threads']}"
-    assert cells[1:] == ["-", "cpu", "-", "Q4_K_M", flags, "-"]
+    assert cells[1:] == ["-", "cpu", "-", "Q4_K_M", flags, "-", "pypi-sdist"]
     assert "  backend: detected: no AMD or NVIDIA GPU" in printed
     assert printed.rstrip().endswith("1 host(s): 1 planned, 0 with errors")
 
@@ -232,6 +233,7 @@ def test_gpu_rows_render_name_count_vram_targets_and_flags() -> None:
     ]
     cells = table_rows(render_table(rows))
     h100 = ["NVIDIA H100 80GB HBM3 x8 (80 GiB)", "cuda", "sm 90", "Q4_K_M", "-ngl 999 -c 16384 -np 4 -t 16", "-"]
+    h100.append("pypi-sdist")
     assert cells["h100-x8"][1:] == h100
     assert cells["mi250"][1:4] == ["AMD Instinct MI250 x2 (64 GiB)", "hip", "gfx90a"]
     assert cells["780m+rx7600s"][1] == (
@@ -263,7 +265,7 @@ def test_gpu_host_that_would_end_on_the_cpu_is_an_error_row_unless_allowed() -> 
     allowed = fixture_row("rx6700xt", DEBIAN_12, gpu_allow_cpu_fallback=True)
     assert allowed["ok"] and allowed["backend"] == "cpu"
     cells = table_rows(render_table([refused | {"host": "refused"}, allowed | {"host": "allowed"}]))
-    assert cells["refused"][1:] == ["AMD Radeon RX 6700 XT x1 (12 GiB)", "ERROR", "-", "-", "-", "-"]
+    assert cells["refused"][1:] == ["AMD Radeon RX 6700 XT x1 (12 GiB)", "ERROR", "-", "-", "-", "-", "-"]
     assert cells["allowed"][1:3] == ["AMD Radeon RX 6700 XT x1 (12 GiB, unused)", "cpu"]
     assert cells["allowed"][6] == "1"
     details = render_details([refused | {"host": "refused"}, allowed | {"host": "allowed"}])
@@ -277,3 +279,26 @@ def test_every_key_is_documented() -> None:
     assert plan_cli.__doc__ is not None
     for key in KEYS | GPU_KEYS:
         assert re.search(rf"\b{key}\b", plan_cli.__doc__), key
+
+
+def test_rows_show_what_each_llama_cpp_source_would_give() -> None:
+    compiled = fixture_row("rx7900xtx", DEBIAN_SID)
+    assert compiled["llama_cpp_source"] == "pypi-sdist"
+    assert compiled["sources"]["distro"]["available"] and compiled["sources"]["distro"]["targets"] == ["gfx1100"]
+    assert compiled["sources"]["compile"]["seconds_to_serving"] > compiled["sources"]["distro"]["seconds_to_serving"]
+    distro = fixture_row("rx7900xtx", DEBIAN_SID, llama_cpp_source="distro")
+    assert distro["ok"] and distro["llama_cpp_source"] == "distro"
+    assert "libggml0-backend-hip 0.27.0-1" in render_details([distro])
+    cells = table_rows(render_table([compiled | {"host": "compiled"}, distro | {"host": "distro"}]))
+    assert (cells["compiled"][-1], cells["distro"][-1]) == ("pypi-sdist (distro too)", "distro")
+
+
+def test_distro_on_a_gfx_debian_does_not_build_for_is_an_error_row_that_still_shows_the_sources() -> None:
+    row = fixture_row("mi300x", DEBIAN_SID, llama_cpp_source="distro")
+    assert not row["ok"] and row["backend"] == "hip" and row["gpu_targets"] == ["gfx942"]
+    [error] = row["errors"]
+    assert "no offload code for gfx942" in error and "Sources that would work: 'pypi-sdist'" in error
+    assert row["sources"]["distro"]["missing_targets"] == ["gfx942"] and row["sources"]["compile"]["available"]
+    assert "  source distro: not available:" in render_details([row])
+    auto = fixture_row("mi300x", DEBIAN_SID, llama_cpp_source="auto")
+    assert auto["ok"] and auto["llama_cpp_source"] == "pypi-sdist"
