@@ -1,11 +1,17 @@
 """``status``: what each host of a fleet is running now, read from all hosts at once.
 
 One row per host: whether the service is active, its build id and backend, the model and its
-sha256, uptime, restarts, ``/health``, the last smoke test's tokens/s (from the controller's smoke
+sha256, uptime, restarts, ``/health``, requests processing and deferred and tokens predicted (from
+llama-server's ``/metrics``), the last smoke test's tokens/s (from the controller's smoke
 results), and drift: whether the host still matches its ``deployed.json`` (the current build link,
 the model file as lemfleet placed it, the unit active). A host is read in two SSH round trips
 (its record, then one command gathering the rest, over one shared connection); an unreachable
 host is a row that says so.
+
+``/health`` and ``/metrics`` are fetched on the host itself, over SSH: a server that listens on
+loopback (the default) cannot be reached, or scraped by Prometheus, from another machine.
+``/metrics`` needs a key when the server has one; the host's key file is read there, and the key
+goes to curl on its standard input (never on a command line, where other users could see it).
 """
 
 from __future__ import annotations
@@ -22,11 +28,20 @@ from typing import Any
 
 from lemfleet.api.display import html_table, text_table
 from lemfleet.api.fleet import Fleet, fleet_targets
+from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, run_on
 
 CURRENT = "/opt/lemfleet/llama.cpp/current"
+KEY_FILE = "/etc/lemfleet/api-key"  # roles/server.py's API_KEY_FILE (a unit test checks they agree)
 MARK = "@@lemfleet-status:"
-HEADERS = ("host", "state", "backend", "build", "model", "sha256", "uptime", "restarts", "health", "tokens/s", "drift")
+CODE = "@@code "
+HEADERS = ("host", "state", "backend", "build", "model", "sha256", "uptime", "restarts", "health", "requests",
+           "tokens", "tokens/s", "drift")  # fmt: skip
+# The first key of the key file, escaped for a curl config line ("\" and '"'), handed to curl on stdin.
+METRICS_AUTH = (
+    f"k=$(grep -v '^#' {KEY_FILE} 2>/dev/null | grep -m 1 . | sed 's/[\\\\\"]/\\\\&/g'); "
+    """if [ -n "$k" ]; then printf 'header = "Authorization: Bearer %s"\\n' "$k"; fi"""
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,9 @@ class HostStatus:
     uptime_s: int | None = None
     restarts: int | None = None
     health: int | None = None  # HTTP status of /health, 0 when nothing answered
+    processing: int | None = None  # llamacpp:requests_processing; None when /metrics could not be read
+    deferred: int | None = None  # llamacpp:requests_deferred
+    tokens_predicted: int | None = None  # llamacpp:tokens_predicted_total, since the server started
     tokens_per_s: float | None = None
     drift: tuple[str, ...] = ()
     error: str | None = None
@@ -52,16 +70,17 @@ class HostStatus:
 
     def cells(self) -> list[Any]:
         if not self.reachable:
-            return [self.host, "unreachable", *[None] * 8, self.error]
+            return [self.host, "unreachable", *[None] * 10, self.error]
         if not self.deployed:
-            return [self.host, "not deployed", *[None] * 9]
+            return [self.host, "not deployed", *[None] * 11]
         uptime = None if self.uptime_s is None else _duration(self.uptime_s)
         sha = (self.model_sha256 or "")[:12] or None
         drift = "; ".join(self.drift) or "none"
         build = (self.build_id or "")[:12] or None
         state = self.active if self.active != "active" else ("ok" if self.ok else "active")
+        requests = None if self.processing is None else f"{self.processing} run, {self.deferred} wait"
         return [self.host, state, self.backend, build, self.model, sha, uptime, self.restarts, self.health,
-                self.tokens_per_s, drift]  # fmt: skip
+                requests, self.tokens_predicted, self.tokens_per_s, drift]  # fmt: skip
 
 
 def _duration(seconds: int) -> str:
@@ -106,6 +125,8 @@ def status_command(record: dict[str, Any]) -> str:
         "since": f'date -d "$(systemctl show {unit} -p ActiveEnterTimestamp --value)" +%s 2>/dev/null || echo -',
         "current": f"readlink -f {CURRENT}",
         "model": f"cat {path}.verified 2>/dev/null; stat -c '%s %Y' {path} 2>/dev/null || echo missing",
+        "metrics": f"{METRICS_AUTH} | curl -s -m 10 -K - -w '\\n{CODE}%{{http_code}}\\n' "
+        f"http://{address}:{int(service['port'])}/metrics",
         "health": f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' http://{address}:{int(service['port'])}/health",
     }
     return "; ".join(f"echo {MARK}{name}; {cmd}" for name, cmd in sections.items())
@@ -120,6 +141,29 @@ def _sections(text: str) -> dict[str, list[str]]:
         elif current is not None and line.strip():
             current.append(line.strip())
     return found
+
+
+def parse_metrics(lines: list[str]) -> dict[str, float]:
+    """``llamacpp:`` samples from the metrics section, or ``{}`` unless /metrics answered 200 (pure).
+
+    llama-server exports each of its metrics once, without labels: ``name value``.
+    """
+    if not lines or lines[-1] != f"{CODE}200":
+        return {}
+    found: dict[str, float] = {}
+    for line in lines[:-1]:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("llamacpp:"):
+            try:
+                found[parts[0]] = float(parts[1])
+            except ValueError:
+                continue
+    return found
+
+
+def _count(metrics: dict[str, float], name: str) -> int | None:
+    value = metrics.get(f"llamacpp:{name}")
+    return None if value is None else int(value)
 
 
 def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, Any] | None) -> HostStatus:
@@ -146,6 +190,7 @@ def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, A
     now, since = (out.get("now") or ["-"])[0], (out.get("since") or ["-"])[0]
     uptime = int(now) - int(since) if active == "active" and now.isdigit() and since.isdigit() else None
     health = (out.get("health") or ["0"])[0]
+    metrics = parse_metrics(out.get("metrics") or [])
     return HostStatus(
         host=name,
         reachable=True,
@@ -158,6 +203,9 @@ def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, A
         uptime_s=uptime,
         restarts=int(unit["NRestarts"]) if unit.get("NRestarts", "").isdigit() else None,
         health=int(health) if health.isdigit() else 0,
+        processing=_count(metrics, "requests_processing"),
+        deferred=_count(metrics, "requests_deferred"),
+        tokens_predicted=_count(metrics, "tokens_predicted_total"),
         tokens_per_s=(smoke or {}).get("decode_tokens_per_s"),
         drift=tuple(drift),
     )
@@ -168,7 +216,7 @@ def _shared(control: Path) -> list[str]:
     return ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=5"]
 
 
-def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus:
+def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus | list[HostStatus]:
     try:
         got = run_on(target, f"cat {DEPLOY_RECORD} 2>/dev/null || echo '{{}}'", *_shared(control))
     except subprocess.TimeoutExpired:
@@ -181,10 +229,16 @@ def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus
         return HostStatus(target.name, reachable=True, error=f"{DEPLOY_RECORD} is not JSON")
     if not record.get("service"):
         return HostStatus(target.name, reachable=True)
-    done = run_on(target, status_command(record), *_shared(control))
-    smoke_file = smoke_dir / f"{target.name}.json"
-    smoke = json.loads(smoke_file.read_text()) if smoke_file.is_file() else None
-    return host_status(target.name, record, done.stdout, smoke)
+    rows = []
+    each_instance = instance_records(record)  # one row per instance (server_instances): "<host>@<N>"
+    for index, one in enumerate(each_instance):
+        done = run_on(target, status_command(one), *_shared(control))
+        instance = one["service"]["unit"].removesuffix(".service").rpartition("@")[2]
+        name = f"{target.name}@{instance}" if len(each_instance) > 1 else target.name
+        smoke_file = smoke_dir / f"{name if index else target.name}.json"  # as the health gate saves them
+        smoke = json.loads(smoke_file.read_text()) if smoke_file.is_file() else None
+        rows.append(host_status(name, one, done.stdout, smoke))
+    return rows
 
 
 def status(fleet: Fleet, *, limit: Iterable[str] | None = None, smoke_dir: str | Path = "out/smoke") -> FleetStatus:
@@ -196,5 +250,5 @@ def status(fleet: Fleet, *, limit: Iterable[str] | None = None, smoke_dir: str |
         tempfile.TemporaryDirectory(prefix="lemfleet-ssh-") as control,
         ThreadPoolExecutor(min(32, len(targets))) as pool,
     ):
-        rows = list(pool.map(lambda t: _read(t, Path(smoke_dir), Path(control)), targets))
-    return FleetStatus(tuple(rows))
+        read = list(pool.map(lambda t: _read(t, Path(smoke_dir), Path(control)), targets))
+    return FleetStatus(tuple(row for rows in read for row in (rows if isinstance(rows, list) else [rows])))

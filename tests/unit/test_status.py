@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
-from lemfleet.api.status import MARK, FleetStatus, HostStatus, host_status, status_command
+from lemfleet.api.status import (
+    KEY_FILE,
+    MARK,
+    METRICS_AUTH,
+    FleetStatus,
+    HostStatus,
+    host_status,
+    parse_metrics,
+    status_command,
+)
+from lemfleet.roles.server import API_KEY_FILE
 
 SHA = "ab" * 32
 RECORD: dict[str, Any] = {
@@ -64,3 +76,36 @@ def test_rows_say_unreachable_and_not_deployed() -> None:
     assert lines[2].split()[:3] == ["tb4", "not", "deployed"]
     assert fleet.markdown().splitlines()[2].startswith("| tb3 | unreachable |")
     assert "unreachable" in fleet._repr_html_()
+
+
+METRICS = """# HELP llamacpp:tokens_predicted_total Number of generation tokens processed.
+# TYPE llamacpp:tokens_predicted_total counter
+llamacpp:tokens_predicted_total 4096
+llamacpp:requests_processing 2
+llamacpp:requests_deferred 1
+@@code 200"""
+
+
+def test_requests_and_tokens_come_from_metrics_read_on_the_host() -> None:
+    row = host_status("tb1", RECORD, output() + f"\n{MARK}metrics\n{METRICS}", None)
+    assert (row.processing, row.deferred, row.tokens_predicted) == (2, 1, 4096)
+    assert row.cells()[9:11] == ["2 run, 1 wait", 4096]
+    refused = host_status("tb1", RECORD, output() + f"\n{MARK}metrics\nUnauthorized\n@@code 401", None)
+    assert (refused.processing, refused.tokens_predicted) == (None, None) and refused.ok  # health is what gates ok
+    assert parse_metrics(["llamacpp:x 1", "@@code 000"]) == {}
+
+
+def test_the_metrics_key_reaches_curl_on_stdin_only(tmp_path: Path) -> None:
+    """The key file is read on the host; the key is escaped for curl's config and never on a command line."""
+    key = 'k"ey\\with-quote-and-backslash'
+    keys = tmp_path / "api-key"
+    keys.write_text(f"# a comment\n{key}\nsecond-key-0123456789\n")
+    assert KEY_FILE == API_KEY_FILE
+    command = status_command(RECORD)
+    assert key not in command and "Bearer" in command and "-K -" in command
+    done = subprocess.run(["sh", "-c", METRICS_AUTH.replace(KEY_FILE, str(keys))], capture_output=True, text=True,
+                          check=True, timeout=30)  # fmt: skip
+    assert done.stdout == 'header = "Authorization: Bearer k\\"ey\\\\with-quote-and-backslash"\n'
+    empty = subprocess.run(["sh", "-c", METRICS_AUTH.replace(KEY_FILE, str(tmp_path / "none"))], capture_output=True,
+                           text=True, check=True, timeout=30)  # fmt: skip
+    assert empty.stdout == ""  # no key file: no header (a loopback server without a key)
