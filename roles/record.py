@@ -123,3 +123,13 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     upgraded["schema_version"] = SCHEMA_VERSION
     upgraded["gate"] = {"checks": [], "adopted": True}
     return upgraded
+
+
+def instance_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record as each llama-server of the host sees it: ``service`` naming that instance's unit and port.
+
+    A record lists its instances (``server_instances``); one from before instances names one service.
+    """
+    service = record.get("service") or {}
+    listed = record.get("instances") or [{"unit": service.get("unit"), "port": service.get("port")}]
+    return [{**record, "service": {**service, "unit": i["unit"], "port": i["port"]}} for i in listed]

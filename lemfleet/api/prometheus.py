@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api.fleet import Fleet, fleet_targets
+from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
 
 JOB = "lemfleet"
@@ -131,9 +132,11 @@ def prometheus_files(fleet: Fleet, *, limit: Iterable[str] | None = None) -> Pro
         records = list(pool.map(read_deploy_record, targets))
     entries, skipped = [], {}
     for target, record in zip(targets, records, strict=True):
-        entry, why = target_for(target, record)
-        if entry:
-            entries.append(entry)
-        else:
-            skipped[target.name] = why or ""
+        # One target per instance (server_instances), each labelled with its unit as instance_name.
+        for one in instance_records(record) if record and record.get("service") else [record]:
+            entry, why = target_for(target, one)
+            if entry:
+                entries.append(entry)
+            else:
+                skipped[target.name] = why or ""
     return PrometheusFiles(entries, skipped)

@@ -274,3 +274,35 @@ def test_a_rollback_from_two_instances_to_one_puts_the_plain_unit_back_and_remov
     assert (units / "x.service").read_text() == "plain unit\n"
     assert sorted(p.name for p in units.iterdir()) == ["x.service"]  # template, drop-ins and their folders gone
     assert sorted(p.name for p in etc.iterdir()) == ["x.env"]
+
+
+# -- the record, status and Prometheus list every instance
+
+
+def test_the_record_lists_each_instance_and_status_and_prometheus_read_each_one():
+    from lemfleet.api.prometheus import target_for
+    from lemfleet.api.status import status_command
+    from lemfleet.roles.record import instance_records
+    from lemfleet.sshtunnel import InventoryTarget, SshOptions
+
+    p = plan("h100-x8", server_instances="per-gpu", server_host="0.0.0.0", server_api_key="k" * 24)
+    record = {
+        "backend": "cuda",
+        "service": {"unit": p.instances[0].unit("lemfleet-llama"), "host": "0.0.0.0", "port": 8080},
+        "instances": [i.to_json("lemfleet-llama") for i in p.instances],
+        "build": {"id": "b", "path": "/opt/lemfleet/llama.cpp/b"},
+        "model": {"file": "m.gguf", "path": "/var/lib/lemfleet/models/m.gguf", "sha256": "ab" * 32},
+    }
+    assert record["instances"][3] == {"unit": "lemfleet-llama@3.service", "port": 8083, "devices": ["cuda:3"],
+                                      "threads": 2}  # fmt: skip
+    views = instance_records(record)
+    assert [(v["service"]["unit"], v["service"]["port"]) for v in views] == [
+        (f"lemfleet-llama@{n}.service", 8080 + n) for n in range(8)
+    ]
+    assert "lemfleet-llama@5.service" in status_command(views[5]) and ":8085/health" in status_command(views[5])
+    target = InventoryTarget("gpu-1", SshOptions("10.0.0.7"), groups=("gpu-1", "fleet"))
+    entries = [target_for(target, v)[0] for v in views]
+    assert [e["targets"] for e in entries if e] == [[f"10.0.0.7:{8080 + n}"] for n in range(8)]
+    assert {e["labels"]["instance_name"] for e in entries if e} == {f"lemfleet-llama@{n}.service" for n in range(8)}
+    old = {k: v for k, v in record.items() if k != "instances"}  # a record from before instances: its one service
+    assert [v["service"]["unit"] for v in instance_records(old)] == ["lemfleet-llama@0.service"]
