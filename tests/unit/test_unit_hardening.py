@@ -25,12 +25,12 @@ MODEL = ModelInfo("tiny", 5_000_000)
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 
 
-def plan(scenario: str | None = None, **settings: object) -> HostPlan:
+def plan(scenario: str | None = None, /, **settings: object) -> HostPlan:
     facts = FACTS if scenario is None else scenario_host(scenario, UBUNTU_2404)
     return plan_host(facts, validate(settings), MODEL)
 
 
-def unit(p: HostPlan, binary: str = "/opt/lemfleet/llama.cpp/current/bin/llama-server", **settings: object) -> str:
+def unit(p: HostPlan, binary: str = "/opt/lemfleet/llama.cpp/current/bin/llama-server", /, **settings: object) -> str:
     clean = validate(settings)
     key = "/etc/lemfleet/api-key" if clean["server_api_key"] else None
     return render_unit(p, unit_name="lemfleet-llama", user="lemfleet", binary=binary, api_key_file=key,
