@@ -35,9 +35,10 @@ def remove_lemfleet() -> None:
     """Stop and remove lemfleet's units, files, models and service user on this host; keep the rest."""
     settings = settings_for(host)
     found = host.get_fact(Record)
-    users, model_dirs = candidates(settings, found)
-    observed = host.get_fact(Footprint, users=tuple(users), model_dirs=tuple(model_dirs))
-    plan = plan_removal(observed, users)
+    look = candidates(settings, found)
+    units = (look.recorded_unit,) if look.recorded_unit else ()
+    observed = host.get_fact(Footprint, users=look.users, model_dirs=look.model_dirs, units=units)
+    plan = plan_removal(observed, look.users, look.recorded_user)
     if not plan.removals:
         host.noop("nothing of lemfleet's is left on this host")
     for removal in plan.removals:

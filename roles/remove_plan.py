@@ -2,7 +2,8 @@
 
 What lemfleet created, and only that, is removed:
 
-- units whose file in ``/etc/systemd/system`` starts with :data:`UNIT_MARK` (the plain
+- units whose file in ``/etc/systemd/system`` starts with :data:`UNIT_MARK`, or that the deploy
+  record names (an earlier lemfleet wrote no mark), (the plain
   ``<unit>.service`` and a ``<unit>@.service`` template with its ``<unit>@N.service``
   instances), stopped and disabled first, with every enable link pointing at them;
 - ``/etc/lemfleet`` (environment files, key file, ``deployed.json``), ``/opt/lemfleet``
@@ -13,7 +14,8 @@ What lemfleet created, and only that, is removed:
 - in each model directory, the files lemfleet placed (each has its ``.verified`` check record),
   partial downloads and the directory's :data:`DIR_MARK`; the directory itself only when it
   held the mark and is then empty, and ``/var/lib/lemfleet`` when it is then empty;
-- the service user (and its group), only when its comment is :data:`USER_COMMENT`.
+- the service user (and its group), only when its comment is :data:`USER_COMMENT` or the deploy
+  record names it (as :mod:`lemfleet.roles.ownership` adopts a user of an earlier lemfleet).
 
 Kept: operators' drop-ins (``<unit>.service.d``), a user lemfleet did not create, any other file
 in a model directory, packages, and the driver repositories, keys and pins (the driver packages
@@ -52,7 +54,8 @@ STATE_NAMES = {"last-good": "last good state", "previous": "previous state", "ro
 DRIVER_MARK = "Managed by lemfleet (drivers)."
 DRIVER_FILES = "/etc/apt/preferences.d/* /etc/apt/sources.list.d/* /etc/modprobe.d/*"
 DRIVER_KEYRING = "/etc/apt/keyrings/rocm.gpg"
-SECTIONS = ("units", "loaded", "links", "dropins", "passwd", "group", "paths", "models", "state", "drivers")
+SECTIONS = ("units", "recorded", "loaded", "links", "dropins", "passwd", "group", "paths", "models", "state", "drivers")
+UNIT_NAME = re.compile(r"[\w@.-]+\.service")
 _PARTIAL = re.compile(r"[0-9a-f]{12}-[^/]*\.partial")
 
 
@@ -77,15 +80,20 @@ class Record(FactBase[dict[str, Any]]):
 class Footprint(FactBase[dict[str, list[str]]]):
     """Everything of lemfleet's that may be on the host, one section per kind (read-only)."""
 
-    def command(self, users: Sequence[str], model_dirs: Sequence[str]) -> str:
-        return footprint_command(users, model_dirs)
+    def command(self, users: Sequence[str], model_dirs: Sequence[str], units: Sequence[str] = ()) -> str:
+        return footprint_command(users, model_dirs, units)
 
     def process(self, output: Iterable[str]) -> dict[str, list[str]]:
         return parse(output)
 
 
-def footprint_command(users: Sequence[str], model_dirs: Sequence[str]) -> str:
-    """One read-only shell command printing each section of :class:`Footprint`."""
+def footprint_command(users: Sequence[str], model_dirs: Sequence[str], units: Sequence[str] = ()) -> str:
+    """One read-only shell command printing each section of :class:`Footprint`.
+
+    ``units`` are the unit files a deploy record names: an earlier lemfleet wrote its unit
+    without the mark, and its record is how ownership.py knows the unit is lemfleet's.
+    """
+    unit_words = " ".join(q(u) for u in units)
     user_words = " ".join(q(u) for u in users)
     dir_words = " ".join(q(d) for d in model_dirs)
     path_words = " ".join(q(p) for p, _ in OWNED_PATHS)
@@ -93,6 +101,7 @@ def footprint_command(users: Sequence[str], model_dirs: Sequence[str]) -> str:
     return (
         f'echo --units; for f in {UNIT_DIR}/*.service; do [ -f "$f" ] && [ ! -L "$f" ] && '
         f'head -n 1 "$f" | grep -qF {mark} && basename "$f"; done; '
+        f'echo --recorded; for u in {unit_words}; do [ -f "{UNIT_DIR}/$u" ] && echo "$u"; done; '
         "echo --loaded; systemctl list-units --all --plain --no-legend --full --type=service 2>/dev/null; "
         f"echo --links; find {UNIT_DIR} -mindepth 2 -maxdepth 2 -type l "
         r"\( -path '*.wants/*' -o -path '*.requires/*' \) -printf '%p\t%l\n' 2>/dev/null; "
@@ -122,8 +131,18 @@ def parse(lines: Iterable[str]) -> dict[str, list[str]]:
     return sections
 
 
-def candidates(settings: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The user names and model directories to look at: this deploy's settings and what the host recorded."""
+@dataclass(frozen=True)
+class Candidates:
+    """Where to look on a host: this deploy's settings and what the host's deploy record names."""
+
+    users: tuple[str, ...]
+    model_dirs: tuple[str, ...]
+    recorded_unit: str | None = None
+    recorded_user: str | None = None
+
+
+def candidates(settings: dict[str, Any], found: dict[str, Any]) -> Candidates:
+    """The user names, model directories and recorded unit to look at (pure)."""
     record = found.get("record") or {}
     service: dict[str, Any] = record["service"] if isinstance(record.get("service"), dict) else {}
     model: dict[str, Any] = record["model"] if isinstance(record.get("model"), dict) else {}
@@ -132,8 +151,15 @@ def candidates(settings: dict[str, Any], found: dict[str, Any]) -> tuple[list[st
     for path in (model.get("path"), found.get("last_good_model")):
         if isinstance(path, str) and path.startswith("/"):
             dirs.append(posixpath.dirname(path))
-    unique = lambda items: sorted({i for i in items if isinstance(i, str) and i})  # noqa: E731
-    return unique(users), unique(d.rstrip("/") or "/" for d in dirs if isinstance(d, str))
+    unique = lambda items: tuple(sorted({i for i in items if isinstance(i, str) and i}))  # noqa: E731
+    unit = service.get("unit")
+    user = service.get("user")
+    return Candidates(
+        users=unique(users),
+        model_dirs=unique(d.rstrip("/") or "/" for d in dirs if isinstance(d, str)),
+        recorded_unit=unit if isinstance(unit, str) and UNIT_NAME.fullmatch(unit) else None,
+        recorded_user=user if isinstance(user, str) and user else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -211,13 +237,17 @@ def _model_removals(entries: list[str]) -> tuple[list[Removal], list[str], set[s
     return removals, kept, emptied
 
 
-def plan_removal(observed: dict[str, list[str]], users: Sequence[str]) -> RemovalPlan:
-    """What to remove and what to keep on a host, from its :class:`Footprint` (pure)."""
+def plan_removal(observed: dict[str, list[str]], users: Sequence[str], recorded_user: str | None = None) -> RemovalPlan:
+    """What to remove and what to keep on a host, from its :class:`Footprint` (pure).
+
+    A user is lemfleet's when its comment is :data:`USER_COMMENT`, or when the deploy record
+    names it (``recorded_user``: an earlier lemfleet created it without the comment).
+    """
     removals: list[Removal] = []
     kept: list[str] = []
     loaded = [next((w for w in line.split() if w.endswith(".service")), "") for line in observed["loaded"]]
     links = [(line.split("\t", 1)[0], line.split("\t", 1)[1]) for line in observed["links"] if "\t" in line]
-    units = sorted(observed["units"])
+    units = sorted(set(observed["units"]) | set(observed["recorded"]))
     removals += [_unit_removal(unit, loaded, links) for unit in units]
     dropins, dropins_kept = _dropin_removals(observed["dropins"], units)
     removals += dropins
@@ -241,7 +271,7 @@ def plan_removal(observed: dict[str, list[str]], users: Sequence[str]) -> Remova
         if len(fields) < 7 or fields[0] not in users:
             continue
         name, gid, comment = fields[0], fields[3], fields[4]
-        if comment != USER_COMMENT:
+        if comment != USER_COMMENT and name != recorded_user:
             kept.append(f"user {name} (lemfleet did not create it: its comment is {comment!r})")
             continue
         commands = [f"userdel -- {q(name)}"]

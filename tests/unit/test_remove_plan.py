@@ -138,18 +138,30 @@ def test_what_lemfleet_did_not_create_stays_and_is_named() -> None:
     )
 
 
+def test_an_earlier_lemfleets_unmarked_unit_and_user_go_when_the_record_names_them() -> None:
+    text = DEPLOYED.replace("--units\nlemfleet-llama.service\n", "--units\n--recorded\nlemfleet-llama.service\n")
+    text = text.replace(USER_COMMENT, "")
+    assert "Remove user lemfleet and its group" not in names(text)
+    plan = plan_removal(observed(text), ["lemfleet"], recorded_user="lemfleet")
+    assert plan.removals[0].what == "Remove unit lemfleet-llama.service"
+    assert plan.removals[-1].what == "Remove user lemfleet and its group"
+
+
 def test_a_host_without_lemfleet_gets_no_removal() -> None:
-    empty = "--units\n--loaded\nssh.service loaded active running x\n--links\n--dropins\n--passwd\n--group\n--paths\n"
-    plan = plan_removal(observed(empty + "--models\n--state\n--drivers\n"), ["lemfleet"])
+    empty = "--units\n--recorded\n--loaded\nssh.service loaded active running x\n--links\n--dropins\n--passwd\n"
+    plan = plan_removal(observed(empty + "--group\n--paths\n--models\n--state\n--drivers\n"), ["lemfleet"])
     assert plan.removals == () and plan.kept == ()
 
 
 def test_candidates_add_the_recorded_user_and_model_directories() -> None:
     settings = validate({"server_user": "llm", "model_dir": "/srv/models"})
     record = {"service": {"user": "old"}, "model": {"path": "/data/m/x.gguf"}}
-    users, dirs = candidates(settings, {"record": record, "last_good_model": "/var/lib/lemfleet/models/a.gguf"})
-    assert users == ["llm", "old"]
-    assert dirs == ["/data/m", "/srv/models", MODELS]
+    record["service"]["unit"] = "old-llama.service"
+    look = candidates(settings, {"record": record, "last_good_model": "/var/lib/lemfleet/models/a.gguf"})
+    assert look.users == ("llm", "old") and (look.recorded_unit, look.recorded_user) == ("old-llama.service", "old")
+    assert look.model_dirs == ("/data/m", "/srv/models", MODELS)
+    hostile = candidates(settings, {"record": {"service": {"unit": "../../x.service; rm -rf /"}}})
+    assert hostile.recorded_unit is None
     found = Record().process(['{"service": {"user": "u"}}', "", "--link", "/m/a.gguf"])
     assert found == {"record": {"service": {"user": "u"}}, "last_good_model": "/m/a.gguf"}
     assert Record().process(["not json", "--link"]) == {"record": {}, "last_good_model": None}
