@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "lemfleet.demo",
     "plan": "lemfleet.plan_cli",
     "rollout": "lemfleet.rollout_cli",
+    "rollback": "lemfleet.rollback_cli",
     "status": "lemfleet.status_cli",
     "prometheus": "lemfleet.prometheus_cli",
     "remove": "lemfleet.remove_cli",

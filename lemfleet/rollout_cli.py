@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-operation lines, only the summary")
 
 
-def _events(quiet: bool):
+def events(quiet: bool):
+    """An ``on_event`` printing rollout and batch lines, and each host's operations unless ``quiet``."""
+
     def show(event: Event) -> None:
         if event.kind in ("rollout_started", "batch_started", "batch_done", "rollout_done"):
             print(f"--> {event.message}", flush=True)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             dry=args.dry,
             break_lock=args.break_lock,
             records=Path(args.records),
-            on_event=_events(args.quiet),
+            on_event=events(args.quiet),
         )
     except LockHeld as err:
         print(f"lemfleet rollout: refused: {err}", file=sys.stderr)

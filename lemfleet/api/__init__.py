@@ -7,6 +7,7 @@
     result = api.deploy(fleet, limit=["gpu-1"], data={"model_quant": "Q8_0"}, on_event=api.print_events)
     result["gpu-1"].changed                  # the operations that changed something
     api.rollout(fleet, batches="1,10%,50%,100%", max_fail="0")   # health-gated batches, canaries first
+    api.rollback(fleet, limit=["gpu-1"])     # back to the previous build and model, through the gate
     api.status(fleet)                        # what each host runs now, and drift from its deploy
     api.remove(fleet, limit=["old-1"], dry=True)   # what decommissioning would take off each host
     api.smoke(fleet, api_key=key).ok
@@ -35,6 +36,7 @@ from lemfleet.api.results import (
     HostPlan,
     OperationResult,
 )
+from lemfleet.api.rollback import rollback
 from lemfleet.api.rollout import RolloutResult, rollout
 from lemfleet.api.run import EventCallback, deploy, plan, print_events
 from lemfleet.api.status import FleetStatus, HostStatus, status
@@ -62,6 +64,7 @@ __all__ = [
     "plan",
     "print_events",
     "remove",
+    "rollback",
     "rollout",
     "smoke",
     "status",

@@ -17,7 +17,7 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,38 +100,98 @@ def release_controller_lock(path: Path, owner: Owner) -> None:
         path.unlink(missing_ok=True)
 
 
-def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False) -> list[str]:
-    """Lock every host (in parallel); return the problems (held by another rollout, unreachable)."""
+MARK = "--- lemfleet file "
+
+
+@dataclass(frozen=True)
+class HostSession:
+    """One host's answer to one SSH session: the lock problem (None: taken, or not asked) and the files read."""
+
+    problem: str | None
+    files: dict[str, str | None]  # path -> its text, None when missing or unreadable (or the host unreachable)
+
+
+def _read_script(paths: Sequence[str]) -> str:
+    return "".join(f"; echo {shlex.quote(MARK + path)}; cat {shlex.quote(path)} 2>/dev/null" for path in paths)
+
+
+def _split(text: str, paths: Sequence[str]) -> tuple[str, dict[str, str | None]]:
+    """(what the script printed before the first file, each file's text) of a session's output."""
+    head, files = text, dict[str, str | None].fromkeys(paths)
+    for path in reversed(paths):
+        marker = f"{MARK}{path}\n"
+        at = head.rfind(marker)
+        if at == -1:
+            continue
+        body = head[at + len(marker) :]
+        files[path] = body if body else None
+        head = head[:at]
+    return head, files
+
+
+def _sessions(
+    targets: Sequence[InventoryTarget],
+    script: str,
+    paths: Sequence[str],
+    answer: Callable[[InventoryTarget, str], str | None],
+) -> dict[str, HostSession]:
+    """``script`` then a read of ``paths``, in one SSH session per host (in parallel)."""
+
+    def one(target: InventoryTarget) -> HostSession:
+        done = run_on(target, f"{script}; rc=$?{_read_script(paths)}; exit $rc")
+        if done.returncode == SSH_FAILED:
+            return HostSession(None, dict.fromkeys(paths))  # unreachable: its batch reports it as failed
+        head, files = _split(done.stdout, paths)
+        if done.returncode != 0:
+            problem = f"{target.name}: cannot take the rollout lock: {done.stderr.strip()[-300:] or done.returncode}"
+            return HostSession(problem, files)
+        return HostSession(answer(target, head.strip()), files)
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        return dict(zip((t.name for t in targets), pool.map(one, targets), strict=True))
+
+
+def read_files(targets: Sequence[InventoryTarget], paths: Sequence[str]) -> dict[str, HostSession]:
+    """Read ``paths`` on every host, one SSH session each, without locking."""
+    return _sessions(targets, "true", paths, lambda target, head: None)
+
+
+def lock_hosts(
+    targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False, read: Sequence[str] = ()
+) -> dict[str, HostSession]:
+    """Lock every host and read ``read`` in the same SSH session (in parallel); each host's problem and files."""
     mine = shlex.quote(json.dumps(asdict(owner)))
     lock = shlex.quote(HOST_LOCK)
     script = (
         f"mkdir -p {shlex.quote(str(Path(HOST_LOCK).parent))} && "
         + (f"rm -f {lock} && " if break_lock else "")
-        + f"if (set -C; printf %s {mine} > {lock}) 2>/dev/null; then echo taken; else cat {lock}; fi"
+        + f"if (set -C; printf %s {mine} > {lock}) 2>/dev/null; then echo taken; else cat {lock}; echo; fi"
     )
 
-    def take(target: InventoryTarget) -> str | None:
-        done = run_on(target, script)
-        if done.returncode == SSH_FAILED:
-            return None  # unreachable: nothing can change it either, and its batch reports it as failed
-        if done.returncode != 0:
-            return f"{target.name}: cannot take the rollout lock: {done.stderr.strip()[-300:] or done.returncode}"
-        answer = done.stdout.strip()
-        if answer == "taken":
+    def answer(target: InventoryTarget, head: str) -> str | None:
+        if head == "taken":
             return None
-        held = _read_owner(answer)
+        held = _read_owner(head)
         if held is not None and held.rollout == owner.rollout:
             return None  # ours, from before a resume
         what = held.describe() if held else "an unreadable owner"
         return f"{target.name}: {HOST_LOCK} is held by {what}; break it with --break-lock"
 
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        return [p for p in pool.map(take, targets) if p]
+    return _sessions(targets, script, read, answer)
 
 
-def release_host_locks(targets: Sequence[InventoryTarget], owner: Owner) -> None:
+def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False) -> list[str]:
+    """Lock every host (in parallel); return the problems (held by another rollout, unreachable)."""
+    return [s.problem for s in lock_hosts(targets, owner, break_lock=break_lock).values() if s.problem]
+
+
+def release_host_locks(
+    targets: Sequence[InventoryTarget], owner: Owner, *, read: Sequence[str] = ()
+) -> dict[str, HostSession]:
+    """Release this rollout's locks, reading ``read`` in the same SSH session (the state after it)."""
     lock = shlex.quote(HOST_LOCK)
     rollout = shlex.quote(f'"rollout": "{owner.rollout}"')
-    script = f"grep -qF {rollout} {lock} 2>/dev/null && rm -f {lock}; true"
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        list(pool.map(lambda target: run_on(target, script), targets))
+    script = f"(grep -qF {rollout} {lock} 2>/dev/null && rm -f {lock}; true)"
+    return _sessions(targets, script, read, lambda target, head: None)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -30,18 +31,20 @@ from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, 
 from lemfleet.api.display import TableView, html_table, text_table
 from lemfleet.api.fleet import Fleet, FleetSetupError, data_items, fleet_targets
 from lemfleet.api.locks import (
+    HostSession,
     LockHeld,
     Owner,
     controller_lock_path,
+    lock_hosts,
+    read_files,
     release_controller_lock,
     release_host_locks,
     take_controller_lock,
-    take_host_locks,
 )
 from lemfleet.api.results import Event, FleetDeploy, HostDeploy
 from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
 from lemfleet.api.run import EventCallback, deploy
-from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
+from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget
 
 RECORDS = Path("out/rollouts")
 HEADERS = ("batch", "host", "outcome", "before", "after", "gap", "error")
@@ -88,15 +91,20 @@ class RolloutResult(TableView):
         return html_table(HEADERS, self._rows(), caption=caption)
 
 
-def _records(targets: Iterable[InventoryTarget]) -> dict[str, dict[str, Any] | None]:
-    targets = list(targets)
-    if not targets:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        return dict(zip((t.name for t in targets), pool.map(read_deploy_record, targets), strict=True))
+def parse_record(text: str | None) -> dict[str, Any] | None:
+    """A deploy record read over SSH, or None when it is missing or not a JSON object."""
+    try:
+        record = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
-def _outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[str, Any] | None) -> HostOutcome:
+def records_of(sessions: Mapping[str, HostSession]) -> dict[str, dict[str, Any] | None]:
+    return {name: parse_record(session.files.get(DEPLOY_RECORD)) for name, session in sessions.items()}
+
+
+def host_outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[str, Any] | None) -> HostOutcome:
     steps: list[dict[str, Any]] = (
         [dict(name=s.name, status=s.status, message=s.message, seconds=s.seconds) for s in host.smoke.steps]
         if host.smoke
@@ -113,6 +121,27 @@ def _outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[str, A
         changes=host.changed,
         errors=list(host.errors),
     )
+
+
+def _targets(
+    fleet: Fleet, patterns: list[str], earlier: RolloutRecord | None, batches: str
+) -> tuple[list[InventoryTarget], list[list[str]]]:
+    """The hosts (inventory order) and their batches: split anew, or as the resumed rollout had them."""
+    try:
+        targets = fleet_targets(fleet, patterns)
+        if not targets:
+            raise FleetSetupError(f"--limit {patterns} matches no host of {fleet.inventory}")
+        if earlier is not None:
+            planned = [b.hosts for b in earlier.batches]
+            known = {t.name for t in targets}
+            targets = [t for t in targets if any(t.name in b for b in planned)]
+            if missing := [h for b in planned for h in b if h not in known]:
+                raise FleetSetupError(f"--resume {earlier.id}: hosts {missing} are no longer in the inventory")
+            return targets, planned
+        order = order_hosts([t.name for t in targets], [t.name for t in targets if t.canary])
+        return targets, split(order, batches)
+    except BatchError as err:
+        raise FleetSetupError(str(err)) from err
 
 
 def rollout(
@@ -133,46 +162,53 @@ def rollout(
     (bad settings, bad batches), :class:`LockHeld` (another rollout) before changing anything."""
     emit = on_event or (lambda event: None)
     items = data_items(data)
+    patterns = [limit] if isinstance(limit, str) else list(limit or ())
     try:
         parse_max_fail(max_fail)
-        patterns = [limit] if isinstance(limit, str) else list(limit or ())
-        targets = fleet_targets(fleet, patterns)
-        if not targets:
-            raise FleetSetupError(f"--limit {patterns} matches no host of {fleet.inventory}")
-        if resume:
-            earlier = RolloutRecord.read(records, resume)
-            planned = [b.hosts for b in earlier.batches]
-            batches, max_fail = earlier.batches_spec, earlier.max_fail
-            known = {t.name for t in targets}
-            targets = [t for t in targets if any(t.name in b for b in planned)]
-            if missing := [h for b in planned for h in b if h not in known]:
-                raise FleetSetupError(f"--resume {resume}: hosts {missing} are no longer in the inventory")
-        else:
-            order = order_hosts([t.name for t in targets], [t.name for t in targets if t.canary])
-            planned = split(order, batches)
+        split([], batches)  # a bad --batches fails before any child starts
     except BatchError as err:
         raise FleetSetupError(str(err)) from err
-    by_name = {t.name: t for t in targets}
-    record = RolloutRecord(
-        id=resume or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
-        inventory=fleet.inventory,
-        limit=patterns,
-        batches_spec=batches,
-        max_fail=str(max_fail),
-        data_keys=sorted({item.split("=", 1)[0] for item in (*fleet.data, *items)}),
-        started=time.time(),
-        batches=[Batch(i + 1, hosts, results=[HostOutcome(h) for h in hosts]) for i, hosts in enumerate(planned)],
-    )
-    owner = Owner.me(record.id)
+    earlier = RolloutRecord.read(records, resume) if resume else None
+    if earlier is not None:
+        batches, max_fail = earlier.batches_spec, earlier.max_fail
+    rollout_id = resume or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    owner = Owner.me(rollout_id)
     lock = controller_lock_path(records, fleet.inventory)
     if not dry:
         take_controller_lock(lock, owner, break_lock=break_lock)
     locked: list[InventoryTarget] = []
     try:
+        # The pre-pass (a pyinfra child) runs while this process reads the inventory (another child)
+        # and then locks every host and reads its deploy record in one SSH session each.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            prepass_run = None
+            if earlier is None:
+                prepass_run = pool.submit(deploy, fleet, limit=patterns, data=items, dry=True, echo=echo)
+            targets, planned = _targets(fleet, patterns, earlier, batches)
+            if prepass_run is None:
+                names = [t.name for t in targets]
+                prepass_run = pool.submit(deploy, fleet, limit=names, data=items, dry=True, echo=echo)
+            if dry:
+                sessions = read_files(targets, [DEPLOY_RECORD])
+            else:
+                locked = targets
+                sessions = lock_hosts(targets, owner, break_lock=break_lock, read=[DEPLOY_RECORD])
+            prepass = prepass_run.result()
+        before = records_of(sessions)
+        by_name = {t.name: t for t in targets}
+        record = RolloutRecord(
+            id=rollout_id,
+            inventory=fleet.inventory,
+            limit=patterns,
+            batches_spec=batches,
+            max_fail=str(max_fail),
+            data_keys=sorted({item.split("=", 1)[0] for item in (*fleet.data, *items)}),
+            started=time.time(),
+            batches=[Batch(i + 1, hosts, results=[HostOutcome(h) for h in hosts]) for i, hosts in enumerate(planned)],
+        )
         emit(Event("rollout_started", time.time(), message=f"{record.id}: {len(planned)} batch(es)"))
-        prepass = deploy(fleet, limit=[t.name for t in targets], data=items, dry=True, echo=echo)
         would_change = {h.host: tuple(h.changed) for h in prepass.hosts}
-        work = {h.host for h in prepass.hosts if h.changed or not h.ok}
+        work = {h.host for h in prepass.hosts if h.changed or not h.ok} & set(by_name)
         if dry:
             record.status, record.finished = "dry-run", time.time()
             for batch in record.batches:
@@ -183,20 +219,20 @@ def rollout(
                         list(would_change.get(r.host, ())),
                     )
             return RolloutResult(record, None, would_change)
-        locked = [by_name[h] for h in sorted(work)]
-        problems = take_host_locks(locked, owner, break_lock=break_lock)
-        if problems:
+        if problems := [s.problem for s in sessions.values() if s.problem]:
             raise LockHeld("; ".join(problems))
-        record.write(records)
         for batch in record.batches:
-            _run_batch(fleet, items, batch, work, by_name, record, emit, echo, max_fail)
-            record.write(records)
+            if work & set(batch.hosts):
+                record.write(records)  # before and after each batch with work, so a cut-off rollout resumes
+            _run_batch(fleet, items, batch, work, before, by_name, emit, echo, max_fail)
             if batch.status == "failed":
                 record.status = "stopped"
                 record.reason = (
                     f"batch {batch.index}: {batch.failures} host(s) failed, {batch.allowed_failures} allowed"
                 )
                 break
+            if batch.status != "unchanged":
+                record.write(records)
         else:
             record.status = "completed"
     finally:
@@ -215,32 +251,29 @@ def _run_batch(
     items: tuple[str, ...],
     batch: Batch,
     work: set[str],
+    before: Mapping[str, dict[str, Any] | None],
     by_name: dict[str, InventoryTarget],
-    record: RolloutRecord,
     emit: EventCallback,
     echo: IO[str] | None,
     max_fail: str | int,
 ) -> None:
+    """Deploy the batch's hosts with work (one pyinfra run); the others pass as no-ops, with no run at all."""
     started = time.monotonic()
     todo = [h for h in batch.hosts if h in work]
     batch.allowed_failures = allowed_failures(max_fail, len(batch.hosts))
+
+    def unchanged(h: str) -> HostOutcome:
+        return HostOutcome(h, "unchanged", state_of(before.get(h)), state_of(before.get(h)), serving_gap_s=0.0)
+
     if not todo:
         batch.status = "unchanged"
-        before = _records(by_name[h] for h in batch.hosts)
-        batch.results = [
-            HostOutcome(h, "unchanged", state_of(before[h]), state_of(before[h]), serving_gap_s=0.0)
-            for h in batch.hosts
-        ]
+        batch.results = [unchanged(h) for h in batch.hosts]
         return
     emit(Event("batch_started", time.time(), message=f"batch {batch.index}: {', '.join(todo)}"))
-    before = _records(by_name[h] for h in batch.hosts)
     result: FleetDeploy = deploy(fleet, limit=todo, data=items, on_event=emit, echo=echo)
-    after = _records(by_name[h] for h in todo)
-    outcomes = {h.host: _outcome(h, before[h.host], after.get(h.host)) for h in result.hosts}
-    batch.results = [
-        outcomes.get(h) or HostOutcome(h, "unchanged", state_of(before[h]), state_of(before[h]), serving_gap_s=0.0)
-        for h in batch.hosts
-    ]
+    after = records_of(read_files([by_name[h] for h in todo], [DEPLOY_RECORD]))
+    outcomes = {h.host: host_outcome(h, before.get(h.host), after.get(h.host)) for h in result.hosts}
+    batch.results = [outcomes.get(h) or unchanged(h) for h in batch.hosts]
     batch.failures = sum(1 for r in batch.results if r.outcome in ("failed", "rolled back"))
     batch.status = "failed" if batch.failures > batch.allowed_failures else "passed"
     batch.seconds = round(time.monotonic() - started, 3)

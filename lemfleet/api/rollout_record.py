@@ -2,6 +2,10 @@
 
 Keys (``record_version`` 1):
 
+- ``kind``: ``rollout``, or ``rollback`` for ``lemfleet rollback`` (one batch; a host that went
+  back to its previous state has the outcome ``rolled back to previous``, one that could not
+  (no previous state, or it failed the gate and what served before serves again) ``failed``);
+  records written before rollbacks existed have no ``kind`` and are rollouts;
 - ``id``, ``inventory``, ``limit``, ``batches`` (the spec), ``max_fail``, ``data_keys`` (the names of
   the ``--data`` settings given; values are left out, as they may be secrets), ``started``,
   ``finished`` (Unix times), ``status`` (``running``, ``completed``, ``stopped`` or ``dry-run``),
@@ -78,6 +82,7 @@ class RolloutRecord:
     reason: str | None = None
     batches: list[Batch] = field(default_factory=list)
     record_version: int = RECORD_VERSION
+    kind: str = "rollout"
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -115,7 +120,7 @@ def _state(state: dict[str, Any] | None) -> str:
 
 
 def markdown(record: RolloutRecord) -> str:
-    lines = [f"# Rollout {record.id}: {record.status}", ""]
+    lines = [f"# {record.kind.capitalize()} {record.id}: {record.status}", ""]
     if record.reason:
         lines += [f"Stopped: {record.reason}", ""]
     lines += [f"Inventory `{record.inventory}`, batches `{record.batches_spec}`, max-fail `{record.max_fail}`.", ""]

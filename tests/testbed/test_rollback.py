@@ -141,3 +141,53 @@ def test_a_first_deploy_that_fails_the_gate_stops_and_disables_the_unit(bed: lis
         assert on_host(fresh, f"test -e {GOOD} || echo none") == "none"
     finally:
         testbed.remove(fresh.name)
+
+
+def test_lemfleet_rollback_puts_the_previous_model_back_through_the_gate(
+    serving: HostRecord, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Model A serves, model B is deployed; ``lemfleet rollback`` serves A again, and a second one B."""
+    from lemfleet.cli import main
+    from lemfleet.demo import vocab_path
+    from lemfleet.testbed.tinygguf import write_tiny_gemma3
+
+    sha_a = record(serving)["model"]["sha256"]
+    model_b = write_tiny_gemma3(tmp_path / "LEM-Gemma3-tiny-b-Q8_0.gguf", vocab_gguf=vocab_path(), seed=1)
+    sha_b = file_sha256(model_b)
+    run = deploy(serving.name, *local(model_b))
+    assert run.returncode == 0, run.output[-3000:]
+    assert record(serving)["model"]["sha256"] == sha_b
+    records = tmp_path / "rollouts"
+    argv = ["rollback", "inventories/testbed.py", "--limit", serving.name, "--records", str(records), "--quiet"]
+
+    assert main([*argv, "--dry"]) == 0
+    assert f"{serving.name}: would roll back: " in capsys.readouterr().out
+    assert record(serving)["model"]["sha256"] == sha_b  # --dry changes nothing
+
+    assert main(argv) == 0, capsys.readouterr()
+    assert record(serving)["model"]["sha256"] == sha_a
+    assert chat_answers(serving) and unit_state(serving)["ActiveState"] == "active"
+    (path,) = records.glob("*.json")
+    document = json.loads(path.read_text())
+    assert document["kind"] == "rollback" and document["status"] == "completed"
+    (result,) = document["batches"][0]["results"]
+    assert result["outcome"] == "rolled back to previous"
+    assert (result["before"]["model_sha256"], result["after"]["model_sha256"]) == (sha_b, sha_a)
+    assert {s["name"]: s["status"] for s in result["gate"]}["chat"] == "passed"
+    # Pruning after the next deploy may not take what previous uses: B's file is still there.
+    assert on_host(serving, f"ls /var/lib/lemfleet/models/ | grep -c '^{sha_b[:12]}'") == "1"
+
+    # The two states swapped: a second rollback goes forward to B.
+    assert main(argv) == 0, capsys.readouterr()
+    assert record(serving)["model"]["sha256"] == sha_b and chat_answers(serving)
+
+    # A host with no previous state is a clear error of its own, and is not touched.
+    on_host(serving, "mv /var/lib/lemfleet/previous /var/lib/lemfleet/previous.test")
+    try:
+        capsys.readouterr()
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"{serving.name}: no previous state to roll back to" in err, err
+        assert record(serving)["model"]["sha256"] == sha_b and chat_answers(serving)
+    finally:
+        on_host(serving, "mv /var/lib/lemfleet/previous.test /var/lib/lemfleet/previous")

@@ -32,7 +32,7 @@ def test_every_subcommand_has_help_arguments_and_run() -> None:
     parser = build_parser()
     for name in SUBCOMMANDS:
         assert parser.parse_args(
-            [name, "x"] if name in ("report", "rollout", "status", "prometheus", "remove") else [name]
+            [name, "x"] if name in ("report", "rollout", "rollback", "status", "prometheus", "remove") else [name]
         ).run
 
 

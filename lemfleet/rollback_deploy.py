@@ -1,0 +1,35 @@
+"""The rollback deploy: put each host back on its previous build and model, through the health gate.
+
+    lemfleet rollback inventories/<fleet>.py [--limit H] [--dry]
+
+``lemfleet rollback`` (lemfleet/api/rollback.py) runs this file as pyinfra's
+deploy; roles/rollback.py says what it does on a host. It changes only what
+roles/transaction.py kept: a host without a previous state fails with a
+clear message and is not touched.
+"""
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from lemfleet.roles import rollback
+from lemfleet.roles.controller import settings_for
+from lemfleet.roles.gate import gate, passed_on
+from lemfleet.roles.settings_check import DEFAULTS
+from lemfleet.roles.transaction import Layout
+
+
+@deploy("lemfleet rollback", data_defaults=DEFAULTS)
+def rollback_lemfleet() -> None:
+    """Serve the previous state again if it passes the gate; else keep serving what served before."""
+    settings = settings_for(host)
+    layout = Layout.for_unit(settings["server_unit_name"])
+    kept = rollback.kept_states(layout)
+    target = kept.target(settings["server_unit_name"], settings)
+    rollback.put_back_previous(name="Put the previous state back", layout=layout, kept=kept, unit=target.unit)
+    gate(target, fallback="restore", layout=layout)
+    rollback.keep_rolled_back(layout, passed_on(host.name))
+
+
+# pyinfra runs this file as the deploy (without a module name); importing it runs nothing.
+if __name__ != "lemfleet.rollback_deploy":
+    rollback_lemfleet()

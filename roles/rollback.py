@@ -1,0 +1,141 @@
+"""rollback: put a host back on its previous build and model by hand, through the same health gate.
+
+``lemfleet rollback`` (lemfleet/api/rollback.py) runs this through
+lemfleet/rollback_deploy.py. The previous state is the one the last passing
+change replaced, kept under ``/var/lib/lemfleet/previous/`` by
+roles/transaction.py with its build link, model link, unit, environment and
+key files and ``deployed.json``. On each host:
+
+1. With no previous state, the host fails with a clear message and nothing
+   changes (a host deployed once, or only by a lemfleet before rollback).
+2. The previous state's files and build link are put in place and the unit
+   restarted.
+3. The health gate (roles/gate.py) checks it as a deploy's new state is
+   checked, against what the previous ``deployed.json`` says serves (port,
+   alias, backend, GPU layers). A failure puts the state that served before
+   the rollback back (the last good state) and fails the host.
+4. On a pass the two kept states swap places: the rolled-back state is the
+   last good one, and the one it replaced is the previous, so a second
+   rollback goes forward again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase, FunctionCommand, StringCommand, operation
+from pyinfra.operations import server
+
+from lemfleet.roles.gate import Target, restart_commands
+from lemfleet.roles.ops import q
+from lemfleet.roles.transaction import Layout, restore_script, swap_script
+
+MARK = "--- lemfleet:"
+
+
+@dataclass(frozen=True)
+class KeptStates:
+    """What the host keeps: the previous state's digest and record, and the last good state's digest."""
+
+    previous_digest: str | None
+    previous_record: dict[str, Any] | None
+    last_good_digest: str | None
+
+    def target(self, unit: str, defaults: dict[str, Any]) -> Target:
+        """What the gate checks: the service the previous record describes (the settings where it is silent)."""
+        record = self.previous_record or {}
+        service, model, server_ = record.get("service") or {}, record.get("model") or {}, record.get("server") or {}
+        return Target(
+            port=int(service.get("port") or defaults["server_port"]),
+            listen_host=str(service.get("host") or defaults["server_host"]),
+            alias=str(model.get("alias") or ""),
+            backend=str(record.get("backend") or "cpu"),
+            unit=str(service.get("unit") or f"{unit}.service"),
+            n_gpu_layers=int(server_.get("n_gpu_layers") or 0),
+        )
+
+
+def kept_command(layout: Layout) -> str:
+    parts = [
+        ("previous-digest", f"{layout.previous}/digest"),
+        ("previous-record", f"{layout.previous}/deployed.json"),
+        ("last-good-digest", layout.digest_file),
+    ]
+    return "; ".join(f"echo {q(MARK + name)}; cat {q(path)} 2>/dev/null" for name, path in parts) + "; true"
+
+
+def parse_kept(lines: Iterable[str]) -> KeptStates:
+    """The output of :func:`kept_command`, by section; a record that is not JSON counts as none."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        if line.startswith(MARK):
+            current = sections.setdefault(line[len(MARK) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+
+    def text(name: str) -> str | None:
+        value = "\n".join(sections.get(name, [])).strip()
+        return value or None
+
+    record_text = text("previous-record")
+    try:
+        record = json.loads(record_text) if record_text else None
+    except json.JSONDecodeError:
+        record = None
+    return KeptStates(text("previous-digest"), record if isinstance(record, dict) else None, text("last-good-digest"))
+
+
+class Kept(FactBase[KeptStates]):
+    """The kept states of roles/transaction.py, as :class:`KeptStates`. Sample output::
+
+    --- lemfleet:previous-digest
+    5f0c...
+    --- lemfleet:previous-record
+    {"schema_version": 2, ...}
+    --- lemfleet:last-good-digest
+    9a1b...
+    """
+
+    def command(self, last_good: str) -> str:
+        return kept_command(Layout(unit="", env="", last_good=last_good))
+
+    def process(self, output: Iterable[str]) -> KeptStates:
+        return parse_kept(output)
+
+
+def kept_states(layout: Layout) -> KeptStates:
+    return host.get_fact(Kept, last_good=layout.last_good)
+
+
+def _fail(message: str) -> FunctionCommand:
+    def failed(state, host) -> bool:  # pyinfra passes both by name
+        host.log_styled(message, fg="red", log_func=logger.error)
+        return False
+
+    return FunctionCommand(failed, (), {})
+
+
+def no_previous_message(layout: Layout) -> str:
+    return (
+        f"no previous state to roll back to: {layout.previous} is missing (the host has passed the gate "
+        "with one state only, or was last changed by a lemfleet that kept no previous state); nothing was changed"
+    )
+
+
+@operation(is_idempotent=False)
+def put_back_previous(layout: Layout, kept: KeptStates, unit: str):
+    """Put the previous state's files and build in place and restart the unit; fail the host without one."""
+    if kept.previous_digest is None:
+        yield _fail(no_previous_message(layout))
+        return
+    yield StringCommand(restore_script(layout, layout.previous) + "\n" + restart_commands(unit))
+
+
+def keep_rolled_back(layout: Layout, passed: Any) -> None:
+    """After a passing gate: the rolled-back state is the last good one, the one it replaced the previous."""
+    server.shell(name="Keep the rolled-back state as the last good one", commands=[swap_script(layout)], _if=passed)
