@@ -35,6 +35,7 @@ from lemfleet.roles import (
 )
 from lemfleet.roles import model as model_step
 from lemfleet.roles.controller import once, settings_for, source_for
+from lemfleet.roles.distro_install import DistroState, install_distro
 from lemfleet.roles.drivers import install_drivers, plan_for_host
 from lemfleet.roles.gate import Target, gate, passed_on
 from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id, install_llama_cpp, prune_builds
@@ -43,6 +44,7 @@ from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.record import deploy_record
 from lemfleet.roles.server import install_server
 from lemfleet.roles.settings_check import DEFAULTS
+from lemfleet.roles.source_plan import choose_for_host
 
 
 @deploy("lemfleet", data_defaults=DEFAULTS)
@@ -58,12 +60,16 @@ def deploy_lemfleet() -> None:
     present = host.get_fact(server_units.InstanceUnits, unit_name=unit_name)
     plan = plan_host(facts, settings, ModelInfo(alias=model.alias, size_bytes=model.size), recorded=present.record)
     drivers = plan_for_host(facts, plan.backend, settings)
-    source = source_for(settings)
+    # llama_cpp_source: compiled, or the distribution's packages (roles/distro_install.py); refused here, before
+    # anything changes, where the distribution's build cannot serve the plan.
+    choice = choose_for_host(settings, facts, plan.backend, plan.gpu_targets).check(host.name)
+    distro = DistroState.of(choice.distro, plan) if choice.distro else None
+    source = distro.source if distro else source_for({**settings, "llama_cpp_source": choice.method})
     templated = plan.instances[0].index is not None
     instance_count = max(present.count, len(plan.instances) if templated else 0, 1 if present.template else 0)
     layout = transaction.Layout.for_unit(unit_name, instance_count)
     hoststate.declare(
-        [*apt_proxy.PATHS, *llama_cpp.managed_paths(plan, source),
+        [*apt_proxy.PATHS, *(distro.managed_paths() if distro else llama_cpp.managed_paths(plan, source)),
          *model_step.managed_paths(model, settings["model_dir"]),
          *server.managed_paths(unit_name), *server_units.instance_paths(unit_name, instance_count),
          *transaction.managed_paths(layout)]
@@ -76,7 +82,7 @@ def deploy_lemfleet() -> None:
     apt_proxy.configure_apt_proxy()
     # The service user joins the GPU groups in the server step, where it is created.
     install_drivers(drivers)
-    build_switched = install_llama_cpp(plan, source)
+    build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
     _, files_digest = install_server(
         plan,
@@ -87,7 +93,9 @@ def deploy_lemfleet() -> None:
         present=present,
     )
     record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"])
-    build_dir = f"{BUILDS}/{build_id(source, plan)}"
+    if distro:
+        record["build"] = distro.record_build(record["build"])
+    build_dir = distro.path if distro else f"{BUILDS}/{build_id(source, plan)}"
     digest = transaction.state_digest(files_digest, build_dir, model_path, record)
     gate(
         [Target(port=i.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
