@@ -23,21 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, git, server
+from pyinfra.operations import apt, git, server
 
+from lemfleet.roles import build_cache
+from lemfleet.roles.build_ops import BUILD_USER, BuildRole, build_role, bundle_path, publish_build, receive_build
 from lemfleet.roles.distro_builds import versions_setting
 from lemfleet.roles.git_pin import commit_setting, pinned_checkout
-from lemfleet.roles.hoststate import SIDECAR, state
-from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, verified_upload
+from lemfleet.roles.hoststate import state
+from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, system_user, verified_upload
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
 from lemfleet.roles.source_plan import SOURCES
-from lemfleet.roles.sources import Source, file_sha256
+from lemfleet.roles.sources import Source
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
@@ -158,22 +159,34 @@ BACKEND_LIBRARY = {"vulkan": "libvulkan.so", "cuda": "libcudart.so", "hip": "lib
 HIP_CONFIGURE_ENV = 'HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)"'
 
 
-def _backend_check(backend: str, binary: str, bid: str) -> list[str]:
+def _backend_check(backend: str, binary: str, bid: str, as_user: str = "") -> list[str]:
     library = BACKEND_LIBRARY.get(backend)
     if library is None:
         return []
+    # ldd may run the binary (glibc's ldd loads it with LD_TRACE_LOADED_OBJECTS): never as root.
     return [
-        f"ldd {binary} | grep -q {library} || {{ echo 'llama-server build {bid} does not link {library}: "
+        f"{as_user} ldd {binary} | grep -q {library} || {{ echo 'llama-server build {bid} does not link {library}: "
         f"it would serve on the CPU, not {backend}' >&2; exit 1; }}"
     ]
 
 
-def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
-    """The shell that configures, builds, checks and installs one build (pure, unit-tested)."""
+def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, user: str = BUILD_USER) -> str:
+    """The shell that configures, builds, checks and installs one build (pure, unit-tested).
+
+    cmake and the build run as ``user``, an unprivileged account that owns only
+    this build's tree; the binary's ``--version`` and the backend check run as
+    that user too, never as root. Root then installs the binary and records
+    the sha256 of every file of the build in ``SHA256SUMS`` beside it: what the
+    controller's cache and every host that receives the build check.
+    """
     build_dir, dest, log = q(f"{ROOT}/build/{bid}"), q(f"{BUILDS}/{bid}"), q(f"{ROOT}/build/{bid}/build.log")
+    # git (the git source's build info) refuses a tree owned by another user unless it is named safe.
     env = " ".join(
-        [f"{q(k)}={q(v)}" for k, v in plan.build_env.items()] + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
+        [f"HOME={build_dir}", "GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", f"GIT_CONFIG_VALUE_0={q(src)}"]
+        + [f"{q(k)}={q(v)}" for k, v in plan.build_env.items()]
+        + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
     )
+    as_user = f"runuser -u {q(user)} --"
     record = json.dumps(
         {
             "build_id": bid,
@@ -190,13 +203,17 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) 
     return "\n".join(
         [
             "set -u",
-            f"rm -rf {build_dir} {dest}.new && mkdir -p {build_dir} {dest}.new/bin",
-            f"( {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
-            f"&& cmake --build {build_dir} --config Release -t llama-server -j {int(jobs)} ) > {log} 2>&1 || {fail}",
+            f"rm -rf {build_dir} {dest}.new && install -d -o {q(user)} -g {q(user)} -m 755 {build_dir} "
+            f"&& mkdir -p {dest}.new/bin",
+            f"( {as_user} env {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
+            f"&& {as_user} env {env} cmake --build {build_dir} --config Release -t llama-server -j {int(jobs)} ) "
+            f"> {log} 2>&1 || {fail}",
             f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
-            f"{dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
-            *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid),
+            f"{as_user} {dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
+            *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid, as_user),
             f"echo {q(record)} > {dest}.new/build.json",
+            # The build's record, made when it finishes: what its cache entry and every receiving host check.
+            f"( cd {dest}.new && sha256sum bin/llama-server build.json > {q(build_cache.SUMS)} )",
             f"mv -T {dest}.new {dest}",
             # The tree is large and the log is kept beside the installed build.
             f"cp {log} {dest}/build.log && rm -rf {build_dir}",
@@ -217,27 +234,20 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
     for path in (f"{ROOT}/src", f"{ROOT}/build", BUILDS):
         directory(name=f"Directory {path}", path=path)
 
-    installed = installed_binary(bid)
-    cache_dir = data.get("llama_cpp_build_cache")
-    cached = Path(cache_dir).expanduser() / f"{bid}.tar.gz" if cache_dir else None
-    if state(installed).exists:
+    role = host_build_role(plan, source)
+    if role.kind == "installed":
         host.noop(f"build {bid} is already installed")
-    elif cached is not None and cached.exists():
-        _install_cached(bid, cached)
     else:
-        compiled = _compile(bid, src, plan, source, int(data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores))
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            bundle = bundle_path(bid)
-            server.shell(
-                name=f"Pack build {bid}",
-                commands=[f"tar -czf {q(bundle)} -C {q(BUILDS)} {q(bid)}"],
-                _if=compiled.did_change,
-            )
-            files.get(name=f"Keep build {bid} on the controller", src=bundle, dest=str(cached), _if=compiled.did_change)
-            server.shell(
-                name=f"Remove the packed build {bid}", commands=[f"rm -f {q(bundle)}"], _if=compiled.did_change
-            )
+        compiles = role.compiles
+        if role.kind != "receive":
+            _compile(bid, src, plan, source, int(data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores), compiles)
+        # A host that receives the build needs only what runs it (roles/drivers installs the GPU runtime).
+        apt.packages(name="Install runtime dependencies", packages=RUNTIME_PACKAGES, update=True, cache_time=3600,
+                     no_recommends=True)  # fmt: skip
+        if role.kind == "shared":
+            publish_build(name=f"Keep build {bid} on the controller, with its sha256", role=role, _if=compiles)
+        if role.kind in ("shared", "receive"):
+            receive_build(name=f"Receive build {bid} from the controller, sha256 checked", role=role)
     link = atomic_link(
         name=f"Switch to build {bid}", path=CURRENT, target=f"{BUILDS}/{bid}", previous=f"{BUILDS}/previous"
     )
@@ -261,8 +271,18 @@ def installed_binary(bid: str) -> str:
     return f"{BUILDS}/{bid}/bin/llama-server"
 
 
-def bundle_path(bid: str) -> str:
-    return f"{ROOT}/build/{bid}.tar.gz"
+def host_build_role(plan: HostPlan, source: Source) -> BuildRole:
+    """This host's part for its build id (roles/build_ops.py); the same answer each time it is asked.
+
+    The drivers step asks first, to install the GPU SDK and -dev packages only
+    where the build is compiled.
+    """
+    from lemfleet.roles.controller import once  # controller imports the settings, and so this module
+
+    bid = build_id(source, plan)
+    cache = build_cache.cache_dir(host.data.get("llama_cpp_build_cache"))
+    exists = cache is not None and once("build-cache", [str(cache), bid], lambda: build_cache.read_entry(cache, bid))
+    return build_role(bid, state(installed_binary(bid)).exists, cache, bool(exists))
 
 
 def managed_paths(plan: HostPlan, source: Source) -> list[str]:
@@ -275,44 +295,34 @@ def managed_paths(plan: HostPlan, source: Source) -> list[str]:
     return paths
 
 
-def _install_cached(bid: str, cached: Path) -> None:
-    """Same build id: same source, flags, OS and CPU features, so the same binary; no compile."""
-    bundle = bundle_path(bid)
-    apt.packages(name="Install runtime dependencies", packages=RUNTIME_PACKAGES, update=True, cache_time=3600,
-                 no_recommends=True)  # fmt: skip
-    verified_upload(name=f"Push cached build {bid}", src=str(cached), dest=bundle, sha256=file_sha256(cached))
-    script_unless_exists(
-        name=f"Install cached build {bid}",
-        path=installed_binary(bid),
-        why=f"build {bid} is already installed",
-        script=f"rm -rf {BUILDS}/{bid}.new && mkdir {BUILDS}/{bid}.new && "
-        f"tar -xzf {bundle} -C {BUILDS}/{bid}.new --strip-components=1 && "
-        f"{BUILDS}/{bid}.new/bin/llama-server --version >/dev/null 2>&1 && "
-        f"mv -T {BUILDS}/{bid}.new {BUILDS}/{bid} && rm -f {bundle} {bundle}{SIDECAR}",
-    )
-
-
-def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> OperationMeta:
+def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, when: Callable[[], bool]) -> OperationMeta:
+    """The compile on the host that builds ``bid``; every operation is skipped where ``when()`` is false."""
     apt.packages(
         name="Install build dependencies",
         packages=BUILD_PACKAGES + RUNTIME_PACKAGES + (["git"] if source.git_url else []),
         update=True,
         cache_time=3600,
         no_recommends=True,
+        _if=when,
     )
+    system_user(name=f"Build user {BUILD_USER}", user=BUILD_USER, home=f"{ROOT}/build", _if=when)
     if source.git_url:
         git.repo(
             name=f"Clone llama.cpp {source.git_ref}", src=source.git_url, dest=src, branch=source.git_ref,
-            pull=False, depth=1,
+            pull=False, depth=1, _if=when,
         )  # fmt: skip
         assert source.git_ref and source.git_commit
         pinned_checkout(name=f"Check the clone is commit {source.git_commit[:12]}", path=src,
-                        commit=source.git_commit, ref=source.git_ref)  # fmt: skip
+                        commit=source.git_commit, ref=source.git_ref, _if=when)  # fmt: skip
     elif not state(f"{src}/CMakeLists.txt").exists:
         assert source.archive and source.sha256
         archive = f"{ROOT}/src/{source.archive.name}"
         verified_upload(
-            name=f"Push source {source.archive.name}", src=str(source.archive), dest=archive, sha256=source.sha256
+            name=f"Push source {source.archive.name}",
+            src=str(source.archive),
+            dest=archive,
+            sha256=source.sha256,
+            _if=when,
         )
         depth = len([p for p in source.strip_prefix.split("/") if p])
         script_unless_exists(
@@ -321,15 +331,17 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> O
             why=f"source {source.source_id} already unpacked",
             script=(
                 f"rm -rf {src}.new && mkdir -p {src}.new && "
-                f"tar -xzf {archive} -C {src}.new --strip-components={depth} {q(source.strip_prefix)} "
-                f"&& mv -T {src}.new {src}"
+                f"tar -xzf {archive} --no-same-owner -C {src}.new --strip-components={depth} "
+                f"{q(source.strip_prefix)} && mv -T {src}.new {src}"
             ),
+            _if=when,
         )
     return script_unless_exists(
         name=f"Compile llama-server {bid} ({plan.backend})",
         path=installed_binary(bid),
         why=f"build {bid} is already installed",
         script=build_script(bid, src, plan, source, jobs),
+        _if=when,
     )
 
 

@@ -43,9 +43,27 @@ def test_build_script_is_valid_shell_and_builds_only_llama_server():
     assert "ldd" not in script  # a CPU build needs no backend library
 
 
+def test_the_build_runs_unprivileged_and_no_build_output_runs_as_root():
+    script = build_script("abc", "/opt/lemfleet/src/x", dataclasses.replace(PLAN, backend="vulkan"), SOURCE, 2)
+    lines = script.splitlines()
+    # The build tree belongs to the build user; cmake and the build run as that user.
+    assert "install -d -o lemfleet-build -g lemfleet-build -m 755 /opt/lemfleet/build/abc" in script
+    steps = next(line for line in lines if "cmake -S" in line).removeprefix("(").split(") >")[0].split("&&")
+    assert len(steps) == 2 and all(step.strip().startswith("runuser -u lemfleet-build -- env ") for step in steps)
+    # Everything that runs the new binary (--version, ldd) runs as the build user.
+    for line in lines:
+        if "bin/llama-server --version" in line or "ldd " in line:
+            assert line.startswith("runuser -u lemfleet-build -- "), line
+    # The build's record is written when it finishes, before it is renamed into place.
+    record = "( cd /opt/lemfleet/llama.cpp/abc.new && sha256sum bin/llama-server build.json > SHA256SUMS )"
+    assert record in lines and lines.index(record) < lines.index("mv -T /opt/lemfleet/llama.cpp/abc.new "
+                                                                  "/opt/lemfleet/llama.cpp/abc")  # fmt: skip
+
+
 def test_a_gpu_build_must_link_its_backend_library():
     script = build_script("abc", "/src", dataclasses.replace(PLAN, backend="vulkan"), SOURCE, 2)
     assert "ldd /opt/lemfleet/llama.cpp/abc.new/bin/llama-server | grep -q libvulkan.so" in script
+    assert "runuser -u lemfleet-build -- ldd" in script
     check = next(line for line in script.splitlines() if "ldd" in line)
     # The check runs before the build is renamed into place.
     assert script.index(check) < script.index("mv -T /opt/lemfleet/llama.cpp/abc.new")
@@ -55,7 +73,8 @@ def test_a_hip_build_configures_with_the_compiler_and_root_hipconfig_reports(tmp
     hip = dataclasses.replace(PLAN, backend="hip", gpu_targets=("gfx1100",))
     script = build_script("abc", "/src", hip, SOURCE, 2)
     configure = next(line for line in script.splitlines() if " cmake -S " in line)
-    assert configure.startswith(f"( {HIP_CONFIGURE_ENV} cmake -S /src")
+    assert configure.startswith("( runuser -u lemfleet-build -- env ")
+    assert f" {HIP_CONFIGURE_ENV} cmake -S /src" in configure
     assert HIP_CONFIGURE_ENV not in build_script("abc", "/src", PLAN, SOURCE, 2)
     # What the prefix gives cmake, with a hipconfig that prints as Debian's does (no trailing newline).
     fake = tmp_path / "hipconfig"

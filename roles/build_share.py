@@ -1,0 +1,106 @@
+"""One compile per build id in a run: a leader compiles, the other hosts with that id wait and receive it.
+
+pyinfra runs every host's deploy code first (in parallel greenlets, in no fixed
+order), then the operations. So the hosts that need a build the controller's
+cache does not hold *register* while the deploy code runs, and the leader is
+chosen when the operations run, on the first question: the registered host
+that comes first in the inventory and has not failed. That is also the host
+``--serial`` runs first, so no mode deadlocks:
+
+- by default pyinfra runs each operation on every host before the next
+  operation, and the leader's publish operation comes before the receive
+  operation, so a follower finds the build published, or its leader failed;
+- with ``--serial`` the leader's whole deploy runs before its followers';
+- with ``--no-wait`` a follower waits here until the leader publishes or fails.
+
+Every host runs the same operations in the same order (the leader's compile
+and publish are no-ops on followers), so that pyinfra orders them the same on
+all hosts. The threading primitives are gevent's under pyinfra (it patches
+the process), so a waiting follower lets the other hosts' greenlets run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# How long a follower waits for its leader's compile (the slowest GPU builds take about an hour).
+WAIT_LIMIT_S = 4 * 3600.0
+
+
+class BuildShareError(Exception):
+    """A follower cannot receive its build: the leader failed, or never published."""
+
+
+@dataclass
+class _Build:
+    registered: dict[str, int] = field(default_factory=dict)  # host -> its place in the inventory
+    leader: str | None = None
+    published: threading.Event = field(default_factory=threading.Event)
+
+
+class BuildShare:
+    """Leader and followers per build id, for one pyinfra run (the module's :data:`SHARE`)."""
+
+    def __init__(self) -> None:
+        self._builds: dict[str, _Build] = {}
+        self._guard = threading.Lock()
+
+    def _build(self, bid: str) -> _Build:
+        with self._guard:
+            return self._builds.setdefault(bid, _Build())
+
+    def register(self, bid: str, host: str, order: int) -> None:
+        """``host`` (at place ``order`` in the inventory) needs build ``bid`` and the cache lacks it."""
+        self._build(bid).registered[host] = order
+
+    def registered(self, bid: str) -> list[str]:
+        build = self._build(bid)
+        return sorted(build.registered, key=build.registered.__getitem__)
+
+    def leader(self, bid: str, failed: Callable[[str], bool]) -> str:
+        """The host that compiles ``bid``: chosen once, the first registered host in inventory order not failed."""
+        build = self._build(bid)
+        with self._guard:
+            if build.leader is None:
+                alive = [h for h in sorted(build.registered, key=build.registered.__getitem__) if not failed(h)]
+                if not alive:
+                    raise BuildShareError(f"build {bid}: every host that needs it has failed; none compiles it")
+                build.leader = alive[0]
+            return build.leader
+
+    def is_leader(self, bid: str, host: str, failed: Callable[[str], bool]) -> bool:
+        return self.leader(bid, failed) == host
+
+    def publish(self, bid: str) -> None:
+        """The leader's build is in the controller's cache, with its manifest."""
+        self._build(bid).published.set()
+
+    def is_published(self, bid: str) -> bool:
+        return self._build(bid).published.is_set()
+
+    def wait(self, bid: str, failed: Callable[[str], bool], limit_s: float = WAIT_LIMIT_S, poll_s: float = 2.0) -> str:
+        """Block until ``bid`` is published; return its leader. Raise when the leader failed or time is up."""
+        leader = self.leader(bid, failed)
+        build = self._build(bid)
+        deadline = time.monotonic() + limit_s
+        while not build.published.wait(poll_s):
+            if failed(leader):
+                raise BuildShareError(
+                    f"build {bid} was compiled for this run by {leader}, the first host that needs it, and "
+                    f"{leader} failed; this host's builds were left as they were. Fix {leader} (or leave it out "
+                    "with --limit) and run again"
+                )
+            if time.monotonic() > deadline:
+                raise BuildShareError(f"build {bid}: {leader} did not publish it within {limit_s:.0f} s")
+        return leader
+
+    def reset(self) -> None:
+        """Forget every build (tests, and a process that runs pyinfra more than once)."""
+        with self._guard:
+            self._builds.clear()
+
+
+SHARE = BuildShare()
