@@ -5,8 +5,9 @@
 Needs a test bed of at least ``--hosts`` hosts (``python -m lemfleet.testbed up 4``). Every host is
 first brought to the wanted state; then, alternating, one round times ``pyinfra inventories/testbed.py
 deploy.py`` over the hosts (nothing to do) and one times ``lemfleet rollout`` over the same hosts
-(its pre-pass finds nothing to do, so no batch runs, plus its locks and record). Both are run as a
-user runs them, as commands.
+(its pre-pass finds nothing to do, so no batch runs; the inventory read, the host locks and the
+deploy-record reads overlap the pre-pass, and the locks' release and the record follow it). Both
+are run as a user runs them, as commands.
 """
 
 from __future__ import annotations

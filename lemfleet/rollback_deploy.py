@@ -14,19 +14,24 @@ from pyinfra.api import deploy
 from lemfleet.roles import rollback
 from lemfleet.roles.controller import settings_for
 from lemfleet.roles.gate import gate, passed_on
+from lemfleet.roles.rollback import targets_of
+from lemfleet.roles.server_units import InstanceUnits
 from lemfleet.roles.settings_check import DEFAULTS
-from lemfleet.roles.transaction import Layout
 
 
 @deploy("lemfleet rollback", data_defaults=DEFAULTS)
 def rollback_lemfleet() -> None:
     """Serve the previous state again if it passes the gate; else keep serving what served before."""
     settings = settings_for(host)
-    layout = Layout.for_unit(settings["server_unit_name"])
-    kept = rollback.kept_states(layout)
-    target = kept.target(settings["server_unit_name"], settings)
-    rollback.put_back_previous(name="Put the previous state back", layout=layout, kept=kept, unit=target.unit)
-    gate(target, fallback="restore", layout=layout)
+    unit_name = settings["server_unit_name"]
+    present = host.get_fact(InstanceUnits, unit_name=unit_name)
+    serving = targets_of(present.record, unit_name, settings)
+    kept = rollback.kept_states()
+    previous = kept.targets(unit_name, settings)
+    layout = rollback.rollback_layout(unit_name, present, kept)
+    rollback.put_back_previous(name="Put the previous state back", layout=layout, kept=kept,
+                               serving=[t.unit for t in serving], previous=[t.unit for t in previous])  # fmt: skip
+    gate(previous, fallback="restore", layout=layout, restored=serving)
     rollback.keep_rolled_back(layout, passed_on(host.name))
 
 

@@ -8,12 +8,13 @@ key files and ``deployed.json``. On each host:
 
 1. With no previous state, the host fails with a clear message and nothing
    changes (a host deployed once, or only by a lemfleet before rollback).
-2. The previous state's files and build link are put in place and the unit
-   restarted.
+2. The previous state's files and build link are put in place; the units
+   only the serving state has are stopped, the previous state's restarted
+   (every instance of ``server_instances``, or the one unit).
 3. The health gate (roles/gate.py) checks it as a deploy's new state is
-   checked, against what the previous ``deployed.json`` says serves (port,
-   alias, backend, GPU layers). A failure puts the state that served before
-   the rollback back (the last good state) and fails the host.
+   checked, against what the previous ``deployed.json`` says serves (units,
+   ports, alias, backend, GPU layers). A failure puts the state that served
+   before the rollback back (the last good state) and fails the host.
 4. On a pass the two kept states swap places: the rolled-back state is the
    last good one, and the one it replaced is the previous, so a second
    rollback goes forward again.
@@ -22,6 +23,7 @@ key files and ``deployed.json``. On each host:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +32,10 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, operation
 from pyinfra.operations import server
 
-from lemfleet.roles.gate import Target, restart_commands
+from lemfleet.roles.gate import Target, restore_commands
 from lemfleet.roles.ops import q
-from lemfleet.roles.transaction import Layout, restore_script, swap_script
+from lemfleet.roles.server_units import Present
+from lemfleet.roles.transaction import LAST_GOOD, Layout, restore_script, swap_script
 
 MARK = "--- lemfleet:"
 
@@ -45,18 +48,36 @@ class KeptStates:
     previous_record: dict[str, Any] | None
     last_good_digest: str | None
 
-    def target(self, unit: str, defaults: dict[str, Any]) -> Target:
-        """What the gate checks: the service the previous record describes (the settings where it is silent)."""
-        record = self.previous_record or {}
-        service, model, server_ = record.get("service") or {}, record.get("model") or {}, record.get("server") or {}
-        return Target(
-            port=int(service.get("port") or defaults["server_port"]),
+    def targets(self, unit_name: str, defaults: dict[str, Any]) -> list[Target]:
+        """What the gate checks: every llama-server the previous record names (its instances, or its one unit)."""
+        return targets_of(self.previous_record, unit_name, defaults)
+
+    def instance_count(self) -> int:
+        """One past the highest instance index the previous record names (0: one plain unit)."""
+        return _count(unit for unit, _ in Present(record=self.previous_record).recorded_units)
+
+
+def targets_of(record: dict[str, Any] | None, unit_name: str, defaults: dict[str, Any]) -> list[Target]:
+    """The gate's targets for the state ``record`` describes; the settings where it is silent."""
+    record = record or {}
+    service, model, server_ = record.get("service") or {}, record.get("model") or {}, record.get("server") or {}
+    units = Present(record=record).recorded_units or [(f"{unit_name}.service", int(defaults["server_port"]))]
+    return [
+        Target(
+            port=port,
             listen_host=str(service.get("host") or defaults["server_host"]),
             alias=str(model.get("alias") or ""),
             backend=str(record.get("backend") or "cpu"),
-            unit=str(service.get("unit") or f"{unit}.service"),
+            unit=unit,
             n_gpu_layers=int(server_.get("n_gpu_layers") or 0),
         )
+        for unit, port in units
+    ]
+
+
+def _count(units: Iterable[str]) -> int:
+    indexes = [int(m.group(1)) for u in units if (m := re.search(r"@(\d+)\.service$", u))]
+    return max(indexes) + 1 if indexes else 0
 
 
 def kept_command(layout: Layout) -> str:
@@ -108,8 +129,14 @@ class Kept(FactBase[KeptStates]):
         return parse_kept(output)
 
 
-def kept_states(layout: Layout) -> KeptStates:
-    return host.get_fact(Kept, last_good=layout.last_good)
+def kept_states() -> KeptStates:
+    return host.get_fact(Kept, last_good=LAST_GOOD)
+
+
+def rollback_layout(unit_name: str, present: Present, kept: KeptStates) -> Layout:
+    """The files to put back: the plain unit's, and those of every instance either state has."""
+    count = max(present.count, kept.instance_count(), 1 if present.template else 0)
+    return Layout.for_unit(unit_name, count)
 
 
 def _fail(message: str) -> FunctionCommand:
@@ -128,12 +155,13 @@ def no_previous_message(layout: Layout) -> str:
 
 
 @operation(is_idempotent=False)
-def put_back_previous(layout: Layout, kept: KeptStates, unit: str):
-    """Put the previous state's files and build in place and restart the unit; fail the host without one."""
+def put_back_previous(layout: Layout, kept: KeptStates, serving: list[str], previous: list[str]):
+    """Put the previous state's files and build in place, then stop the units only the serving state has
+    and restart the previous state's (``serving``, ``previous``: unit names); without one, fail the host."""
     if kept.previous_digest is None:
         yield _fail(no_previous_message(layout))
         return
-    yield StringCommand(restore_script(layout, layout.previous) + "\n" + restart_commands(unit))
+    yield StringCommand(restore_script(layout, layout.previous) + "\n" + restore_commands(serving, previous))
 
 
 def keep_rolled_back(layout: Layout, passed: Any) -> None:
