@@ -79,14 +79,15 @@ class RolloutResult(TableView):
         return rows
 
     def __str__(self) -> str:
-        head = f"rollout {self.record.id}: {self.record.status}, {self.changes} change(s)" + (
+        head = f"{self.record.kind} {self.record.id}: {self.record.status}, {self.changes} change(s)" + (
             f" ({self.record.reason})" if self.record.reason else ""
         )
         return head + "\n" + text_table(HEADERS, self._rows())
 
     def _repr_html_(self) -> str:
-        caption = f"Rollout {self.record.id}: {self.record.status}, {self.changes} change(s)" + (
-            f", {self.record.reason}" if self.record.reason else ""
+        caption = (
+            f"{self.record.kind.capitalize()} {self.record.id}: {self.record.status}, {self.changes} change(s)"
+            + (f", {self.record.reason}" if self.record.reason else "")
         )
         return html_table(HEADERS, self._rows(), caption=caption)
 
