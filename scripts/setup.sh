@@ -3,7 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# Needs no root: only Python's venv module (Debian's python3-venv, which scripts/system-packages.sh installs).
+if [ ! -x .venv/bin/python ] && ! "$PYTHON" -m venv .venv; then
+    rm -rf .venv  # a half-made venv (no pip) would pass the check above next time
+    echo "scripts/setup.sh: '$PYTHON -m venv' failed; on Debian or Ubuntu install python3-venv as root" \
+         "(apt-get install python3-venv, or ./scripts/system-packages.sh), or set PYTHON to a Python >= 3.11" >&2
+    exit 1
+fi
 for i in 1 2 3; do
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' && exit 0
     sleep $((i * 10))

@@ -18,7 +18,7 @@ import httpx
 from lemfleet.api_keys import key_problems
 from lemfleet.roles.server_flags import MANAGED_FLAGS
 from lemfleet.smoke import smoke_check
-from tests.unit.test_smoke_live import start_llama_server, stop, wait_until_healthy
+from tests.integration.test_smoke_live import start_llama_server, stop, wait_until_healthy
 
 ENTRY_FLAGS = re.compile(r"^(-[\w-]+(?:,\s+-[\w-]+)*)")
 ENV = re.compile(r"\(env: ([A-Z_0-9]+)\)")

@@ -16,10 +16,10 @@ import pytest
 
 from lemfleet.forward import RefusedChannels, forward
 from lemfleet.sshtunnel import free_local_port
-from tests.unit.test_smoke_tunnel import Sshd, sshd  # noqa: F401  (the fixture)
+from tests.integration.conftest import Sshd
 
 
-def test_refused_channels_give_one_summary_line(sshd: Sshd, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+def test_refused_channels_give_one_summary_line(sshd: Sshd, caplog: pytest.LogCaptureFixture) -> None:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     client.connect("127.0.0.1", port=sshd.port, username=sshd.user, key_filename=str(sshd.key),

@@ -1,21 +1,15 @@
 """``lemfleet smoke --inventory``: loopback-only servers reached through real SSH forwards.
 
-A throwaway ``sshd`` (OpenSSH, on a free loopback port, key auth only) stands in for a fleet
-host's SSH; the llama-server behind it listens on 127.0.0.1 only, as deployed servers do.
+A throwaway ``sshd`` (OpenSSH, on a free loopback port, key auth only; the ``sshd`` fixture in
+``tests/integration/conftest.py``) stands in for a fleet host's SSH; the llama-server behind it
+listens on 127.0.0.1 only, as deployed servers do.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +17,8 @@ import pytest
 from lemfleet.cli import main
 from lemfleet.smoke import CHECKS
 from lemfleet.sshtunnel import TunnelError, forward, free_local_port, load_inventory_targets
-from tests.unit.test_smoke_live import (
+from tests.integration.conftest import Sshd
+from tests.integration.test_smoke_live import (
     LiveServer,
     start_llama_server,
     stop,
@@ -31,54 +26,11 @@ from tests.unit.test_smoke_live import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-@dataclass
-class Sshd:
-    port: int
-    user: str
-    key: Path
-    known_hosts: Path
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if not os.path.exists(SSHD):
-        pytest.fail("no OpenSSH sshd here (apt-get install openssh-server; .ci/run installs it)")
-    work = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
-    shutil.copy(work / "client_key.pub", work / "authorized_keys")
-    port = free_local_port()
-    config = work / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\n"
-        f"AuthorizedKeysFile {work / 'authorized_keys'}\nPidFile {work / 'sshd.pid'}\n"
-        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n"
-    )
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"sshd did not start: {stderr}")
-            time.sleep(0.05)
-    yield Sshd(port, getpass.getuser(), work / "client_key", work / "known_hosts")
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def loopback_llama(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Iterator[LiveServer]:
-    from tests.unit.test_smoke_live import make_tiny_gguf
+    from tests.integration.test_smoke_live import make_tiny_gguf
 
     work = tmp_path_factory.mktemp("tunnel-llama")
     server = start_llama_server(llama_server_bin, make_tiny_gguf(work / "tiny.gguf"), work)

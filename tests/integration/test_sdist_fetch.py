@@ -3,6 +3,7 @@
 The index is a real one on loopback (the simple repository API as PyPI serves it) offering a
 hostile sdist whose build backend writes a marker file when imported. ``pip download`` runs that
 backend before any hash could be checked (the last test shows it); lemfleet's fetch must not.
+The index pages' parsing alone: ``tests/unit/test_sdist_index.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from lemfleet.roles import sources
-from lemfleet.roles.sdist_fetch import PYPI_SIMPLE, find_file, pip_index_url
 from lemfleet.roles.settings import SettingsError
 
 VERSION = "9.9.9"
@@ -143,28 +143,6 @@ def test_an_unpinned_sdist_says_what_to_pin(index: Index, cache: Path) -> None:
 def test_a_missing_version_is_named(index: Index, cache: Path) -> None:
     with pytest.raises(SettingsError, match=r"llama_cpp_python-1\.2\.3\.tar\.gz is not listed at"):
         sources.sdist_source({**_settings(index.url, index.sha256), "llama_cpp_sdist_version": "1.2.3"})
-
-
-def test_pep_691_json_pages_are_read(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
-    page = b'{"files": [{"filename": "%s", "url": "../../files/%s", "hashes": {"sha256": "%s"}}]}' % (
-        NAME.encode(),
-        NAME.encode(),
-        index.sha256.encode(),
-    )
-    monkeypatch.setattr(
-        "lemfleet.roles.sdist_fetch._read",
-        lambda url, accept=None: (page, "application/vnd.pypi.simple.v1+json", url),
-    )
-    url, listed = find_file("https://mirror.example/simple", "llama_cpp.python", NAME)
-    assert (url, listed) == (f"https://mirror.example/files/{NAME}", index.sha256)
-
-
-def test_the_index_defaults_to_pips_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple/")
-    assert pip_index_url() == "https://mirror.example/simple/"
-    monkeypatch.delenv("PIP_INDEX_URL")
-    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
-    assert pip_index_url() == PYPI_SIMPLE
 
 
 def test_pip_download_would_have_run_the_backend(index: Index, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from lemfleet.quants import pick_auto_quant
 from lemfleet.roles.settings import SettingsError
 
 if TYPE_CHECKING:
-    from conftest import LocalHub
+    from tests.integration.conftest import LocalHub
 
 BIG_REPO, BIG_FILE = "acme/big-GGUF", "big-Q4_K_M.gguf"
 MIB = 1024 * 1024

@@ -25,9 +25,7 @@ from lemfleet.cli import main
 from lemfleet.smoke import CHECKS, SmokeResult, smoke_check, smoke_many
 from lemfleet.smoke_load import load_test
 from lemfleet.sshtunnel import free_local_port
-from tests.unit import llama_bin
-
-VOCAB = llama_bin.vocab()
+from tests.integration import llama_bin
 
 ALIAS = "tiny-test"
 KEY = "smoke-test-key-5d1f"
@@ -43,7 +41,8 @@ class LiveServer:
 
 def make_tiny_gguf(out: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "lemfleet.testbed.tinygguf", str(out), "--vocab-gguf", str(VOCAB)], check=True
+        [sys.executable, "-m", "lemfleet.testbed.tinygguf", str(out), "--vocab-gguf", str(llama_bin.vocab())],
+        check=True,
     )
     return out
 

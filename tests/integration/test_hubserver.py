@@ -21,7 +21,7 @@ from lemfleet.hub import DEFAULT_REPO as LEM_REPO
 from tests.hubserver import HubServer
 
 if TYPE_CHECKING:
-    from conftest import LocalHub
+    from tests.integration.conftest import LocalHub
 
 
 def test_lfs_resolve_redirects_to_the_cdn_with_the_hub_headers(local_hub: LocalHub) -> None:

@@ -22,9 +22,9 @@ from lemfleet.roles.hoststate import declare
 from lemfleet.roles.model_fetch import SECRET_DIR, host_download
 
 if TYPE_CHECKING:
-    from conftest import LocalHub
+    from tests.integration.conftest import LocalHub
 
-GOOD_TOKEN = "hf_lemfleetUnitGoodToken7f3a9c"  # tests/unit/conftest.py: may read acme/gated
+GOOD_TOKEN = "hf_lemfleetUnitGoodToken7f3a9c"  # tests/integration/conftest.py: may read acme/gated
 REPO, FILE = "acme/gated", "model-Q4_K_M.gguf"
 
 

@@ -17,7 +17,7 @@ from lemfleet.hub import DEFAULT_FILE, DEFAULT_REPO, HubError, resolve_model
 from lemfleet.hub_cache import lfs_sha256
 
 if TYPE_CHECKING:
-    from conftest import LocalHub
+    from tests.integration.conftest import LocalHub
 
 GOOD = "ab" * 32
 HOSTILE = ("../" * 21 + "x", "$(touch${IFS}/tmp/pwned)".ljust(64, "a"), "g" * 64, GOOD + "0", GOOD[:-1])
