@@ -32,6 +32,9 @@ def test_each_row_says_what_the_host_is_doing(three, tmp_path, capsys):
         found = {row.host: row for row in api.status(fleet, limit=names).hosts}
         assert found[healthy.name].ok and found[healthy.name].health == 200, found[healthy.name]
         assert found[healthy.name].uptime_s is not None and found[healthy.name].build_id
+        # /metrics, read on the host over SSH (the server listens on loopback only)
+        assert (found[healthy.name].processing, found[healthy.name].deferred) == (0, 0), found[healthy.name]
+        assert found[stopped.name].processing is None and found[stopped.name].tokens_predicted is None
         assert not found[stopped.name].ok and found[stopped.name].active == "inactive"
         assert "service is inactive" in found[stopped.name].drift
         assert not found[cut.name].reachable and found[cut.name].error
