@@ -1,8 +1,9 @@
 """``lemfleet remove`` on a real host: afterwards it has the files and users it had before its first deploy.
 
 A fresh host's files (under the trees lemfleet or a package could write to) and users are
-recorded, the host is deployed, ``remove --dry`` lists what would go and changes nothing, then
-``remove`` takes it off. What may differ from before is what the packages the deploy installed
+recorded, the host is deployed, ``remove --dry`` lists what would go and changes nothing, the host
+is redeployed with two replicas (``server_instances=2``: a template unit, its instances and their
+drop-ins), then ``remove`` takes it off. What may differ from before is what the packages the deploy installed
 brought (their files, as dpkg lists them, and apt's and dpkg's own state): the README says which
 packages stay and why. A second remove changes nothing.
 """
@@ -88,11 +89,16 @@ def test_remove_leaves_the_host_as_it_was_before_its_first_deploy(
     assert snapshot(host)["files"] == deployed["files"]  # the dry run changed nothing
     assert testbed.ssh(host, "systemctl is-active lemfleet-llama.service", check=False).strip() == "active"
 
+    # Two replicas: the template unit, its instances and their drop-ins are what the removal meets.
+    run = deploy(host.name, "model_source=local", f"model_path={tiny_model}", "server_instances=2")
+    assert run.returncode == 0, run.output[-3000:]
     argv = ["remove", str(INVENTORY), "--limit", host.name, "--yes"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     print(printed)  # the README quotes a sample
-    assert f"{host.name}: removed" in printed and "removed: unit lemfleet-llama.service" in printed
+    assert f"{host.name}: removed" in printed
+    unit = "removed: unit lemfleet-llama@.service and its instances lemfleet-llama@0.service, lemfleet-llama@1.service"
+    assert unit in printed and "removed: lemfleet's drop-in(s) for lemfleet-llama@1.service" in printed
 
     after = snapshot(host)
     assert after["users"] == before["users"] and after["groups"] == before["groups"]
