@@ -80,8 +80,9 @@ def deploy_lemfleet() -> None:
                     model_dir=settings["model_dir"])  # fmt: skip
     transaction.adopt_last_good(name="Adopt the serving state as the last good one", layout=layout)
     apt_proxy.configure_apt_proxy()
-    # The service user joins the GPU groups in the server step, where it is created.
-    install_drivers(drivers)
+    # The service user joins the GPU groups in the server step, where it is created. The GPU SDK and
+    # -dev packages go only where llama-server is compiled (roles/build_ops.py).
+    install_drivers(drivers, compiles=None if distro else llama_cpp.host_build_role(plan, source).compiles)
     build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
     _, files_digest = install_server(

@@ -10,7 +10,7 @@ build packages, then the service user's groups.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import StringIO
 from typing import Any
 
@@ -53,17 +53,25 @@ def plan_for_host(facts: HostFacts, backend: str, settings: Mapping[str, Any]) -
     return plan_drivers(target, settings)
 
 
+def _always() -> bool:
+    return True
+
+
 def reboot_allowed(plan: DriverPlan, host_name: str) -> bool:
     """Whether a changed kernel driver may reboot this host: never the machine lemfleet runs on."""
     return plan.reboot and plan.reboot_may_be_needed and host_name != "@local"
 
 
 @deploy("Install GPU drivers and runtime", data_defaults=DEFAULTS)
-def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
+def install_drivers(
+    plan: DriverPlan, service_user: str | None = None, compiles: Callable[[], bool] | None = None
+) -> None:
     """Install what ``plan`` lists; reboot only when its kernel driver changed.
 
     ``service_user``, when given, is added to the plan's groups (render, video)
-    so that the service can open the GPU's device nodes.
+    so that the service can open the GPU's device nodes. ``compiles``, asked
+    when the operations run, says whether this host compiles llama-server
+    (roles/build_ops.py); when it does not, only the runtime packages are installed.
     """
     if plan.empty:
         host.noop(f"drivers: nothing to install for backend {plan.backend}")
@@ -134,13 +142,21 @@ def install_drivers(plan: DriverPlan, service_user: str | None = None) -> None:
             commands=["update-initramfs -u"],
             _if=any_changed(*blacklist_ops),
         )
+    # Without recommends: Debian's CUDA toolkit would otherwise recommend its way
+    # to a proprietary nvidia-kernel-dkms, even next to a kept or open driver.
+    if plan.runtime_packages:
+        apt.packages(
+            name=f"Install the {plan.backend} runtime packages",
+            packages=list(plan.runtime_packages),
+            no_recommends=True,
+        )
     if plan.packages:
-        # Without recommends: Debian's CUDA toolkit would otherwise recommend its way
-        # to a proprietary nvidia-kernel-dkms, even next to a kept or open driver.
+        # Only where llama-server is compiled: a host that receives a build needs no SDK or -dev package.
         apt.packages(
             name=f"Install the {plan.backend} runtime and build packages",
             packages=list(plan.packages),
             no_recommends=True,
+            _if=compiles or _always,
         )
 
     for group in plan.service_groups:

@@ -86,6 +86,7 @@ def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
         files=(NOUVEAU_BLACKLIST,) if install_driver else (),
         kernel_packages=plan.kernel_packages if install_driver else (),
         packages=plan.packages,
+        runtime_packages=plan.runtime_packages,
         service_groups=GROUPS,
         reasons=tuple(reasons) + plan.reasons,
     )
@@ -196,6 +197,8 @@ def _nvidia_repo(
         pins=(NVIDIA_PIN,) if install_driver else (KEEP_DRIVER_PIN,),
         kernel_packages=(driver, HEADERS),
         packages=(f"cuda-toolkit-{toolkit}",),
+        # What a CUDA build of llama-server links (libcudart, libcublas, libcublasLt); libcuda comes with the driver.
+        runtime_packages=(f"cuda-cudart-{toolkit}", f"libcublas-{toolkit}"),
         reasons=tuple(reasons),
     )
 
@@ -225,8 +228,16 @@ def _ubuntu(
             HEADERS,
         ),
         packages=("nvidia-cuda-toolkit",),
+        runtime_packages=distro_cuda_runtime(toolkit),
         reasons=tuple(reasons),
     )
+
+
+def distro_cuda_runtime(toolkit: str) -> tuple[str, ...]:
+    """The libraries of Debian's and Ubuntu's nvidia-cuda-toolkit that a CUDA llama-server links, by major version."""
+    major = toolkit.split(".")[0]
+    return (f"libcudart{major}.0", f"libcublas{major}", f"libcublaslt{major}") if major == "11" else (
+        f"libcudart{major}", f"libcublas{major}", f"libcublaslt{major}")  # fmt: skip
 
 
 def _debian(
@@ -274,5 +285,6 @@ def _debian(
         ),
         kernel_packages=(kernel, "nvidia-smi", "libcuda1", HEADERS),
         packages=("nvidia-cuda-toolkit",),
+        runtime_packages=distro_cuda_runtime(toolkit),
         reasons=tuple(reasons),
     )

@@ -161,8 +161,12 @@ class DriverPlan:
     ``kernel_packages`` are the kernel driver and its matching userspace: they
     are installed on their own so that the deploy can reboot exactly when one
     of them changed. ``packages`` are the runtime and the build dependencies of
-    llama.cpp's backend. A name containing ``{kernel_release}`` is completed
-    with the host's ``uname -r`` by :meth:`for_kernel`.
+    llama.cpp's backend: what the host that compiles the build needs.
+    ``runtime_packages`` are what a host that receives a build compiled
+    elsewhere needs to run it: never the SDK or a -dev package, except where
+    the plan says it cannot tell them apart. A name containing
+    ``{kernel_release}`` is completed with the host's ``uname -r`` by
+    :meth:`for_kernel`.
     """
 
     backend: str
@@ -174,6 +178,7 @@ class DriverPlan:
     files: tuple[ConfigFile, ...] = ()
     kernel_packages: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
+    runtime_packages: tuple[str, ...] = ()
     service_groups: tuple[str, ...] = ()
     reboot: bool = False  # allowed by the settings, when a kernel package changes
     reasons: tuple[str, ...] = field(default=())

@@ -27,6 +27,8 @@ from lemfleet.roles.drivers.model import (
 # also links rocBLAS and hipBLAS, and finds HIP through hipconfig (hipcc).
 AMD_RUNTIME = ("rocm-hip-runtime", "rocminfo")
 AMD_BUILD = ("rocm-hip-runtime-dev", "hipcc", "hip-dev", "rocblas-dev", "hipblas-dev")
+# What a host that receives a HIP build needs to run it: the libraries of rocblas-dev and hipblas-dev.
+AMD_LIBRARIES = ("rocblas", "hipblas")
 # Ubuntu's documented prerequisites of amdgpu-dkms.
 AMD_KERNEL = (
     "amdgpu-dkms",
@@ -101,6 +103,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
             backend="hip",
             source="existing",
             packages=AMD_BUILD,
+            runtime_packages=AMD_LIBRARIES,
             service_groups=GROUPS,
             reasons=(
                 f"rocminfo already works (ROCm {existing or 'of unknown version'}); with "
@@ -148,6 +151,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
         pins=(RADEON_PIN,),
         kernel_packages=kernel,
         packages=AMD_RUNTIME + AMD_BUILD,
+        runtime_packages=AMD_RUNTIME + AMD_LIBRARIES,
         service_groups=GROUPS,
         reasons=tuple(reasons),
     )
@@ -169,6 +173,9 @@ def _debian_sid(target: DriverTarget) -> DriverPlan:
         backend="hip",
         source="debian",
         packages=DEBIAN_RUNTIME + DEBIAN_BUILD,
+        # Debian's HIP library packages are named by soname and were not checked from here: a host that
+        # receives a build gets the build packages too, which depend on the libraries.
+        runtime_packages=DEBIAN_RUNTIME + DEBIAN_BUILD,
         service_groups=GROUPS,
         reasons=tuple(reasons),
     )

@@ -62,6 +62,7 @@ def plan_vulkan(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan
         backend="vulkan",
         source=target.os_id,
         packages=RUNTIME + BUILD,
+        runtime_packages=RUNTIME,
         service_groups=GROUPS,
         reasons=tuple(reasons),
     )

@@ -82,6 +82,7 @@ def test_vulkan_plan(local_state: State) -> None:
     ops = collect(local_state, plan, service_user="lemfleet-test")
     assert names(ops) == [
         "Refresh apt lists older than an hour",
+        "Install the vulkan runtime packages",
         "Install the vulkan runtime and build packages",
         "Ensure the group render",
         "Ensure the group video",
@@ -105,6 +106,7 @@ def test_rocm_plan_order_sources_and_kernel(local_state: State) -> None:
         "Pin release o=repo.radeon.com",
         "Read the new repositories",
         "Install the GPU kernel driver",
+        "Install the hip runtime packages",
         "Install the hip runtime and build packages",
         "Ensure the group render",
         "Ensure the group video",
@@ -146,6 +148,9 @@ def test_cuda_repo_plan_blacklists_nouveau(local_state: State) -> None:
     assert "install nvidia-open-580 linux-headers-" in by_name["Install the GPU kernel driver"].text
     packages = by_name["Install the cuda runtime and build packages"].text
     assert "install --no-install-recommends cuda-toolkit-13-1" in packages
+    # A host that receives its build installs only what runs it: no toolkit.
+    runtime = by_name["Install the cuda runtime packages"].text
+    assert "cuda-cudart-13-1 libcublas-13-1" in runtime and "toolkit" not in runtime
 
 
 def test_reboot_is_never_on_local_and_follows_the_plan() -> None:
@@ -186,3 +191,20 @@ def test_plan_for_host_reads_kernel_and_marker(local_state: State) -> None:
     release = host.get_fact(KernelVersion)
     assert plan.kernel_packages[1] == f"linux-headers-{release}"
     assert not plan.needs_kernel_release
+
+
+def test_a_host_that_receives_its_build_installs_no_sdk_or_dev_package(local_state: State) -> None:
+    plan = plan_drivers(DriverTarget("debian", "13", "trixie", "vulkan"), {})
+    assert not {"libvulkan-dev", "glslc", "spirv-headers"} & set(plan.runtime_packages)
+    add_deploy(local_state, install_drivers, plan, compiles=lambda: False)
+    host = local_state.inventory.get_host("@local")
+    conditions: dict[str, object] = {}
+    for op_hash in local_state.get_op_order():
+        (name,) = local_state.get_op_meta(op_hash).names
+        conditions[name.removeprefix(DEPLOY)] = local_state.get_op_data_for_host(host, op_hash).global_arguments.get(
+            "_if"
+        )
+    # Asked when the operations run: the runtime always, the build packages only where the build is compiled.
+    assert not conditions["Install the vulkan runtime packages"]
+    condition = conditions["Install the vulkan runtime and build packages"]
+    assert callable(condition) and condition() is False
