@@ -89,10 +89,6 @@ class HostPlan:
             "listen": f"{self.listen_host}:{self.port}",
             "alias": self.alias,
             "run_env": self.run_env,
-            "instances": [
-                {"index": i.index, "port": i.port, "threads": i.threads, "devices": list(i.devices), "env": i.env}
-                for i in self.instances
-            ],
             "reasons": self.reasons,
             "warnings": list(self.warnings),
         }
