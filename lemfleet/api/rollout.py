@@ -1,17 +1,19 @@
 """``rollout``: a deploy over health-gated batches that stops before it can take the fleet down.
 
-1. The fleet is read (no host contacted), split into batches (:mod:`lemfleet.api.batches`), canaries
-   first, and the fleet's lock is taken on the controller.
-2. One pre-pass, a dry deploy over every host, checks every host's settings before any is
-   contacted and finds the hosts already in the wanted state: they pass as no-ops, and only
-   batches with work run.
-3. Each host with work is locked (``/var/lib/lemfleet/rollout.lock``), so a second controller is
-   refused too.
+1. The fleet's lock is taken on the controller; the fleet is read (no host contacted) and split
+   into batches (:mod:`lemfleet.api.batches`), canaries first.
+2. At the same time, one pre-pass, a dry deploy over every host, checks every host's settings
+   before any is contacted and finds the hosts already in the wanted state: they pass as no-ops,
+   and only batches with work run. A rollout with nothing to do starts no batch run at all.
+3. Once the settings passed, each host is locked (``/var/lib/lemfleet/rollout.lock``, so a second
+   controller is refused too) and its deploy record read, in one SSH session per host, while the
+   pre-pass goes on; those records are the "before" of every host, so batches without work read
+   nothing.
 4. Batch by batch, the hosts with work are deployed (one pyinfra run, ``--limit`` the batch). Each
    host is a transaction: a change that fails the health gate is rolled back on that host
    (roles/transaction.py). A batch whose failures exceed ``max_fail`` stops the rollout; hosts it
    has not reached stay untouched.
-5. The record (:mod:`lemfleet.api.rollout_record`) is written after every batch, so a stopped
+5. The record (:mod:`lemfleet.api.rollout_record`) is written around every batch with work, so a stopped
    rollout can be resumed with its id once the cause is fixed: earlier batches are rechecked as
    no-ops and not changed.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -180,15 +183,29 @@ def rollout(
     locked: list[InventoryTarget] = []
     try:
         # The pre-pass (a pyinfra child) runs while this process reads the inventory (another child)
-        # and then locks every host and reads its deploy record in one SSH session each.
+        # and then, once the pre-pass has checked every host's settings, locks every host and reads
+        # its deploy record in one SSH session each.
+        checked, settings_ok = threading.Event(), threading.Event()
+
+        def prepass_event(event: Event) -> None:
+            if event.kind == "run_started":
+                settings_ok.set()
+                checked.set()
+
+        def run_prepass(hosts: list[str]) -> FleetDeploy:
+            try:
+                return deploy(fleet, limit=hosts, data=items, dry=True, on_event=prepass_event, echo=echo)
+            finally:
+                checked.set()
+
         with ThreadPoolExecutor(max_workers=1) as pool:
-            prepass_run = None
-            if earlier is None:
-                prepass_run = pool.submit(deploy, fleet, limit=patterns, data=items, dry=True, echo=echo)
+            prepass_run = pool.submit(run_prepass, patterns) if earlier is None else None
             targets, planned = _targets(fleet, patterns, earlier, batches)
             if prepass_run is None:
-                names = [t.name for t in targets]
-                prepass_run = pool.submit(deploy, fleet, limit=names, data=items, dry=True, echo=echo)
+                prepass_run = pool.submit(run_prepass, [t.name for t in targets])
+            checked.wait()
+            if not settings_ok.is_set():
+                prepass_run.result()  # settings that do not pass: FleetSetupError, no host contacted
             if dry:
                 sessions = read_files(targets, [DEPLOY_RECORD])
             else:
