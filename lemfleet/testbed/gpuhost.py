@@ -19,11 +19,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lemfleet.roles import llama_cpp
+from lemfleet.roles.build_ops import BUILD_USER
 from lemfleet.roles.detect import TARGET_PATHS, facts_from_sections
 from lemfleet.roles.drivers import DriverPlan, plan_drivers, target_from_facts
 from lemfleet.roles.facts.gpu_pci import GpuReport
 from lemfleet.roles.facts.host import probe_command, split_sections
 from lemfleet.roles.hostinfo import HostFacts
+from lemfleet.roles.ops import USER_COMMENT
 from lemfleet.roles.plan import HostPlan, ModelInfo, plan_host
 from lemfleet.roles.sources import Source
 from lemfleet.testbed.bed import ssh
@@ -123,6 +125,10 @@ def compile_server(rec: HostRecord, plan: HostPlan, source: Source) -> str:
     bid = llama_cpp.build_id(source, plan)
     binary = llama_cpp.installed_binary(bid)
     if remote(rec, f"test -x {binary}").returncode != 0:
+        # The build runs as the unprivileged build user, as the llama_cpp step creates it.
+        user = shlex.quote(BUILD_USER)
+        ssh(rec, f"id {user} >/dev/null 2>&1 || useradd --system --user-group --comment {shlex.quote(USER_COMMENT)} "
+                 f"--home-dir {llama_cpp.ROOT}/build --no-create-home --shell /usr/sbin/nologin {user}")  # fmt: skip
         script = llama_cpp.build_script(bid, src, plan, source, plan.cpu_logical_cores)
         started = time.monotonic()
         ssh(rec, f"sh -c {shlex.quote(script)}", timeout=BUILD_TIMEOUT)
