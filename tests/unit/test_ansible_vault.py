@@ -58,16 +58,17 @@ def make_inventory(root: Path, password_file: Path, vault_id: str | None = None)
     return root / "hosts.ini"
 
 
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
-    path = tmp_path / "vault-pass"
+@pytest.fixture(scope="module")
+def password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("vault") / "vault-pass"
     path.write_text(PASSWORD + "\n")
     return path
 
 
-@pytest.fixture
-def inventory(tmp_path: Path, password_file: Path) -> Path:
-    return make_inventory(tmp_path / "inv", password_file)
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory, password_file: Path) -> Path:
+    """One encrypted inventory for the module (each ``ansible-vault`` run costs about a second); tests only read it."""
+    return make_inventory(tmp_path_factory.mktemp("vault-inventory") / "inv", password_file)
 
 
 @pytest.fixture(autouse=True)
