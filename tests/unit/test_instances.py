@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -286,7 +287,7 @@ def test_the_record_lists_each_instance_and_status_and_prometheus_read_each_one(
     from lemfleet.sshtunnel import InventoryTarget, SshOptions
 
     p = plan("h100-x8", server_instances="per-gpu", server_host="0.0.0.0", server_api_key="k" * 24)
-    record = {
+    record: dict[str, Any] = {
         "backend": "cuda",
         "service": {"unit": p.instances[0].unit("lemfleet-llama"), "host": "0.0.0.0", "port": 8080},
         "instances": [i.to_json("lemfleet-llama") for i in p.instances],
