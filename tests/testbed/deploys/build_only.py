@@ -7,8 +7,8 @@ compile take seconds while every part of build once and build trust runs as in a
 from pyinfra import host
 
 from lemfleet.roles import detect, hoststate, llama_cpp
-from lemfleet.roles.llama_cpp import install_llama_cpp
 from lemfleet.roles.controller import settings_for, source_for
+from lemfleet.roles.llama_cpp import install_llama_cpp
 from lemfleet.roles.plan import ModelInfo, plan_host
 
 settings = settings_for(host)
