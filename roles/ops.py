@@ -18,9 +18,12 @@ from collections.abc import Iterable, Mapping
 from io import StringIO
 from typing import IO, Any
 
-from pyinfra import host
+from pyinfra import host, logger
+from pyinfra import state as pyinfra_state
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, operation
 from pyinfra.connectors.ssh import SSHConnector
+from pyinfra.facts.files import FileContents
+from pyinfra.operations.util.files import generate_color_diff
 
 from lemfleet.roles.hoststate import SIDECAR, state
 from lemfleet.sshtunnel import SshOptions
@@ -93,7 +96,8 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
     """A small file with exactly ``content``, renamed into place.
 
     + secret: the temporary file is created 0600 before the content is
-      written into it, and no diff of the content is ever shown; under
+      written into it, and no diff of the content is ever shown (others
+      show theirs under pyinfra's ``--diff``, as files.put does); under
       sudo/su the upload is staged in a 0700 directory of the login
       user's home, not in a world-readable /tmp file
     """
@@ -104,6 +108,8 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
     ):  # fmt: skip
         host.noop(f"{dest} is up to date")
         return
+    if pyinfra_state.config.DIFF and not secret:
+        _show_diff(dest, current.kind == "file", content)
     tmp = f"{dest}.lemfleet-new"
     staging = None
     if secret:
@@ -112,6 +118,15 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
         yield from make_staging
     yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=staging or host.get_temp_filename(dest))
     yield f"{_owned(tmp, mode, user, group)} && mv -f {q(tmp)} {q(dest)}"
+
+
+def _show_diff(dest: str, exists: bool, content: str) -> None:
+    """Under ``--diff``, the change as pyinfra's files.put shows it (a secret's content is never shown)."""
+    before: list[str] = (host.get_fact(FileContents, path=dest) or []) if exists else []
+    host.log(f"Will {'change' if exists else 'create'} {dest}", logger.info)
+    for line in generate_color_diff(before, content.splitlines()):
+        logger.info("  %s", line)
+    logger.info("")
 
 
 @operation()

@@ -33,17 +33,31 @@ OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 MODEL_BUFFER = re.compile(r"(\S+) model buffer size = +([\d.]+) MiB")
 # A buffer in a GPU's own memory: CUDA0, ROCm1, Vulkan0 (not CUDA_Host or CPU_Mapped, which are host memory).
 GPU_BUFFER = re.compile(r"(CUDA|ROCm|Vulkan)\d+")
-LOAD_LINES = "offloaded [0-9]+/[0-9]+ layers|model buffer size"
+# What the server says when its GPU backend found no device: common/arg.cpp's warning for -ngl, ggml-cuda's
+# (also ggml-hip's, named ROCm) init error, ggml-vulkan's empty device list.
+NO_DEVICE = re.compile(r"no usable GPU found.*|failed to initialize (?:CUDA|ROCm): .*|ggml_vulkan: No devices found\.?")
+# ggml-vulkan's device line, "ggml_vulkan: 0 = llvmpipe (LLVM 19.1.7, 256 bits) (llvmpipe) | uma: 1 | ...":
+# Mesa's lavapipe and SwiftShader are Vulkan on the CPU, not a GPU (ggml skips them unless they are chosen).
+SOFTWARE_VULKAN = re.compile(r"ggml_vulkan: (\d+) = ((?:llvmpipe|lavapipe|SwiftShader)[^|]*?)\s*\|")
+LOAD_LINES = "offloaded [0-9]+/[0-9]+ layers|model buffer size|no usable GPU found|failed to initialize|ggml_vulkan: "
+
+
+def _no_gpu(what: str, log: str) -> str:
+    said = NO_DEVICE.search(log)
+    return f"no GPU computed: {what}" + (f"; the server said: {said.group(0).strip()!r}" if said else "")
 
 
 def offload_problem(log: str, backend: str, n_gpu_layers: int) -> str | None:
     """Why the server's log shows it is not running as planned on the GPU, or None.
 
     When it loads a model llama.cpp logs ``load_tensors: offloaded N/M layers
-    to GPU`` and one ``<buffer> model buffer size = X MiB`` line per buffer the
-    weights went into. A GPU plan that asked for every layer must see N == M
-    and some weights in a GPU's own memory (CUDA0, ROCm0, Vulkan0), so that a
-    silent CPU run (a missing driver, a wrong device) fails the host. /props
+    to GPU`` (only when it has a GPU device at all) and one ``<buffer> model
+    buffer size = X MiB`` line per buffer the weights went into. A GPU plan
+    that asked for every layer must see N == M and some weights in a GPU's own
+    memory (CUDA0, ROCm0, Vulkan0) on a device that is not Vulkan on the CPU,
+    so that a silent CPU run (a missing driver, a wrong device, no GPU at all)
+    fails the host; where nothing ran on a GPU the reason starts with "no GPU
+    computed" and quotes what the server said about its devices. /props
     reports no devices in the pinned llama.cpp, so the log is the evidence; a
     log with neither line proves nothing either way and the caller warns.
     """
@@ -52,12 +66,21 @@ def offload_problem(log: str, backend: str, n_gpu_layers: int) -> str | None:
     found = OFFLOADED.findall(log)
     if found:
         done, total = (int(x) for x in found[-1])
+        if done == 0:
+            return _no_gpu(f"0/{total} layers were offloaded to the GPU ({backend} planned {n_gpu_layers})", log)
         if done < min(total, n_gpu_layers):
             return f"only {done}/{total} layers were offloaded to the GPU ({backend} planned {n_gpu_layers})"
     buffers = [(name, float(size)) for name, size in MODEL_BUFFER.findall(log)]
-    if buffers and not any(GPU_BUFFER.fullmatch(name) and size > 0 for name, size in buffers):
+    on_gpu = [name for name, size in buffers if GPU_BUFFER.fullmatch(name) and size > 0]
+    if buffers and not on_gpu:
         listed = ", ".join(f"{name} {size:.0f} MiB" for name, size in buffers)
-        return f"the model's weights were loaded into host memory only ({listed}), not the {backend} GPU's"
+        return _no_gpu(
+            f"the model's weights were loaded into host memory only ({listed}), not the {backend} GPU's", log
+        )
+    software = {f"Vulkan{index}": name.strip() for index, name in SOFTWARE_VULKAN.findall(log)}
+    if on_gpu and all(name in software for name in on_gpu):
+        devices = ", ".join(f"{name} is {software[name]}" for name in on_gpu)
+        return _no_gpu(f"the weights went to Vulkan on the CPU ({devices}), not a GPU", log)
     return None
 
 

@@ -91,7 +91,10 @@ def test_offload_check_catches_a_silent_cpu_run():
     full = "load_tensors: offloaded 27/27 layers to GPU"
     assert offload_problem(full, "cuda", 999) is None
     assert offload_problem("load_tensors: offloaded 0/27 layers to GPU", "vulkan", 999) == (
-        "only 0/27 layers were offloaded to the GPU (vulkan planned 999)"
+        "no GPU computed: 0/27 layers were offloaded to the GPU (vulkan planned 999)"
+    )
+    assert offload_problem("load_tensors: offloaded 12/27 layers to GPU", "cuda", 999) == (
+        "only 12/27 layers were offloaded to the GPU (cuda planned 999)"
     )
     assert offload_problem("", "hip", 999) is None  # no evidence either way: the caller warns
     assert offload_problem("load_tensors: offloaded 10/27 layers to GPU", "cuda", 10) is None
@@ -111,8 +114,35 @@ def test_offload_check_reads_where_the_weights_were_loaded():
     assert offload_problem(on_gpu.replace("CUDA0", "ROCm0"), "hip", 999) is None
     on_cpu = "load_tensors:   CPU_Mapped model buffer size =  1068.81 MiB\n"
     assert offload_problem(on_cpu, "vulkan", 999) == (
-        "the model's weights were loaded into host memory only (CPU_Mapped 1069 MiB), not the vulkan GPU's"
+        "no GPU computed: the model's weights were loaded into host memory only (CPU_Mapped 1069 MiB), "
+        "not the vulkan GPU's"
+    )
+    # With no device the server warns when it reads -ngl (common/arg.cpp), and the reason quotes it.
+    said = "warning: no usable GPU found, --gpu-layers option will be ignored\n" + on_cpu
+    assert offload_problem(said, "cuda", 999) == (
+        "no GPU computed: the model's weights were loaded into host memory only (CPU_Mapped 1069 MiB), "
+        "not the cuda GPU's; the server said: 'no usable GPU found, --gpu-layers option will be ignored'"
     )
     pinned_host = "load_tensors:    CUDA_Host model buffer size =   306.00 MiB\n"
     assert offload_problem(pinned_host, "cuda", 999) is not None  # pinned host memory is not the GPU's
     assert offload_problem(on_cpu, "cpu", 0) is None
+
+
+def test_offload_check_does_not_take_vulkan_on_the_cpu_for_a_gpu():
+    from lemfleet.roles.smoke import offload_problem
+
+    # ggml_vk_print_gpu_info's line for Mesa's lavapipe (llvmpipe), chosen with GGML_VK_VISIBLE_DEVICES.
+    lavapipe = (
+        "ggml_vulkan: 0 = llvmpipe (LLVM 19.1.7, 256 bits) (llvmpipe) | uma: 1 | fp16: 1 | bf16: 0 | fp4: 0 | "
+        "warp size: 8 | shared memory: 32768 | int dot: 0 | matrix cores: none\n"
+        "load_tensors: offloaded 27/27 layers to GPU\n"
+        "load_tensors:      Vulkan0 model buffer size =   762.81 MiB\n"
+    )
+    assert offload_problem(lavapipe, "vulkan", 999) == (
+        "no GPU computed: the weights went to Vulkan on the CPU (Vulkan0 is llvmpipe (LLVM 19.1.7, 256 bits) "
+        "(llvmpipe)), not a GPU"
+    )
+    radv = lavapipe.replace(
+        "llvmpipe (LLVM 19.1.7, 256 bits) (llvmpipe)", "AMD Radeon RX 7900 XTX (RADV NAVI31) (radv)"
+    )
+    assert offload_problem(radv, "vulkan", 999) is None
