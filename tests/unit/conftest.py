@@ -4,15 +4,27 @@ Tests that start a server (even on loopback), reach one, or need what the test b
 ``tests/integration``. To keep this tier honest, every unit test runs with IP sockets refused: a test
 that opens a TCP or UDP connection, or listens on a port, fails naming this rule. Unix sockets (which
 pyinfra's local connector and gevent use within the process) still work.
+
+Property tests run hypothesis under one of two profiles, both with real examples: ``ci`` (what
+``.ci/run`` uses: hypothesis's 100 examples per property, 40 per hostile-value property) and the
+quicker ``dev`` default for a developer's ``scripts/test.sh tests/unit`` (20 and 10).
+``LEMFLEET_TEST_PROFILE=ci`` picks the first.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+PROFILE = os.environ.get("LEMFLEET_TEST_PROFILE", "dev")
+settings.register_profile("ci", max_examples=100, database=None)
+settings.register_profile("dev", max_examples=20, database=None)
+settings.load_profile(PROFILE)
 
 IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 RULE = "unit tests are pure and open no network connection; a test that needs one belongs in tests/integration"

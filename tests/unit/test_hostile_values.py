@@ -11,7 +11,8 @@ or the unit and environment file it renders:
   (``tests/unit/systemd_syntax.py``), and
 - load in ``systemd-analyze verify`` (one batch per test, to keep CI fast).
 
-``LEMFLEET_FUZZ_EXAMPLES`` sets the examples per property (default 40).
+``LEMFLEET_FUZZ_EXAMPLES`` sets the examples per property (default 40 under the ``ci`` hypothesis profile,
+10 under the quicker ``dev`` default; see tests/unit/conftest.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from tests.unit.systemd_syntax import exec_words, parse_env_file, substitute, un
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
-EXAMPLES = int(os.environ.get("LEMFLEET_FUZZ_EXAMPLES", "40"))
+# Examples per property: LEMFLEET_FUZZ_EXAMPLES, else 40 under the ci profile and 10 under dev (tests/unit/conftest.py).
+EXAMPLES = int(os.environ.get("LEMFLEET_FUZZ_EXAMPLES") or (40 if settings.default.max_examples >= 100 else 10))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
