@@ -1,16 +1,15 @@
-"""The API's pieces that need no host: fleets, result types and their views, the verify suite's JUnit."""
+"""The API's pieces that need no host: fleets, result types and their views (the verify suite run on this
+machine, read back from its JUnit: tests/integration/test_api_verify_local.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lemfleet import api
-from lemfleet.api.checks import read_junit, ssh_config
+from lemfleet.api.checks import ssh_config
 from lemfleet.api.fleet import data_items
 from lemfleet.api.results import HostDeploy, smoke_from_json
 from lemfleet.sshtunnel import InventoryTarget, SshOptions
@@ -97,20 +96,3 @@ def test_ssh_config_reaches_each_host_as_the_inventory_says() -> None:
         "    UserKnownHostsFile /k/known",
         "    StrictHostKeyChecking yes",
     ]
-
-
-def test_the_verify_suites_junit_becomes_a_host_by_check_table(tmp_path: Path) -> None:
-    # The real suite against this machine, which lemfleet never deployed: every check fails, saying why.
-    junit = tmp_path / "verify.xml"
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "lemfleet.verify", "-p", "no:cacheprovider", "-q",
-         "--hosts=local://", f"--junitxml={junit}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    verified = api.FleetVerify(read_junit(junit))
-    assert verified.hosts == ["local"]
-    assert not verified.ok and len(verified.failures()) == len(verified.checks) >= 10
-    assert all("deployed.json is missing" in c.message for c in verified.failures())
-    header = str(verified).splitlines()[0].split()
-    assert header[0] == "HOST" and "ENDPOINT_CHAT" in header
-    assert "fail" in verified._repr_html_()
