@@ -41,7 +41,7 @@ from tests.unit.systemd_syntax import exec_words, parse_env_file, substitute, un
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))
 # Examples per property: LEMFLEET_FUZZ_EXAMPLES, else 40 under the ci profile and 10 under dev (tests/unit/conftest.py).
-EXAMPLES = int(os.environ.get("LEMFLEET_FUZZ_EXAMPLES") or (40 if settings.default.max_examples >= 100 else 10))
+EXAMPLES = int(os.environ.get("LEMFLEET_FUZZ_EXAMPLES") or (40 if settings().max_examples >= 100 else 10))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
