@@ -1,12 +1,14 @@
-"""Every pinned version and URL form of the drivers step, spelled out.
+"""The drivers step's pins: each carries its review date and source, and the URL forms and version
+rules built from them.
 
-When a vendor moves a repository or a pin is bumped, one of these fails and
-says which; the review date must move with the pin.
+When a vendor moves a repository, a URL form fails and says which. The pinned values themselves are
+not restated here: a test that repeats a constant proves nothing about it.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 
@@ -14,7 +16,7 @@ from lemfleet.roles.drivers import DEFAULTS, SETTINGS, pins
 
 
 def test_pins_carry_the_review_date() -> None:
-    assert pins.REVIEWED == "2026-11-29"
+    date.fromisoformat(pins.REVIEWED)
     for pin in (
         pins.ROCM_VERSION,
         pins.NVIDIA_BRANCH,
@@ -22,16 +24,8 @@ def test_pins_carry_the_review_date() -> None:
         pins.CUDA_TOOLKIT_PRE_TURING,
         pins.AMDGPU_REVIEWED,
     ):
-        assert pin.reviewed == "2026-11-29", pin
+        assert pin.reviewed == pins.REVIEWED, pin
         assert pin.source, pin
-
-
-def test_pinned_versions() -> None:
-    assert pins.ROCM_VERSION.value == "7.2.3"
-    assert pins.NVIDIA_BRANCH.value == "580"
-    assert pins.CUDA_TOOLKIT.value == "13-1"
-    assert pins.CUDA_TOOLKIT_PRE_TURING.value == "12-9"
-    assert pins.CUDA_KEYRING_DEB == "cuda-keyring_1.1-1_all.deb"
 
 
 def test_settings_defaults_are_the_pins() -> None:
@@ -106,18 +100,6 @@ def test_nvidia_repo_knows_only_checked_distros() -> None:
     for distro in pins.NVIDIA_REPO_DISTROS.values():
         assert re.fullmatch(r"(ubuntu\d{4}|debian\d{2})", distro)
     assert ("debian", "sid") not in pins.NVIDIA_REPO_DISTROS
-
-
-def test_distro_packaged_versions() -> None:
-    # apt-cache madison on bookworm, trixie and sid, 2026-11-29.
-    assert pins.DEBIAN_HIP == {"12": "5.2.3", "13": "5.7.1", "sid": "6.4.3"}
-    assert pins.DEBIAN_NVIDIA_DRIVER == {"12": "535", "13": "550", "sid": "550"}
-    assert pins.DISTRO_CUDA_TOOLKIT[("debian", "12")] == "11.8"
-    assert pins.DISTRO_CUDA_TOOLKIT[("debian", "13")] == "12.4"
-    assert pins.DISTRO_CUDA_TOOLKIT[("ubuntu", "24.04")] == "12.0"
-    assert pins.VULKAN_HEADERS[("debian", "12")] == "1.3.239"
-    assert pins.VULKAN_HEADERS[("debian", "13")] == "1.4.309"
-    assert pins.VULKAN_MIN_HEADERS == (1, 3, 261)
 
 
 @pytest.mark.parametrize(
