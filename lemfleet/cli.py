@@ -27,13 +27,18 @@ SUBCOMMANDS: dict[str, str] = {
 USAGE_ERROR = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with ``only``, that one's module alone is imported (the others
+    are listed with their names only), so a command starts without loading what the others need."""
     parser = argparse.ArgumentParser(
         prog="lemfleet",
         description="Serve a GGUF model across a fleet with llama-server, and prove it works.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            commands.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
@@ -43,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; setup problems (bad file, bad setting) exit 2 with one clear line."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None).parse_args(argv)
     try:
         status: int = args.run(args)
     except (ValueError, OSError) as err:

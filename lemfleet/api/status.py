@@ -28,7 +28,6 @@ from typing import Any
 
 from lemfleet.api.display import html_table, text_table
 from lemfleet.api.fleet import Fleet, fleet_targets
-from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, run_on
 
 CURRENT = "/opt/lemfleet/llama.cpp/current"
@@ -229,6 +228,10 @@ def _read(target: InventoryTarget, smoke_dir: Path, control: Path) -> HostStatus
         return HostStatus(target.name, reachable=True, error=f"{DEPLOY_RECORD} is not JSON")
     if not record.get("service"):
         return HostStatus(target.name, reachable=True)
+    # Here, not at the top: roles.record brings pyinfra and the build steps, which `import lemfleet.api`
+    # (every lemfleet command) need not load.
+    from lemfleet.roles.record import instance_records
+
     rows = []
     each_instance = instance_records(record)  # one row per instance (server_instances): "<host>@<N>"
     for index, one in enumerate(each_instance):
