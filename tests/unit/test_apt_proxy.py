@@ -1,7 +1,7 @@
 """apt_proxy: credentials never in a message or an operation name, and a file holding them is 0640.
 
 The step is collected by pyinfra's own API against this machine (@local), as in
-test_drivers_deploy.py: real facts, generated commands, nothing executed.
+tests/integration/test_drivers_deploy.py: real facts, generated commands, nothing executed.
 """
 
 from __future__ import annotations

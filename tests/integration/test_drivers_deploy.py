@@ -2,7 +2,9 @@
 
 pyinfra gathers real facts from this host and generates each operation's
 commands; nothing is executed. @local is also the one host that must never be
-rebooted, which these tests check as well.
+rebooted, which these tests check as well. What the operations find depends on
+this machine (its packages, and tools such as ``useradd`` on the PATH, which a
+non-root user's PATH lacks on Debian), so these are integration tests.
 """
 
 from __future__ import annotations
