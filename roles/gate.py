@@ -255,10 +255,13 @@ def _check_all(targets: Sequence[Target], restored_key_file: str | None = None) 
     return verdict
 
 
-def restore_commands(new: Sequence[str], restored: Sequence[str]) -> str:
-    """After the files are back: stop the new layout's units the last good one lacks, restart its own."""
+def restore_commands(layout: Layout, new: Sequence[str], restored: Sequence[str]) -> str:
+    """Put the last good state back whole: stop and disable the new layout's units it lacks (while their
+    files are still there to disable), restore the files, then restart and enable its own units."""
     gone = [q(unit) for unit in new if unit not in restored]
-    lines = [f"systemctl disable --now {unit} 2>/dev/null || true" for unit in gone]
+    lines = [f"systemctl disable --now {unit} 2>/dev/null || true\nsystemctl reset-failed {unit} 2>/dev/null || true"
+             for unit in gone]  # fmt: skip
+    lines.append(restore_script(layout))
     lines += [restart_commands(unit) + f"\nsystemctl enable {q(unit)} 2>/dev/null || true" for unit in restored]
     return "\n".join(lines)
 
@@ -290,8 +293,7 @@ def health_gate(target: Target | Sequence[Target], fallback: Fallback, layout: L
     lines = journal(verdict.invocation)
     units = [t.unit for t in targets]
     if fallback == "restore":
-        commands = restore_commands(units, [t.unit for t in previous])
-        yield StringCommand(restore_script(layout) + "\n" + commands)
+        yield StringCommand(restore_commands(layout, units, [t.unit for t in previous]))
         again = _check_all(previous, restored_key_file=layout.api_key)
         outcome = (
             "the last good state serves again"
