@@ -121,10 +121,11 @@ def test_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def _pyinfra_view(inventory: Path, cwd: Path) -> dict[str, dict[str, Any]]:
-    # cwd is empty so that only the inventory module is under test (no config.py, group_data).
+    # cwd is empty so that only the inventory module is under test (no config.py, group_data); HOME too, where
+    # ansible-core makes its ~/.ansible/tmp (the user's own may not exist or be writable).
     done = subprocess.run(
         [sys.executable, "-m", "pyinfra", str(PYINFRA_INVENTORY), "debug-inventory", "--json"],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(inventory)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), ENV_VAR: str(inventory)},
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -195,7 +195,8 @@ def test_vault_values_in_the_wrong_place_are_refused_without_showing_them() -> N
 
 
 def test_debug_inventory_never_shows_a_decrypted_value(inventory: Path, password_file: Path, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", ENV_VAR: str(inventory), "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), ENV_VAR: str(inventory),
+           "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}  # fmt: skip
     runs = [
         subprocess.run(
             [sys.executable, "-m", "pyinfra", str(PYINFRA_INVENTORY), "debug-inventory", *extra],
