@@ -206,7 +206,7 @@ def install_distro(distro: DistroState) -> OperationMeta:
     Returns the link operation, whose ``did_change`` tells the server step that what serves changed.
     """
     directory(name=f"Directory {BUILDS}", path=BUILDS)
-    installed = host.get_fact(DpkgVersions, packages=tuple(distro.versions))
+    installed = host.get_fact(DpkgVersions, packages=tuple(distro.versions)) or {}  # None: no output
     named = ", ".join(f"{name} {version}" for name, version in distro.versions.items())
     if is_in_place(distro, installed):
         host.noop(f"{named} installed and held ({distro.build_id})")
