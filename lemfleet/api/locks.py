@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from lemfleet.sshtunnel import InventoryTarget, run_on
 
 HOST_LOCK = "/var/lib/lemfleet/rollout.lock"
 SSH_FAILED = 255  # ssh's own exit status when it cannot connect or log in
+SESSION_TIMEOUT = 30.0  # seconds one lock or read session may take
 
 
 class LockHeld(RuntimeError):
@@ -134,11 +136,19 @@ def _sessions(
     script: str,
     paths: Sequence[str],
     answer: Callable[[InventoryTarget, str], str | None],
+    timeout: float = SESSION_TIMEOUT,
 ) -> dict[str, HostSession]:
-    """``script`` then a read of ``paths``, in one SSH session per host (in parallel)."""
+    """``script`` then a read of ``paths``, in one SSH session per host (in parallel).
+
+    A host that cannot be reached, or does not answer within ``timeout``, gives no problem and no
+    files: nothing can change on it either, and the run that would change it reports it.
+    """
 
     def one(target: InventoryTarget) -> HostSession:
-        done = run_on(target, f"{script}; rc=$?{_read_script(paths)}; exit $rc")
+        try:
+            done = run_on(target, f"{script}; rc=$?{_read_script(paths)}; exit $rc", timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return HostSession(None, dict.fromkeys(paths))  # as unreachable: its batch reports the host
         if done.returncode == SSH_FAILED:
             return HostSession(None, dict.fromkeys(paths))  # unreachable: its batch reports it as failed
         head, files = _split(done.stdout, paths)

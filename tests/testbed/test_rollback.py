@@ -174,8 +174,8 @@ def test_lemfleet_rollback_puts_the_previous_model_back_through_the_gate(
     assert result["outcome"] == "rolled back to previous"
     assert (result["before"]["model_sha256"], result["after"]["model_sha256"]) == (sha_b, sha_a)
     assert {s["name"]: s["status"] for s in result["gate"]}["chat"] == "passed"
-    # Pruning after the next deploy may not take what previous uses: B's file is still there.
-    assert on_host(serving, f"ls /var/lib/lemfleet/models/ | grep -c '^{sha_b[:12]}'") == "1"
+    # B is the previous state now: its model file is kept for the next rollback.
+    assert on_host(serving, f"ls /var/lib/lemfleet/models/ | grep -c '^{sha_b[:12]}.*gguf$'") == "1"
 
     # The two states swapped: a second rollback goes forward to B.
     assert main(argv) == 0, capsys.readouterr()
