@@ -178,7 +178,7 @@ def render_unit(
     binary: str,
     api_key_file: str | None,
     supplementary_groups: Sequence[str] = (),
-    allow_from: Sequence[str] | None = None,
+    allow_from: Sequence[str] | str | None = None,
     per_instance: bool = False,
 ) -> str:
     """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py).

@@ -60,10 +60,15 @@ def is_loopback(listen_host: str) -> bool:
         return False
 
 
-def ip_address_allow(listen_host: str, networks: Sequence[str] | None) -> Escaped:
-    """The value of ``IPAddressAllow=``; every entry is an address, a network or a systemd keyword."""
+def ip_address_allow(listen_host: str, allow: Sequence[str] | str | None) -> Escaped:
+    """The value of ``IPAddressAllow=``; every entry is an address, a network or a systemd keyword.
+
+    ``allow`` is ``server_allow_from`` as host data holds it (a list, or a string from ``--data``), so
+    it is parsed again here: nothing unparsed is written.
+    """
     if is_loopback(listen_host):
         return Escaped("localhost")
+    networks = allow_from("server_allow_from", allow)
     if not networks:
         return Escaped("any")
     entries = ["localhost"]
@@ -73,6 +78,5 @@ def ip_address_allow(listen_host: str, networks: Sequence[str] | None) -> Escape
         address = None  # a host name, or 0.0.0.0 / :: below
     if address is not None and not address.is_unspecified:
         entries.append(str(address))
-    for item in networks:
-        entries.append(str(ipaddress.ip_network(item, strict=True)))  # checked again: nothing unparsed is written
+    entries += networks
     return Escaped(" ".join(dict.fromkeys(entries)))

@@ -77,6 +77,18 @@ def test_an_allow_list_keeps_loopback_and_the_listen_address():
     assert d["IPAddressAllow"] == ["localhost 10.20.0.5 10.20.0.0/16 192.168.1.7/32 fd00::/64"]
 
 
+def test_the_allow_list_renders_from_host_data_as_given():
+    # pyinfra's --data gives a string; group_data a list. Both render the same.
+    p = plan(**EXPOSED)
+    for raw in ("10.0.0.0/8,fd00::/64", ["10.0.0.0/8", "fd00::/64"]):
+        text = render_unit(p, unit_name="lemfleet-llama", user="lemfleet", binary="/usr/bin/llama-server",
+                           api_key_file="/etc/lemfleet/api-key", allow_from=raw)  # fmt: skip
+        assert directives(text)["IPAddressAllow"] == ["localhost 10.0.0.0/8 fd00::/64"]
+    with pytest.raises(ValueError, match="server_allow_from"):
+        render_unit(p, unit_name="lemfleet-llama", user="lemfleet", binary="/usr/bin/llama-server",
+                    api_key_file=None, allow_from="10.0.0.0/8\nIPAddressAllow=any")  # fmt: skip
+
+
 def test_a_loopback_server_ignores_the_allow_list():
     d = directives(unit(plan(server_allow_from="10.0.0.0/8"), server_allow_from="10.0.0.0/8"))
     assert d["IPAddressAllow"] == ["localhost"]
