@@ -32,7 +32,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, operation
 from pyinfra.operations import server
 
-from lemfleet.roles.gate import Target, restore_commands
+from lemfleet.roles.gate import Target, restart_commands
 from lemfleet.roles.ops import q
 from lemfleet.roles.server_units import Present
 from lemfleet.roles.transaction import LAST_GOOD, Layout, restore_script, swap_script
@@ -161,7 +161,19 @@ def put_back_previous(layout: Layout, kept: KeptStates, serving: list[str], prev
     if kept.previous_digest is None:
         yield _fail(no_previous_message(layout))
         return
-    yield StringCommand(restore_script(layout, layout.previous) + "\n" + restore_commands(serving, previous))
+    yield StringCommand(put_back_commands(layout, serving, previous))
+
+
+def put_back_commands(layout: Layout, serving: list[str], previous: list[str]) -> str:
+    """Stop and disable the units only the serving state has (while their files are there to disable),
+    put the previous state's files and build back, then restart and enable its units."""
+    gone = [q(unit) for unit in serving if unit not in previous]
+    lines = [
+        f"systemctl disable --now {u} 2>/dev/null || true\nsystemctl reset-failed {u} 2>/dev/null || true" for u in gone
+    ]
+    lines.append(restore_script(layout, layout.previous))
+    lines += [restart_commands(unit) + f"\nsystemctl enable {q(unit)} 2>/dev/null || true" for unit in previous]
+    return "\n".join(lines)
 
 
 def keep_rolled_back(layout: Layout, passed: Any) -> None:

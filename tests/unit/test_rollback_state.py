@@ -152,3 +152,16 @@ def test_the_gate_checks_every_llama_server_the_previous_record_names() -> None:
     assert KeptStates("d", two, None).instance_count() == 2 and KeptStates("d", one, None).instance_count() == 0
     (bare,) = targets_of(None, "u", defaults)
     assert (bare.unit, bare.port) == ("u.service", 8080)
+
+
+def test_put_back_stops_the_units_only_the_serving_state_has_before_its_files_go(tmp_path: Path) -> None:
+    from lemfleet.roles.rollback import put_back_commands
+
+    layout = host_layout(tmp_path)
+    script = put_back_commands(layout, ["u@0.service", "u@1.service"], ["u.service"])
+    disable, restore, restart = (
+        script.index("systemctl disable --now u@1.service"),
+        script.index(f"no previous state in {layout.previous}"),
+        script.index("systemctl restart u.service"),
+    )
+    assert disable < restore < restart and "systemctl enable u.service" in script
