@@ -29,7 +29,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, git, server
 
-from lemfleet.roles import build_cache
+from lemfleet.roles import build_cache, server_tls
 from lemfleet.roles.build_ops import BUILD_USER, BuildRole, build_role, bundle_path, publish_build, receive_build
 from lemfleet.roles.distro_builds import versions_setting
 from lemfleet.roles.git_pin import commit_setting, pinned_checkout
@@ -170,6 +170,21 @@ def _backend_check(backend: str, binary: str, bid: str, as_user: str = "") -> li
     ]
 
 
+def _tls_check(plan: HostPlan, binary: str, bid: str, as_user: str) -> list[str]:
+    """A TLS build must link OpenSSL: cmake only warns when it is missing, and the server would refuse TLS."""
+    if server_tls.OPENSSL_ON not in plan.cmake_flags:
+        return []
+    return [
+        f"{as_user} ldd {binary} | grep -q libssl.so || {{ echo 'llama-server build {bid} does not link libssl: "
+        "it could not serve server_tls' >&2; exit 1; }"
+    ]
+
+
+def _packages(plan: HostPlan, packages: list[str], tls: list[str]) -> list[str]:
+    """``packages``, and ``tls`` for a build with OpenSSL (roles/server_tls.py); others stay as they were."""
+    return packages + (tls if server_tls.OPENSSL_ON in plan.cmake_flags else [])
+
+
 def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, user: str = BUILD_USER) -> str:
     """The shell that configures, builds, checks and installs one build (pure, unit-tested).
 
@@ -211,6 +226,7 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, 
             f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
             f"{as_user} {dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
             *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid, as_user),
+            *_tls_check(plan, f"{dest}.new/bin/llama-server", bid, as_user),
             f"echo {q(record)} > {dest}.new/build.json",
             # The build's record, made when it finishes: what its cache entry and every receiving host check.
             f"( cd {dest}.new && sha256sum bin/llama-server build.json > {q(build_cache.SUMS)} )",
@@ -242,7 +258,8 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
         if role.kind != "receive":
             _compile(bid, src, plan, source, int(data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores), compiles)
         # A host that receives the build needs only what runs it (roles/drivers installs the GPU runtime).
-        apt.packages(name="Install runtime dependencies", packages=RUNTIME_PACKAGES, update=True, cache_time=3600,
+        runtime = _packages(plan, RUNTIME_PACKAGES, server_tls.RUNTIME_PACKAGES)
+        apt.packages(name="Install runtime dependencies", packages=runtime, update=True, cache_time=3600,
                      no_recommends=True)  # fmt: skip
         if role.kind == "shared":
             publish_build(name=f"Keep build {bid} on the controller, with its sha256", role=role, _if=compiles)
@@ -299,7 +316,8 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, when
     """The compile on the host that builds ``bid``; every operation is skipped where ``when()`` is false."""
     apt.packages(
         name="Install build dependencies",
-        packages=BUILD_PACKAGES + RUNTIME_PACKAGES + (["git"] if source.git_url else []),
+        packages=_packages(plan, BUILD_PACKAGES + RUNTIME_PACKAGES, server_tls.BUILD_PACKAGES)
+        + (["git"] if source.git_url else []),
         update=True,
         cache_time=3600,
         no_recommends=True,

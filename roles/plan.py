@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lemfleet.roles import server_tls
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import HostFacts
 from lemfleet.roles.instances import Instance, choose_layout
@@ -139,6 +140,8 @@ def plan_host(
     elif gpu.backend == "vulkan":
         flags.append("-DGGML_VULKAN=ON")
     flags += list(settings.get("llama_cpp_cmake_flags") or [])
+    # OpenSSL only for a server_tls host, so that every other build keeps its id (roles/server_tls.py).
+    flags = server_tls.cmake_flags(flags, settings)
     reasons["cmake_flags"] = f"{gpu.backend} backend, native CPU tuning, llama-server only"
 
     threads = settings.get("server_threads") or facts.cpu_physical_cores

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api_keys import ACCEPTED, key_problems
+from lemfleet.roles.server_tls import tls_problems
 from lemfleet.secret import reveal
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -25,6 +26,7 @@ def cross_checks(s: Mapping[str, Any]) -> list[str]:
         problems.append("server_api_key and server_api_key_file are both set; accepted: one of them")
     elif s["server_api_key_file"]:
         problems += key_file_problems(s["server_api_key_file"])
+    problems += tls_problems(s)
     if s["llama_cpp_source"] == "tarball" and not (s["llama_cpp_tarball"] and s["llama_cpp_tarball_sha256"]):
         problems.append(
             "llama_cpp_source='tarball' needs llama_cpp_tarball (a URL or path) and llama_cpp_tarball_sha256"

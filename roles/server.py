@@ -24,7 +24,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
 
 from lemfleet.api_keys import check_key_setting
-from lemfleet.roles import values
+from lemfleet.roles import server_tls, values
 from lemfleet.roles.instances import Instance
 from lemfleet.roles.instances import check_setting as instances_setting
 from lemfleet.roles.ops import absent, directory, put_text, system_user
@@ -134,6 +134,7 @@ SETTINGS = (
         "a host deployed before instances keeps its one server until this is set.",
         instances_setting,
     ),
+    *server_tls.SETTINGS,
 )
 DEFAULTS = defaults(SETTINGS)
 
