@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lemfleet import testbed
+from lemfleet import api, testbed
 from lemfleet.roles.detect import TARGET_PATHS, facts_from_sections
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.facts.host import probe_command, split_sections
@@ -25,7 +25,7 @@ from lemfleet.roles.server import render_dropin, render_env, render_unit
 from lemfleet.roles.server_units import instance_plan
 from lemfleet.roles.settings_check import validate
 from lemfleet.testbed.hosts import HostRecord
-from tests.testbed.conftest import PyinfraRun, deploy
+from tests.testbed.conftest import PROJECT, PyinfraRun, deploy
 from tests.testbed.test_verify_suite import verify
 
 KEY = "instances-test-client-key-0123456789"
@@ -70,8 +70,24 @@ def host(fleet: list[HostRecord], tiny_model: Path) -> Iterator[HostRecord]:
     assert run.returncode == 0, run.output[-3000:]
 
 
+def no_instance_left(rec: HostRecord) -> None:
+    assert on_host(rec, f"systemctl list-units --all --plain --no-legend '{UNIT}@*'") == ""
+    left = on_host(rec, f"ls -d /etc/systemd/system/{UNIT}@* /etc/lemfleet/{UNIT}@* 2>/dev/null")
+    assert left == "", left
+    assert not listening(rec, 8081)
+    assert on_host(rec, f"systemctl is-active {UNIT}.service") == "active"
+
+
 def test_two_replicas_serve_on_two_ports_and_one_leaves_nothing_stale(host: HostRecord, tiny_model: Path) -> None:
     data = ["model_source=local", f"model_path={tiny_model}", "server_host=0.0.0.0", f"server_api_key={KEY}"]
+    # A switch to 2 instances that fails the gate goes back to the one plain server it replaced.
+    before = record(host)
+    bad = deploy(host.name, *data, "server_instances=2", 'server_extra_args=["--no-such-llama-flag"]')
+    assert bad.returncode != 0 and "rolled back: " in bad.output, bad.output[-4000:]
+    assert "the last good state serves again" in bad.output, bad.output[-4000:]
+    assert record(host) == before
+    no_instance_left(host)
+
     run = deploy(host.name, *data, "server_instances=2")
     assert run.returncode == 0, run.output[-4000:]
     assert KEY not in run.output
@@ -94,6 +110,9 @@ def test_two_replicas_serve_on_two_ports_and_one_leaves_nothing_stale(host: Host
 
     suite = verify(host)
     assert suite.returncode == 0, suite.stdout[-3000:]
+    rows = api.status(api.Fleet.from_inventory(PROJECT / "inventories" / "testbed.py"), limit=[host.name]).hosts
+    assert [(r.host, r.active, r.health) for r in rows] == [(f"{host.name}@0", "active", 200),
+                                                            (f"{host.name}@1", "active", 200)]  # fmt: skip
 
     rerun = deploy(host.name, *data, "server_instances=2")
     assert rerun.returncode == 0, rerun.output[-3000:]
@@ -102,11 +121,7 @@ def test_two_replicas_serve_on_two_ports_and_one_leaves_nothing_stale(host: Host
     back = deploy(host.name, *data, "server_instances=one")
     assert back.returncode == 0, back.output[-4000:]
     assert [i["unit"] for i in record(host)["instances"]] == [f"{UNIT}.service"]
-    assert not listening(host, 8081)
-    assert on_host(host, f"systemctl list-units --all --plain --no-legend '{UNIT}@*'") == ""
-    left = on_host(host, f"ls -d /etc/systemd/system/{UNIT}@* /etc/lemfleet/{UNIT}@* 2>/dev/null")
-    assert left == "", left
-    assert on_host(host, f"systemctl is-active {UNIT}.service") == "active"
+    no_instance_left(host)
     assert chat(host, 8080)
 
 
