@@ -38,7 +38,8 @@ class BuildShareError(Exception):
 class _Build:
     registered: dict[str, int] = field(default_factory=dict)  # host -> its place in the inventory
     leader: str | None = None
-    published: threading.Event = field(default_factory=threading.Event)
+    # Looked up when a build is first asked about, after pyinfra has patched threading for gevent.
+    published: threading.Event = field(default_factory=lambda: threading.Event())
 
 
 class BuildShare:
