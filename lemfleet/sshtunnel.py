@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lemfleet.paths import DEPLOY_RECORD
+
 DEFAULT_SERVER_HOST = "127.0.0.1"
 DEFAULT_SERVER_PORT = 8080
-DEPLOY_RECORD = "/etc/lemfleet/deployed.json"
-"""Written by the deploy on each host (no secrets); its ``backend`` labels the smoke result."""
 
 
 class TunnelError(RuntimeError):
@@ -218,7 +218,7 @@ def run_on(
 
 
 def read_deploy_record(target: InventoryTarget, *, timeout: float = 30.0) -> dict[str, Any] | None:
-    """The host's deploy record (see :data:`DEPLOY_RECORD`), or None when it is not there."""
+    """The host's deploy record (:data:`lemfleet.paths.DEPLOY_RECORD`), or None when it is not there."""
     read = ["cat", DEPLOY_RECORD]
     command = read if target.ssh is None else target.ssh.command(remote=read)
     try:

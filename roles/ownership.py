@@ -29,11 +29,11 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 
+from lemfleet.paths import DEPLOY_RECORD as RECORD
 from lemfleet.roles.ops import USER_COMMENT, q
 
 UNIT_MARK = "# Managed by lemfleet"
 DIR_MARK = ".lemfleet-owned"
-RECORD = "/etc/lemfleet/deployed.json"
 VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 SECTIONS = ("passwd", "unit", "vendor", "dir", "record")
 

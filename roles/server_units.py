@@ -26,14 +26,14 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.api.operation import OperationMeta
 
+from lemfleet.paths import CONFIG_DIR
+from lemfleet.paths import DEPLOY_RECORD as RECORD
 from lemfleet.roles.instances import Instance
 from lemfleet.roles.ops import directory, put_text, q
 from lemfleet.roles.plan import HostPlan
 
 UNIT_DIR = "/etc/systemd/system"
-CONFIG_DIR = "/etc/lemfleet"
 DROPIN = "lemfleet-instance.conf"
-RECORD = f"{CONFIG_DIR}/deployed.json"
 RECORD_MARK = "--lemfleet-record--"
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api.fleet import Fleet, fleet_targets
+from lemfleet.paths import LOOPBACK
 from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
 
 JOB = "lemfleet"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 # llama-server exports no restart counter: a restart shows as a reset of its counters.
 RULES: dict[str, Any] = {

@@ -39,7 +39,8 @@ from lemfleet.api.results import Event
 from lemfleet.api.rollout import RECORDS, RolloutResult, host_outcome, parse_record, records_of
 from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
 from lemfleet.api.run import EventCallback, deploy
-from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget
+from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.sshtunnel import InventoryTarget
 
 PREVIOUS_RECORD = "/var/lib/lemfleet/previous/deployed.json"
 NO_PREVIOUS = "no previous state to roll back to"

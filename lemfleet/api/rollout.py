@@ -47,7 +47,8 @@ from lemfleet.api.locks import (
 from lemfleet.api.results import Event, FleetDeploy, HostDeploy
 from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
 from lemfleet.api.run import EventCallback, deploy
-from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget
+from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.sshtunnel import InventoryTarget
 
 RECORDS = Path("out/rollouts")
 HEADERS = ("batch", "host", "outcome", "before", "after", "gap", "error")

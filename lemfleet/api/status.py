@@ -28,10 +28,11 @@ from typing import Any
 
 from lemfleet.api.display import html_table, text_table
 from lemfleet.api.fleet import Fleet, fleet_targets
-from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget, run_on
+from lemfleet.paths import API_KEY_FILE as KEY_FILE
+from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.sshtunnel import InventoryTarget, run_on
 
 CURRENT = "/opt/lemfleet/llama.cpp/current"
-KEY_FILE = "/etc/lemfleet/api-key"  # roles/server.py's API_KEY_FILE (a unit test checks they agree)
 MARK = "@@lemfleet-status:"
 CODE = "@@code "
 HEADERS = ("host", "state", "backend", "build", "model", "sha256", "uptime", "restarts", "health", "requests",

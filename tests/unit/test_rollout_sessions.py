@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lemfleet.api.locks import MARK, _split, read_files
 from lemfleet.api.rollout import parse_record, records_of
-from lemfleet.sshtunnel import DEPLOY_RECORD, InventoryTarget
+from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.sshtunnel import InventoryTarget
 
 
 def test_a_session_output_splits_into_the_answer_and_each_file() -> None:

@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-RECORD = "/etc/lemfleet/deployed.json"
-KEY_FILE = "/etc/lemfleet/api-key"
+from lemfleet.paths import API_KEY_FILE as KEY_FILE
+from lemfleet.paths import DEPLOY_RECORD as RECORD
+
 MARK = "@@lemfleet-verify:"
 UNIT_PROPERTIES = (
     "ActiveState,SubState,UnitFileState,NRestarts,MainPID,ProtectSystem,ProtectHome,PrivateTmp,NoNewPrivileges,"

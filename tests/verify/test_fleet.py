@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+from lemfleet.paths import LOOPBACK
+
 HARDENING = {
     "ProtectSystem": "strict",
     "ProtectHome": "yes",
