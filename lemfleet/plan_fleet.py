@@ -42,6 +42,7 @@ from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.model import default_alias
 from lemfleet.roles.model_source import memory_budget
 from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.server_units import InstanceUnits
 from lemfleet.roles.source_plan import choose_for_host
 
 GIB = 1024**3
@@ -154,12 +155,18 @@ def empty_row(name: str, errors: Sequence[str] = (), facts: HostFacts | None = N
     return row
 
 
-def plan_row(name: str, facts: HostFacts, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The row for one host: its plan, GPUs, model and quant, or the errors that stop its plan."""
+def plan_row(
+    name: str, facts: HostFacts, settings: Mapping[str, Any], recorded: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The row for one host: its plan, GPUs, model and quant, or the errors that stop its plan.
+
+    ``recorded`` is the host's deploy record, as the deploy reads it (a host deployed before
+    ``server_instances`` keeps its one server until the setting is set for it).
+    """
     row = empty_row(name, facts=facts)
     try:
         model, row["model"] = model_for(settings)
-        plan = plan_host(facts, settings, model)
+        plan = plan_host(facts, settings, model, recorded=recorded)
         row["gpus"] = gpu_entries(facts.gpus, choose_gpu(facts, settings).devices)
         row["quant"] = quant_for(settings, facts)
     except SettingsError as err:
@@ -256,9 +263,10 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
         connect_all(state)
     state.set_stage(StateStage.Prepare)
 
-    def gather(host: Any) -> HostFacts:
+    def gather(host: Any) -> tuple[HostFacts, dict[str, Any] | None]:
         with ctx_host.use(host):
-            return detect.gather()
+            unit_name = settings[host.name]["server_unit_name"]
+            return detect.gather(), host.get_fact(InstanceUnits, unit_name=unit_name).record
 
     reached = [h for h in hosts if h in state.active_hosts]
     greenlets = {h: state.pool.spawn(gather, h) for h in reached}
@@ -272,7 +280,8 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
             why = f": {type(greenlet.exception).__name__}: {greenlet.exception}" if greenlet.exception else ""
             rows.append(empty_row(host.name, [f"facts could not be gathered{why}"]))
         else:
-            rows.append(plan_row(host.name, greenlet.value, settings[host.name]))
+            facts, recorded = greenlet.value
+            rows.append(plan_row(host.name, facts, settings[host.name], recorded))
     disconnect_all(state)
     return rows
 
