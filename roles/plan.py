@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lemfleet.paths import LOOPBACK
 from lemfleet.roles import server_tls
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import HostFacts
@@ -72,7 +73,7 @@ class HostPlan:
 
     @property
     def needs_api_key(self) -> bool:
-        return self.listen_host not in ("127.0.0.1", "::1", "localhost")
+        return self.listen_host not in LOOPBACK
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api_keys import ACCEPTED, key_problems
+from lemfleet.paths import LOOPBACK
 from lemfleet.roles.server_tls import tls_problems
 from lemfleet.secret import reveal
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def cross_checks(s: Mapping[str, Any]) -> list[str]:

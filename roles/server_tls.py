@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from lemfleet.paths import LOOPBACK
 from lemfleet.roles.settings import Setting, one_of, text
 
 MODES = ("off", "generate", "files")
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 VALID_DAYS = 825
 RENEW_DAYS = 30
 CERT_FILE = "/etc/lemfleet/tls.crt"
