@@ -24,6 +24,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
 
 from lemfleet.api_keys import check_key_setting
+from lemfleet.paths import API_KEY_FILE, CONFIG_DIR
+from lemfleet.paths import DEPLOY_RECORD as RECORD_FILE
 from lemfleet.roles import server_tls, values
 from lemfleet.roles.instances import Instance
 from lemfleet.roles.instances import check_setting as instances_setting
@@ -36,9 +38,6 @@ from lemfleet.roles.settings import Setting, SettingsError, boolean, defaults, i
 from lemfleet.secret import reveal
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-CONFIG_DIR = "/etc/lemfleet"
-API_KEY_FILE = f"{CONFIG_DIR}/api-key"
-RECORD_FILE = f"{CONFIG_DIR}/deployed.json"
 
 
 def extra_args(name: str, value: Any) -> list[str]:
