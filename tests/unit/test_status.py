@@ -16,7 +16,6 @@ from lemfleet.api.status import (
     parse_metrics,
     status_command,
 )
-from lemfleet.roles.server import API_KEY_FILE
 
 SHA = "ab" * 32
 RECORD: dict[str, Any] = {
@@ -100,7 +99,6 @@ def test_the_metrics_key_reaches_curl_on_stdin_only(tmp_path: Path) -> None:
     key = 'k"ey\\with-quote-and-backslash'
     keys = tmp_path / "api-key"
     keys.write_text(f"# a comment\n{key}\nsecond-key-0123456789\n")
-    assert KEY_FILE == API_KEY_FILE
     command = status_command(RECORD)
     assert key not in command and "Bearer" in command and "-K -" in command
     done = subprocess.run(["sh", "-c", METRICS_AUTH.replace(KEY_FILE, str(keys))], capture_output=True, text=True,
