@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lemfleet.paths import API_KEY_FILE as KEY_FILE
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.model import ModelArtifact, default_alias
@@ -50,7 +51,6 @@ FUZZ = settings(
 )
 SHA = "0" * 64
 BINARY = "/opt/lemfleet/llama.cpp/current/bin/llama-server"
-KEY_FILE = "/etc/lemfleet/api-key"
 
 HOSTILE = [
     "a\nExecStartPre=+/bin/sh -c id",
