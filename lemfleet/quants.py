@@ -144,7 +144,7 @@ def pick_auto_quant(
     """The largest listed quant whose file plus context fits the budget: ``(filename, reason)``.
 
     ``context_bytes_estimate`` covers the KV cache and compute buffers for the
-    planned context (see :func:`kv_cache_bytes`). Raises :class:`SettingsError`
+    planned context. Raises :class:`SettingsError`
     when even the smallest quant does not fit, naming what it would need.
     """
     files = gguf_files(files_with_sizes)
@@ -173,13 +173,3 @@ def pick_auto_quant(
         nxt = larger[0]
         reason += f"; {nxt.quant} would need {human_bytes(nxt.size + context_bytes_estimate)}"
     return chosen.filename, reason
-
-
-def kv_cache_bytes(*, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, bytes_per_element: int = 2) -> int:
-    """Bytes of llama.cpp's K and V caches: 2 x layers x context x kv_heads x head_dim x size.
-
-    ``n_ctx`` is llama-server's ``-c``, the total shared by all ``-np`` slots.
-    ``bytes_per_element`` is 2 for the default f16 cache (``--cache-type-k f16``).
-    Gemma 3 1B has 26 layers and 1 KV head of 256, so 4096 tokens take 109 MB.
-    """
-    return 2 * n_layer * n_ctx * n_head_kv * head_dim * bytes_per_element

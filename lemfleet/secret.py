@@ -70,7 +70,3 @@ class Secret:
 def reveal(value: Any) -> Any:
     """``value`` itself, or the plaintext when it is a :class:`Secret`."""
     return value.reveal() if isinstance(value, Secret) else value
-
-
-def is_secret(value: Any) -> bool:
-    return isinstance(value, Secret)

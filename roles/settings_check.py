@@ -48,9 +48,3 @@ def validate(data: Mapping[str, Any] | Any, host: str | None = None) -> dict[str
     if problems:
         raise SettingsError(problems, host)
     return clean
-
-
-def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy that is safe to print: secret settings are masked."""
-    secret = {s.name for s in all_settings() if s.secret}
-    return {k: ("***" if k in secret and v else v) for k, v in settings.items()}
