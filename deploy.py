@@ -85,6 +85,8 @@ def deploy_lemfleet() -> None:
     install_drivers(drivers, compiles=None if distro else llama_cpp.host_build_role(plan, source).compiles)
     build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
+    tls = server.host_tls(host.data)
+    pin = tls.fingerprint if tls else None
     _, files_digest = install_server(
         plan,
         binary=BINARY,
@@ -93,14 +95,15 @@ def deploy_lemfleet() -> None:
         supplementary_groups=drivers.service_groups,
         present=present,
     )
-    record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"])
+    record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"],
+                           tls_fingerprint=pin)  # fmt: skip
     if distro:
         record["build"] = distro.record_build(record["build"])
     build_dir = distro.path if distro else f"{BUILDS}/{build_id(source, plan)}"
     digest = transaction.state_digest(files_digest, build_dir, model_path, record)
     gate(
         [Target(port=i.port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend,
-                unit=i.unit(unit_name), n_gpu_layers=plan.n_gpu_layers) for i in plan.instances],
+                unit=i.unit(unit_name), n_gpu_layers=plan.n_gpu_layers, tls_fingerprint=pin) for i in plan.instances],
         fallback=transaction.fallback(layout, digest),
         layout=layout,
         restored=[Target(port=port, listen_host=plan.listen_host, alias=plan.alias, backend=plan.backend, unit=unit)

@@ -61,6 +61,8 @@ def pinned_context(url: str, fingerprint: str, timeout: float = 10.0) -> ssl.SSL
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
+    # The pinned certificate is the trust anchor itself, also when it is a CA-issued leaf (server_tls='files').
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.load_verify_locations(cadata=der)
     return context
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography import x509
 from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
@@ -38,9 +39,11 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from lemfleet.api_keys import first_key
 from lemfleet.forward import forward
 from lemfleet.roles.ops import q
+from lemfleet.roles.server_tls import fingerprint
 from lemfleet.roles.smoke import DEFAULTS, LOAD_LINES, MODEL_BUFFER, OFFLOADED, offload_problem, smoke_key
 from lemfleet.roles.transaction import Fallback, Layout, restore_script
 from lemfleet.smoke import CHECKS, SmokeResult, Step, smoke_check
+from lemfleet.tls_client import pinned_context
 
 JOURNAL_LINES = 20
 POLL_S = 0.5
@@ -64,6 +67,7 @@ class Target:
     backend: str
     unit: str  # "<name>.service"
     n_gpu_layers: int = 0
+    tls_fingerprint: str | None = None  # server_tls: the sha256 the gate pins (roles/server_tls.py)
 
 
 @dataclass
@@ -135,10 +139,14 @@ def journal(invocation: str) -> list[str]:
 
 
 def _wait_for_start(base: str, watch: UnitWatch, timeout: float) -> str | None:
-    """Poll /health until 200 while watching the unit; why the start failed, or None."""
+    """Poll /health until 200 while watching the unit; why the start failed, or None.
+
+    Over https the poll does not check the certificate (the server is not up to be pinned yet, and
+    /health is sent nothing secret); every check that sends the key runs under the pin.
+    """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
-    with httpx.Client(timeout=10.0) as http:
+    with httpx.Client(timeout=10.0, verify=not base.startswith("https://")) as http:
         while True:
             ended = watch.ended()
             if ended:
@@ -169,7 +177,9 @@ def check(target: Target, restored_key_file: str | None = None) -> Verdict:
     data = host.data
     remote = "127.0.0.1" if target.listen_host in ("0.0.0.0", "::") else target.listen_host
     watch = UnitWatch(target.unit)
-    with forward(host, remote, target.port) as base:
+    pin = _fingerprint_on_host(restored_key_file) if restored_key_file else target.tls_fingerprint
+    with forward(host, remote, target.port) as plain:
+        base = "https://" + plain.removeprefix("http://") if pin else plain
         problem = _wait_for_start(base, watch, float(data.get("smoke_health_timeout")))
         if problem:
             failed = SmokeResult(host=host.name, url=base, backend=target.backend)
@@ -179,16 +189,25 @@ def check(target: Target, restored_key_file: str | None = None) -> Verdict:
             return Verdict(False, problem, watch.invocation, failed)
         if not data.get("smoke_enabled"):
             return Verdict(True, invocation=watch.invocation, notes=["smoke checks off (smoke_enabled=False)"])
-        result = smoke_check(
-            base,
-            api_key=_key_on_host(restored_key_file) if restored_key_file else smoke_key(data),
-            model_alias=None if restored_key_file else target.alias,
-            host=host.name,
-            backend=target.backend,
-            health_timeout=60,
-            max_tokens=data.get("smoke_max_tokens"),
-        )
-    result.url = f"http://{target.listen_host}:{target.port}"
+        try:
+            verify = pinned_context(base, pin) if pin else True
+        except (OSError, ValueError) as err:  # PinMismatch is an ssl.SSLError, an OSError
+            problem = f"TLS: {err}"
+            failed = SmokeResult(host=host.name, url=base, backend=target.backend)
+            failed.steps = [Step("health", "failed", problem)]
+            return Verdict(False, problem, watch.invocation, failed)
+        with httpx.Client(timeout=120.0, verify=verify) as http:
+            result = smoke_check(
+                base,
+                api_key=_key_on_host(restored_key_file) if restored_key_file else smoke_key(data),
+                model_alias=None if restored_key_file else target.alias,
+                host=host.name,
+                backend=target.backend,
+                health_timeout=60,
+                max_tokens=data.get("smoke_max_tokens"),
+                client=http,
+            )
+    result.url = f"{'https' if pin else 'http'}://{target.listen_host}:{target.port}"
     if not result.ok:
         problems = "; ".join(f"{s.name}: {s.message}" for s in result.failures())
         return Verdict(False, f"smoke test failed: {problems}", watch.invocation, result)
@@ -203,6 +222,15 @@ def _key_on_host(key_file: str) -> str | None:
     """The first key in the host's key file, as llama-server reads it; None when there is no file."""
     ok, content = _shell(f"cat {q(key_file)} 2>/dev/null || true")
     return first_key(content) if ok and content else None
+
+
+def _fingerprint_on_host(key_file: str) -> str | None:
+    """The sha256 of the TLS certificate beside ``key_file`` on the host (a restored state's), or None."""
+    cert_file = str(Path(key_file).with_name("tls.crt"))
+    ok, content = _shell(f"cat {q(cert_file)} 2>/dev/null || true")
+    if not (ok and "BEGIN CERTIFICATE" in content):
+        return None
+    return fingerprint(x509.load_pem_x509_certificates(content.encode())[0])
 
 
 def _offload(target: Target, invocation: str) -> str | None:

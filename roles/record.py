@@ -49,10 +49,11 @@ def deploy_record(
     *,
     unit_name: str = "lemfleet-llama",
     user: str = "lemfleet",
+    tls_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     bid = build_id(source, plan)
     instances = layout_of(plan)
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "backend": plan.backend,
         "gate": {"checks": [*GATE_CHECKS, *(["auth"] if plan.needs_api_key else [])]},
@@ -91,6 +92,9 @@ def deploy_record(
             "n_gpu_layers": plan.n_gpu_layers,
         },
     }
+    if tls_fingerprint:  # server_tls: what clients pin (lemfleet.tls_client); absent otherwise, as before TLS
+        record["service"]["tls"] = {"scheme": "https", "sha256_fingerprint": tls_fingerprint}  # type: ignore[index]
+    return record
 
 
 def schema_version(record: dict[str, Any]) -> int:

@@ -167,7 +167,8 @@ def env_path(unit_name: str) -> str:
 
 def managed_paths(unit_name: str) -> list[str]:
     """The paths this step writes, for the one state probe (roles/hoststate.py)."""
-    return [CONFIG_DIR, API_KEY_FILE, env_path(unit_name), unit_path(unit_name), RECORD_FILE]
+    return [CONFIG_DIR, API_KEY_FILE, server_tls.CERT_FILE, server_tls.KEY_FILE, env_path(unit_name),
+            unit_path(unit_name), RECORD_FILE]  # fmt: skip
 
 
 def render_unit(
@@ -180,6 +181,7 @@ def render_unit(
     supplementary_groups: Sequence[str] = (),
     allow_from: Sequence[str] | str | None = None,
     per_instance: bool = False,
+    tls: bool = False,
 ) -> str:
     """The unit file; each value is checked and quoted for the directive it lands in (roles/values.py).
 
@@ -188,6 +190,9 @@ def render_unit(
 
     ``allow_from`` (``server_allow_from``) and the plan's listen address make ``IPAddressAllow=``
     (roles/server_network.py); ``SocketBindAllow=`` takes the plan's port, the one ``--port`` gets.
+
+    ``tls`` adds ``--ssl-cert-file``/``--ssl-key-file`` with the files :func:`install_server` writes
+    (roles/server_tls.py); without it the unit is exactly what it was before TLS existed.
     """
     return _render(
         "lemfleet-llama.service.j2",
@@ -202,6 +207,9 @@ def render_unit(
         port=plan.port,
         ip_address_allow=ip_address_allow(plan.listen_host, allow_from),
         per_instance=per_instance,
+        tls=tls,
+        tls_cert_file=server_tls.CERT_FILE,
+        tls_key_file=server_tls.KEY_FILE,
     )
 
 
@@ -238,6 +246,11 @@ def api_keys(data: Any) -> str | None:
     return keys or None
 
 
+def host_tls(data: Any) -> server_tls.TlsFiles | None:
+    """The current host's certificate and key (server_tls), for its inventory name, listen address and SSH name."""
+    return server_tls.tls_for_host(data, host.name, data.get("server_host"), data.get("ssh_hostname"))
+
+
 @deploy("Install and start llama-server", data_defaults=DEFAULTS)
 def install_server(
     plan: HostPlan,
@@ -272,6 +285,18 @@ def install_server(
         )  # fmt: skip
     else:
         changes.append(absent(name="No API key file", path=API_KEY_FILE))
+    # llama-server reads both at start: a new certificate or key restarts it once, through the gate.
+    tls = host_tls(data)
+    if tls is not None:
+        changes.append(put_text(name="TLS certificate", dest=server_tls.CERT_FILE, content=tls.cert_pem))
+        changes.append(
+            put_text(name="TLS key file", dest=server_tls.KEY_FILE, content=tls.key_pem, user="root", group=user,
+                     mode="640", secret=True)
+        )  # fmt: skip
+        host.noop(f"TLS certificate sha256 fingerprint: {tls.fingerprint}")
+    else:
+        changes.append(absent(name="No TLS certificate", path=server_tls.CERT_FILE))
+        changes.append(absent(name="No TLS key file", path=server_tls.KEY_FILE))
 
     instances = layout_of(plan)
     templated = instances[0].index is not None
@@ -286,6 +311,7 @@ def install_server(
         supplementary_groups=supplementary_groups,
         allow_from=data.get("server_allow_from"),
         per_instance=templated,
+        tls=tls is not None,
     )
     extra = data.get("server_extra_args")
     written = write_units(
@@ -316,5 +342,6 @@ def install_server(
             _ignore_errors=True,
         )
     key_digest = hashlib.sha256(keys.encode()).hexdigest() if keys is not None else "no key"
-    files_digest = hashlib.sha256("\n".join([*written.texts, key_digest]).encode()).hexdigest()
+    tls_digest = [f"tls {tls.fingerprint} {hashlib.sha256(tls.key_pem.encode()).hexdigest()}"] if tls else []
+    files_digest = hashlib.sha256("\n".join([*written.texts, key_digest, *tls_digest]).encode()).hexdigest()
     return written.units[0][1][-1], files_digest

@@ -38,6 +38,8 @@ MANAGED_FLAGS = (
     ManagedFlag(("--api-key",), "LLAMA_API_KEY", "server_api_key"),
     ManagedFlag(("--api-key-file",), "LLAMA_ARG_API_KEY_FILE", "server_api_key_file"),
     ManagedFlag(("-ts", "--tensor-split"), "LLAMA_ARG_TENSOR_SPLIT", "gpu_devices"),
+    ManagedFlag(("--ssl-key-file",), "LLAMA_ARG_SSL_KEY_FILE", "server_tls / server_tls_key"),
+    ManagedFlag(("--ssl-cert-file",), "LLAMA_ARG_SSL_CERT_FILE", "server_tls / server_tls_cert"),
     # These would make llama-server fetch and serve a model lemfleet never verified.
     ManagedFlag(("-hf", "-hfr", "--hf-repo"), "LLAMA_ARG_HF_REPO", "model_repo"),
     ManagedFlag(("-hff", "--hf-file"), "LLAMA_ARG_HF_FILE", "model_file"),

@@ -7,7 +7,8 @@ files, and ``deployed.json``. It is kept, not serving, under
 
     build -> /opt/lemfleet/llama.cpp/<build-id>     the build it ran
     model -> /var/lib/lemfleet/models/<file>        the model it served
-    unit, env, api-key, deployed.json               copies, owner and mode kept
+    unit, env, api-key, tls.crt, tls.key,
+    deployed.json                                   copies, owner and mode kept
     digest                                          what the state was, to tell a rerun
 
 and the one before it, the state the last passing change replaced, under
@@ -39,6 +40,7 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 
+from lemfleet.roles import server_tls
 from lemfleet.roles.hoststate import state
 from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
 from lemfleet.roles.model import LAST_GOOD_MODEL, PREVIOUS_MODEL
@@ -97,10 +99,16 @@ class Layout:
     def copies(self) -> list[tuple[str, str]]:
         """(name in the last good directory, live path) of each file kept by copy."""
         return [("unit", self.unit), ("env", self.env), *self.instance_files, ("api-key", self.api_key),
-                ("deployed.json", self.record)]  # fmt: skip
+                *self.tls_files(), ("deployed.json", self.record)]  # fmt: skip
+
+    def tls_files(self) -> list[tuple[str, str]]:
+        """The certificate and key of server_tls, beside the key file (``/etc/lemfleet``; a test's folder)."""
+        folder = PurePosixPath(self.api_key).parent
+        return [(name, str(folder / name)) for name in ("tls.crt", "tls.key")]
 
 
 assert Layout(unit="", env="").previous == PREVIOUS
+assert [live for _, live in Layout(unit="", env="").tls_files()] == [server_tls.CERT_FILE, server_tls.KEY_FILE]
 
 
 def managed_paths(layout: Layout) -> list[str]:

@@ -1,0 +1,60 @@
+"""What server_tls changes on a host: the unit's flags, the record, the kept files; nothing when it is off."""
+
+from __future__ import annotations
+
+import shlex
+
+from lemfleet.roles import server_tls
+from lemfleet.roles.record import deploy_record
+from lemfleet.roles.server import managed_paths, render_unit
+from lemfleet.roles.server_flags import extra_args_problems
+from lemfleet.roles.transaction import Layout, restore_script, snapshot_script
+from tests.unit.test_server_templates import plan
+
+KEY = {"server_host": "10.0.0.5", "server_api_key": "k" * 20}
+
+
+def _exec_start(text: str) -> list[str]:
+    line = text.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0].replace("\\\n", " ")
+    return shlex.split(line)
+
+
+def test_a_tls_unit_passes_the_certificate_and_key_files() -> None:
+    p = plan(**KEY, server_tls="generate")
+    args = _exec_start(render_unit(p, unit_name="lemfleet-llama", user="lemfleet", binary="/b", api_key_file="/k",
+                                   tls=True))  # fmt: skip
+    assert args[args.index("--ssl-cert-file") + 1] == server_tls.CERT_FILE == "/etc/lemfleet/tls.crt"
+    assert args[args.index("--ssl-key-file") + 1] == server_tls.KEY_FILE == "/etc/lemfleet/tls.key"
+    assert args[-1] == "$LEMFLEET_EXTRA_ARGS"  # the extra arguments still come last
+
+
+def test_without_tls_the_unit_is_as_before() -> None:
+    text = render_unit(plan(**KEY), unit_name="lemfleet-llama", user="lemfleet", binary="/b", api_key_file="/k")
+    assert "ssl" not in text
+    assert "--metrics --api-key-file \"/k\" $LEMFLEET_EXTRA_ARGS\n" in text
+
+
+def test_extra_args_may_not_set_the_tls_flags() -> None:
+    problems = extra_args_problems(["--ssl-key-file=/tmp/k", "--ssl-cert-file", "/tmp/c"])
+    assert len(problems) == 2 and "server_tls" in problems[0]
+
+
+def test_the_record_names_the_fingerprint_only_for_a_tls_host() -> None:
+    from lemfleet.roles.model import ModelArtifact
+    from tests.unit.test_llama_cpp_build import SOURCE
+
+    model = ModelArtifact(alias="tiny", filename="tiny.gguf", sha256="0" * 64, size=1)
+    p = plan(**KEY, server_tls="generate")
+    plain = deploy_record(p, SOURCE, model, "/m")
+    assert "tls" not in plain["service"]
+    tls = deploy_record(p, SOURCE, model, "/m", tls_fingerprint="ab:cd")
+    assert tls["service"]["tls"] == {"scheme": "https", "sha256_fingerprint": "ab:cd"}
+
+
+def test_the_certificate_and_key_are_probed_and_kept_with_the_last_good_state() -> None:
+    assert {server_tls.CERT_FILE, server_tls.KEY_FILE} <= set(managed_paths("lemfleet-llama"))
+    layout = Layout.for_unit("lemfleet-llama")
+    snapshot = snapshot_script(layout, "/b", "/m", "d")
+    assert "cp -p /etc/lemfleet/tls.key /var/lib/lemfleet/last-good.new/tls.key" in snapshot
+    # A last good state without TLS takes the files away again.
+    assert "else rm -f /etc/lemfleet/tls.crt; fi" in restore_script(layout)
