@@ -96,7 +96,7 @@ def deploy_lemfleet() -> None:
         present=present,
     )
     record = deploy_record(plan, source, model, model_path, unit_name=unit_name, user=settings["server_user"],
-                           tls_fingerprint=pin)  # fmt: skip
+                           tls_fingerprint=pin, tls_spki_sha256=tls.spki_sha256 if tls else None)  # fmt: skip
     if distro:
         record["build"] = distro.record_build(record["build"])
     build_dir = distro.path if distro else f"{BUILDS}/{build_id(source, plan)}"

@@ -13,6 +13,7 @@ The API key is sent as a bearer token and never stored in a result or a message.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -219,8 +220,12 @@ def smoke_check(
     prompt: str = DEFAULT_PROMPT,
     max_tokens: int = 16,
     poll_interval: float = 0.5,
+    verify: ssl.SSLContext | bool = True,
 ) -> SmokeResult:
     """Run every check in :data:`CHECKS` against one llama-server and return what happened.
+
+    ``verify`` checks an https server's certificate when no ``client`` is given: a context pinned to
+    its recorded fingerprint or trusting the operator's CA (lemfleet.tls_client), or the system's CAs.
 
     ``timeout`` bounds each request; ``health_timeout`` bounds the wait for the model to load.
     ``host`` labels the result (default: the URL) and ``backend`` is recorded as given, since
@@ -230,7 +235,7 @@ def smoke_check(
     result = SmokeResult(host=host or base, url=base, backend=backend)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     own_client = client is None
-    http = client if client is not None else httpx.Client(timeout=timeout)
+    http = client if client is not None else httpx.Client(timeout=timeout, verify=verify)
     started = time.monotonic()
     try:
         deadline = started + health_timeout

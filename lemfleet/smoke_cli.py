@@ -17,13 +17,14 @@ from lemfleet.api.checks import smoke_target
 from lemfleet.api_keys import KEY, first_key
 from lemfleet.junit import write_junit
 from lemfleet.report import render_table, results_document
-from lemfleet.smoke import CheckFailed, SmokeResult, run_bounded, smoke_check
+from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
 from lemfleet.sshtunnel import (
     InventoryTarget,
     TunnelError,
     forward,
     load_inventory_targets,
 )
+from lemfleet.tls_client import client_verify, normalise
 
 HELP = "check llama-server endpoints: health, models, chat, streamed chat"
 
@@ -88,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     key.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
     key.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
     parser.add_argument("--model", metavar="ALIAS", help="model id /v1/models must list")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-fingerprint",
+        metavar="SHA256",
+        help="https URLs: pin the server's certificate to this sha256 (deploy output, deployed.json service.tls); "
+        "inventory hosts are pinned to their record's by themselves",
+    )
+    tls.add_argument("--cacert", metavar="PEM", help="https URLs: trust this CA or certificate file")
     parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N", help="hosts at once (8)")
     parser.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S", help="per request (120)")
     parser.add_argument(
@@ -119,9 +128,16 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     return targets
 
 
-def _smoke_one(target: Target, options: dict[str, Any]) -> SmokeResult:
+def _smoke_one(target: Target, options: dict[str, Any], tls: dict[str, str | None] | None = None) -> SmokeResult:
     if isinstance(target, str):
-        return smoke_check(target, **options)
+        try:
+            verify = client_verify(target, **(tls or {}))
+        except OSError as err:  # not the pinned certificate (PinMismatch), or no handshake: nothing sent
+            result = SmokeResult(host=target, url=target)
+            result.steps = [Step("tls", "failed", str(err))]
+            result.steps += [Step(n, "skipped", "not run: the certificate was not checked") for n in CHECKS]
+            return result
+        return smoke_check(target, **options, verify=verify)
     return smoke_target(target, options)
 
 
@@ -169,7 +185,10 @@ def run(args: argparse.Namespace) -> int:
         "timeout": args.timeout,
         "health_timeout": args.health_timeout,
     }
-    results = run_bounded(lambda t: _smoke_one(t, options), targets, args.concurrency)
+    if args.tls_fingerprint:
+        normalise(args.tls_fingerprint)  # a typo is refused before anything is contacted
+    tls = {"fingerprint": args.tls_fingerprint, "cafile": args.cacert}
+    results = run_bounded(lambda t: _smoke_one(t, options, tls), targets, args.concurrency)
     print(render_table(results), end="")
     _write_outputs(args, results)
     return 0 if all(result.ok for result in results) else 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -81,3 +82,15 @@ def client_verify(url: str, *, fingerprint: str | None = None, cafile: str | Non
     if cafile:
         return ca_context(cafile)
     return True
+
+
+def recorded_fingerprint(record: dict[str, Any] | None) -> str | None:
+    """The fingerprint a host's ``deployed.json`` records for its server (``service.tls``), or None."""
+    tls = ((record or {}).get("service") or {}).get("tls") or {}
+    value = tls.get("sha256_fingerprint")
+    return str(value) if value else None
+
+
+def https(url: str) -> str:
+    """``url`` with the https scheme (a forward's base URL is http://127.0.0.1:<port>)."""
+    return "https://" + url.removeprefix("http://") if url.startswith("http://") else url

@@ -50,6 +50,7 @@ def deploy_record(
     unit_name: str = "lemfleet-llama",
     user: str = "lemfleet",
     tls_fingerprint: str | None = None,
+    tls_spki_sha256: str | None = None,
 ) -> dict[str, Any]:
     bid = build_id(source, plan)
     instances = layout_of(plan)
@@ -93,7 +94,11 @@ def deploy_record(
         },
     }
     if tls_fingerprint:  # server_tls: what clients pin (lemfleet.tls_client); absent otherwise, as before TLS
-        record["service"]["tls"] = {"scheme": "https", "sha256_fingerprint": tls_fingerprint}  # type: ignore[index]
+        record["service"]["tls"] = {  # type: ignore[index]
+            "scheme": "https",
+            "sha256_fingerprint": tls_fingerprint,
+            "spki_sha256": tls_spki_sha256,
+        }
     return record
 
 

@@ -21,6 +21,7 @@ names change or it has fewer than :data:`RENEW_DAYS` days left.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import ipaddress
@@ -74,11 +75,13 @@ SETTINGS = (
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """What a TLS host gets: the certificate and key as PEM text, and the certificate's sha256."""
+    """What a TLS host gets: the certificate and key as PEM text, the certificate's sha256, and the
+    base64 sha256 of its public key (curl's ``--pinnedpubkey sha256//...``, which the verify suite uses)."""
 
     cert_pem: str
     key_pem: str
     fingerprint: str
+    spki_sha256: str
 
 
 def enabled(settings: Any) -> bool:
@@ -90,8 +93,10 @@ def fingerprint(cert: x509.Certificate) -> str:
     return ":".join(f"{b:02x}" for b in cert.fingerprint(hashes.SHA256()))
 
 
-def fingerprint_of_der(der: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in hashlib.sha256(der).digest())
+def spki_sha256(cert: x509.Certificate) -> str:
+    """The base64 sha256 of the certificate's SubjectPublicKeyInfo: what curl's --pinnedpubkey takes."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def tls_problems(s: Any) -> list[str]:
@@ -161,7 +166,7 @@ def load_files(cert_path: str, key_path: str, now: datetime.datetime | None = No
             f"server_tls_cert={cert_path!r} expired on {leaf.not_valid_after_utc:%Y-%m-%d}; accepted: a valid "
             "certificate"
         )
-    return TlsFiles(cert_bytes.decode("ascii"), key_bytes.decode("ascii"), fingerprint(leaf))
+    return TlsFiles(cert_bytes.decode("ascii"), key_bytes.decode("ascii"), fingerprint(leaf), spki_sha256(leaf))
 
 
 def host_names(name: str, *addresses: str | None) -> list[str]:
@@ -205,7 +210,8 @@ def generate(names: list[str], now: datetime.datetime | None = None) -> TlsFiles
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode("ascii")
-    return TlsFiles(cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem, fingerprint(cert))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return TlsFiles(cert_pem, key_pem, fingerprint(cert), spki_sha256(cert))
 
 
 def tls_dir() -> Path:

@@ -21,6 +21,7 @@ from lemfleet.api.results import CheckResult, FleetSmoke, FleetVerify
 from lemfleet.smoke import CHECKS, SmokeResult, Step, run_bounded, smoke_check
 from lemfleet.sshtunnel import InventoryTarget, SshOptions, TunnelError, forward
 from lemfleet.sshtunnel import read_deploy_record as read_record
+from lemfleet.tls_client import https, pinned_context, recorded_fingerprint
 
 VERIFY_SUITE = "lemfleet.verify"
 """The shipped suite, run as ``pytest --pyargs lemfleet.verify`` wherever lemfleet is installed."""
@@ -30,8 +31,15 @@ def smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResul
     """Smoke one inventory host through its forward; a failed tunnel fails the host."""
     try:
         with forward(target) as url:
-            backend = (read_record(target) or {}).get("backend")
-            result = smoke_check(url, host=target.name, backend=backend, **options)
+            record = read_record(target) or {}
+            pin = recorded_fingerprint(record)
+            if pin:  # server_tls: https, with the certificate the deploy recorded (lemfleet.tls_client)
+                url = https(url)
+                try:
+                    options = {**options, "verify": pinned_context(url, pin)}
+                except OSError as err:  # not the recorded certificate (PinMismatch), or no handshake
+                    return _tls_failed(target, str(err))
+            result = smoke_check(url, host=target.name, backend=record.get("backend"), **options)
     except TunnelError as err:
         via = target.ssh.hostname if target.ssh else "localhost"
         result = SmokeResult(host=target.name, url=f"ssh://{via}")
@@ -41,6 +49,14 @@ def smoke_target(target: InventoryTarget, options: dict[str, Any]) -> SmokeResul
     if target.ssh is not None:
         where = f"{target.server_host}:{target.server_port} on {target.ssh.hostname}"
         result.steps.insert(0, Step("tunnel", "passed", f"forwarded to {where}"))
+    return result
+
+
+def _tls_failed(target: InventoryTarget, problem: str) -> SmokeResult:
+    """A host whose certificate could not be checked: nothing was sent to it."""
+    result = SmokeResult(host=target.name, url=f"https://{target.server_host}:{target.server_port}")
+    result.steps = [Step("tls", "failed", problem)]
+    result.steps += [Step(n, "skipped", "not run: the certificate was not checked") for n in CHECKS]
     return result
 
 

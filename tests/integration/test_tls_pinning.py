@@ -115,3 +115,15 @@ def test_the_ca_path_trusts_the_operators_certificate_and_checks_names(tls_serve
     # Without a pin or a CA, a self-signed certificate is refused (the system's CAs do not know it).
     with httpx.Client(verify=client_verify(tls_server.url), timeout=10) as client, pytest.raises(httpx.ConnectError):
         client.get(f"{tls_server.url}/health")
+
+
+def test_lemfleet_smoke_pins_a_url_and_sends_nothing_to_another_certificate(tls_server: TlsServer) -> None:
+    from lemfleet.smoke_cli import _smoke_one
+
+    options = {"api_key": "k" * 20, "timeout": 10.0, "health_timeout": 5.0}
+    wrong = _smoke_one(tls_server.url, options, {"fingerprint": generate(["x"]).fingerprint, "cafile": None})
+    assert [(s.name, s.status) for s in wrong.steps][:2] == [("tls", "failed"), ("health", "skipped")]
+    assert tls_server.requests == []
+    right = _smoke_one(tls_server.url, options, {"fingerprint": tls_server.files.fingerprint, "cafile": None})
+    assert right.steps[0].name == "health" and right.steps[0].status == "passed", right.steps[0]
+    assert tls_server.requests[0] == "/health None"  # health first, without the key

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 
 from lemfleet.roles import server_tls
 from lemfleet.roles.record import deploy_record
@@ -31,7 +33,7 @@ def test_a_tls_unit_passes_the_certificate_and_key_files() -> None:
 def test_without_tls_the_unit_is_as_before() -> None:
     text = render_unit(plan(**KEY), unit_name="lemfleet-llama", user="lemfleet", binary="/b", api_key_file="/k")
     assert "ssl" not in text
-    assert "--metrics --api-key-file \"/k\" $LEMFLEET_EXTRA_ARGS\n" in text
+    assert '--metrics --api-key-file "/k" $LEMFLEET_EXTRA_ARGS\n' in text
 
 
 def test_extra_args_may_not_set_the_tls_flags() -> None:
@@ -47,8 +49,8 @@ def test_the_record_names_the_fingerprint_only_for_a_tls_host() -> None:
     p = plan(**KEY, server_tls="generate")
     plain = deploy_record(p, SOURCE, model, "/m")
     assert "tls" not in plain["service"]
-    tls = deploy_record(p, SOURCE, model, "/m", tls_fingerprint="ab:cd")
-    assert tls["service"]["tls"] == {"scheme": "https", "sha256_fingerprint": "ab:cd"}
+    tls = deploy_record(p, SOURCE, model, "/m", tls_fingerprint="ab:cd", tls_spki_sha256="x=")
+    assert tls["service"]["tls"] == {"scheme": "https", "sha256_fingerprint": "ab:cd", "spki_sha256": "x="}
 
 
 def test_the_certificate_and_key_are_probed_and_kept_with_the_last_good_state() -> None:
@@ -58,3 +60,30 @@ def test_the_certificate_and_key_are_probed_and_kept_with_the_last_good_state() 
     assert "cp -p /etc/lemfleet/tls.key /var/lib/lemfleet/last-good.new/tls.key" in snapshot
     # A last good state without TLS takes the files away again.
     assert "else rm -f /etc/lemfleet/tls.crt; fi" in restore_script(layout)
+
+
+def test_the_verify_suite_pins_the_recorded_public_key_over_https() -> None:
+    from tests.verify.plugin import _curl
+
+    record = {"service": {"host": "10.0.0.5", "port": 8080}}
+    assert "http://10.0.0.5:8080/health" in _curl(record, "/health") and "pinnedpubkey" not in _curl(record, "/h")
+    record["service"]["tls"] = {"sha256_fingerprint": "ab", "spki_sha256": "AbC+/="}
+    command = _curl(record, "/health")
+    assert "-k --pinnedpubkey sha256//AbC+/= " in command and command.endswith("https://10.0.0.5:8080/health")
+
+
+def test_the_public_key_pin_is_what_openssl_computes(tmp_path: Path) -> None:
+    made = server_tls.generate(["gpu1"])
+    (tmp_path / "c.pem").write_text(made.cert_pem)
+    pipeline = (
+        f"openssl x509 -in {tmp_path / 'c.pem'} -pubkey -noout | openssl pkey -pubin -outform der "
+        "| openssl dgst -sha256 -binary | base64"
+    )
+    assert subprocess.run(pipeline, shell=True, check=True, capture_output=True, text=True).stdout.strip() == (
+        made.spki_sha256
+    )
+    fingerprint = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "c.pem"), "-noout", "-fingerprint", "-sha256"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert fingerprint.strip().split("=", 1)[1].lower() == made.fingerprint

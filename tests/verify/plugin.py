@@ -31,6 +31,8 @@ import pytest
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
 from lemfleet.paths import DEPLOY_RECORD as RECORD
 
+TLS_KEY_FILE = "/etc/lemfleet/tls.key"  # roles/server_tls.py (server_tls)
+
 MARK = "@@lemfleet-verify:"
 UNIT_PROPERTIES = (
     "ActiveState,SubState,UnitFileState,NRestarts,MainPID,ProtectSystem,ProtectHome,PrivateTmp,NoNewPrivileges,"
@@ -60,9 +62,12 @@ def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None,
     # the header is empty and llama-server, which then has no keys, ignores it.
     auth = f'-H "Authorization: Bearer $(grep -v -e "^#" -e "^$" {KEY_FILE} 2>/dev/null | head -1)"' if key else ""
     data = f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}" if body else ""
+    # server_tls: https, pinned to the recorded public key; curl aborts before sending anything to another.
+    tls = service.get("tls") or {}
+    pin = f"-k --pinnedpubkey {shlex.quote('sha256//' + tls['spki_sha256'])} " if tls else ""
     return (
-        f"curl -sS --max-time 120 -w '\\n%{{http_code}}' {auth} {data} "
-        f"http://{_address(record)}:{service['port']}{path}"
+        f"curl -sS --max-time 120 -w '\\n%{{http_code}}' {pin}{auth} {data} "
+        f"{'https' if tls else 'http'}://{_address(record)}:{service['port']}{path}"
     )
 
 
@@ -75,7 +80,7 @@ def instance_records(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**record, "service": {**record["service"], "unit": i["unit"], "port": i["port"]}} for i in listed]
 
 
-HOST_WIDE = ("current", "build", "model", "key")
+HOST_WIDE = ("current", "build", "model", "key", "tls_key")
 
 
 def observe_command(record: dict[str, Any], *, host_wide: bool = True) -> str:
@@ -98,6 +103,7 @@ def observe_command(record: dict[str, Any], *, host_wide: bool = True) -> str:
         "model": f"sha256sum {shlex.quote(model['path'])} | cut -d' ' -f1",
         "listen": f"ss -Htln 'sport = :{service['port']}'",
         "key": f"stat -c '%a %U' {KEY_FILE} 2>/dev/null || echo missing",
+        "tls_key": f"stat -c '%a %U %G' {TLS_KEY_FILE} 2>/dev/null || echo missing",
         "health": _curl(record, "/health"),
         "models": _curl(record, "/v1/models"),
         "chat": _curl(record, "/v1/chat/completions", chat),

@@ -98,6 +98,17 @@ def test_api_key_file(host, seen):
     assert owner == "root", f"{name(host)}: /etc/lemfleet/api-key is owned by {owner}"
 
 
+def test_tls_key_file(host, seen):
+    """server_tls: the key is 0640 root:<service user>; the endpoint checks below pin the recorded public key."""
+    service = seen["record"]["service"]
+    if not service.get("tls"):
+        assert seen.get("tls_key", "missing") == "missing", f"{name(host)}: a TLS key file but no TLS in the record"
+        return
+    assert seen.get("tls_key") == f"640 root {service['user']}", (
+        f"{name(host)}: /etc/lemfleet/tls.key is {seen.get('tls_key')}, expected 640 root {service['user']}"
+    )
+
+
 def test_endpoint_refuses_requests_without_a_key(host, seen):
     if seen["key"] == "missing":
         assert seen["record"]["service"]["host"] in LOOPBACK, f"{name(host)}: listens beyond loopback with no key file"
