@@ -144,6 +144,8 @@ def plan_host(
     # OpenSSL only for a server_tls host, so that every other build keeps its id (roles/server_tls.py).
     flags = server_tls.cmake_flags(flags, settings)
     reasons["cmake_flags"] = f"{gpu.backend} backend, native CPU tuning, llama-server only"
+    if server_tls.enabled(settings):
+        reasons["cmake_flags"] += "; OpenSSL on for server_tls (a build id of its own)"
 
     threads = settings.get("server_threads") or facts.cpu_physical_cores
     reasons["threads"] = (
