@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lemfleet.roles import server_tls
 from lemfleet.errors import SettingsError
+from lemfleet.roles import server_tls
 from lemfleet.roles.server_tls import generate, host_certificate, host_names, load_files, tls_problems
 
 EXPOSED = {"server_host": "10.0.0.5"}
