@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
@@ -293,7 +293,8 @@ def install_server(
             put_text(name="TLS key file", dest=server_tls.KEY_FILE, content=tls.key_pem, user="root", group=user,
                      mode="640", secret=True)
         )  # fmt: skip
-        host.noop(f"TLS certificate sha256 fingerprint: {tls.fingerprint}")
+        # For clients to pin (also in deployed.json, service.tls); printed at info level, unlike a noop.
+        host.log_styled(f"TLS certificate sha256 fingerprint: {tls.fingerprint}", fg="cyan", log_func=logger.info)
     else:
         changes.append(absent(name="No TLS certificate", path=server_tls.CERT_FILE))
         changes.append(absent(name="No TLS key file", path=server_tls.KEY_FILE))
