@@ -2,9 +2,11 @@
 
     python bench/hip_targets.py [--sample 6]
 
-On a Debian sid test-bed host (HIP 6.4 from Debian's archive; one is booted, and removed afterwards, when none is
-up) prepared as the drivers step prepares an RX 7900 XTX host (recorded rocminfo in tests/fixtures/gpu), the pinned
-llama.cpp is configured twice with the plan's own cmake flags and the build script's HIPCXX/HIP_PATH:
+On a Debian sid test-bed host (HIP 6.4 from Debian's archive; booted for the bench and removed afterwards) that
+presents an RX 7900 XTX (its recorded rocminfo in tests/fixtures/gpu, served by the host's own rocminfo:
+lemfleet.testbed.add_gpu_host), whose packages the deploy's own detect, plan and drivers steps install
+(lemfleet.testbed.gpuhost.prepare), the pinned llama.cpp is configured twice with the plan's own cmake flags and
+the build script's HIPCXX/HIP_PATH:
 
 - narrowed: GPU_TARGETS as the plan sets it, the detected gfx1100;
 - all targets: every gfx target ROCm's libraries ship kernels for (lemfleet.roles.gpu_tables.ROCM_GFX, the list
@@ -38,9 +40,8 @@ from lemfleet.roles.gpu_tables import ROCM_GFX
 from lemfleet.roles.settings_check import validate
 from lemfleet.roles.sources import sdist_source
 from lemfleet.testbed import HostRecord, gpuhost
-from tests.fixtures.gpu.hosts import SCENARIOS
 
-GPU = "rx7900xtx"
+GPU = {"rocminfo": "rocminfo/rx7900xtx-gfx1100.txt"}  # ROCm/ROCm#3949
 TREES = "/opt/lemfleet/bench-hip"
 
 
@@ -75,15 +76,13 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    booted = [r for r in testbed.load() if r.suite == "sid"]
-    rec = booted[0] if booted else testbed.add(1, suite="sid")[0]
+    prepared = gpuhost.prepare("sid", GPU, build_packages=True)
+    rec = prepared.rec
     try:
-        prepared = gpuhost.prepare(rec, "sid", SCENARIOS[GPU][1](), validate({}))
         plan = prepared.plan
         if plan.backend != "hip":
             print(f"the plan is {plan.backend}, not hip: {plan.reasons}", file=sys.stderr)
             return 1
-        gpuhost.apt_install(rec, [*llama_cpp.BUILD_PACKAGES, *llama_cpp.RUNTIME_PACKAGES])
         src = gpuhost.push_source(rec, sdist_source(validate({})))
         every = tuple(sorted(ROCM_GFX))
         narrowed = configure(rec, src, plan.cmake_flags, plan.gpu_targets, "narrowed")
@@ -113,9 +112,7 @@ def main() -> int:
         )
         return 0 if whole_one / whole_all <= 1 / 3 else 2
     finally:
-        testbed.ssh(rec, f"rm -rf {TREES}", timeout=600)
-        if not booted:
-            testbed.remove(rec.name)
+        testbed.remove(rec.name)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,17 @@
-"""Test-bed hosts prepared as a GPU host would be: the drivers step's packages, then lemfleet's own build script.
+"""Test-bed hosts prepared as a GPU host is, by the deploy's own steps: drivers, then llama-server's build.
 
-The hosts have no GPU. A host's facts are its own (OS, CPU, memory, container: the real probe over SSH) with
-the GPU part taken from a recorded GPU host's outputs, so the plan chooses the backend, packages and cmake flags
-itself, and what gets installed and compiled is what a deploy to that GPU host would install and compile.
+Each host presents a recorded GPU (``recorded_gpu.add_gpu_host``: the GPU's tools on PATH, a KFD topology), so
+its facts are its own, read over SSH by lemfleet's probes, and the plan chooses backend, packages and cmake flags
+itself. Nothing is installed or compiled by hand:
+
+- ``prepare`` runs the deploy's first steps (detect, plan, drivers: ``tests/testbed/deploys/gpu_drivers.py``)
+  with pyinfra, so the packages are those the drivers step installs, the way it installs them;
+- ``deploy`` runs the whole ``deploy.py``, which compiles llama-server for the plan, writes the unit, starts it
+  and gates it. There is no GPU, so the gate's offload check fails the host ("no GPU computed") and, on a first
+  deploy, stops and disables the unit; the build stays installed and ``current`` points at it.
+
 Used by the slow GPU build tests (tests/testbed/test_gpu_builds.py) and the HIP targets bench
-(bench/hip_targets.py).
+(bench/hip_targets.py). The whole path with its failure and rollback is tests/testbed/test_gpu_deploy_slow.py.
 """
 
 from __future__ import annotations
@@ -13,40 +20,51 @@ import dataclasses
 import json
 import shlex
 import subprocess
-import time
+import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from lemfleet.roles import llama_cpp
-from lemfleet.roles.build_ops import BUILD_USER
 from lemfleet.roles.detect import TARGET_PATHS, facts_from_sections
 from lemfleet.roles.drivers import DriverPlan, plan_drivers, target_from_facts
-from lemfleet.roles.facts.gpu_pci import GpuReport
+from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.facts.host import probe_command, split_sections
 from lemfleet.roles.hostinfo import HostFacts
-from lemfleet.roles.ops import USER_COMMENT
 from lemfleet.roles.plan import HostPlan, ModelInfo, plan_host
+from lemfleet.roles.settings_check import validate
 from lemfleet.roles.sources import Source
 from lemfleet.testbed.bed import ssh
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import SSH_CONFIG
 from lemfleet.testbed.paths import run as run_here
+from lemfleet.testbed.recorded_gpu import Recording, add_gpu_host
+from lemfleet.testbed.teardown import remove
 
+PROJECT = Path(__file__).resolve().parents[2]
+DRIVERS_DEPLOY = "tests/testbed/deploys/gpu_drivers.py"
 APT_TIMEOUT = 3600
 BUILD_TIMEOUT = 4 * 3600
+CURRENT_BINARY = f"{llama_cpp.CURRENT}/bin/llama-server"
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """A host with one backend's runtime and build packages installed as the drivers step plans them."""
+    """A host presenting a recorded GPU, with its backend's packages installed by the drivers step."""
 
     rec: HostRecord
     suite: str
+    data: tuple[str, ...]  # the --data items every run on this host gets
     facts: HostFacts
     settings: Mapping[str, Any]
     plan: HostPlan
     drivers: DriverPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    returncode: int
+    output: str  # stdout and stderr
 
 
 def remote(rec: HostRecord, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -58,21 +76,68 @@ def push(rec: HostRecord, local: Path, dest: str) -> None:
     run_here(["scp", "-q", "-F", str(SSH_CONFIG), str(local), f"{rec.name}:{dest}"], timeout=900)
 
 
-def host_facts(rec: HostRecord, gpu: GpuReport) -> HostFacts:
-    """The host's own facts from the real probe, with the GPUs and runtime of a recorded GPU host."""
+def pyinfra(rec: HostRecord, deploy_file: str, data: Sequence[str], timeout: float = BUILD_TIMEOUT) -> Run:
+    """``pyinfra inventories/testbed.py <deploy_file> -y --limit <host>`` with ``--data`` items, from the checkout."""
+    args = [sys.executable, "-m", "pyinfra", "inventories/testbed.py", deploy_file, "-y", "--limit", rec.name]
+    for item in data:
+        args += ["--data", item]
+    proc = subprocess.run(args, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, check=False)
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def settings_from(data: Sequence[str]) -> dict[str, Any]:
+    """The settings ``--data KEY=VALUE`` items give, parsed as pyinfra's CLI parses them, then checked."""
+    values: dict[str, Any] = {}
+    for item in data:
+        key, _, value = item.partition("=")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return validate(values)
+
+
+def host_facts(rec: HostRecord) -> HostFacts:
+    """The host's facts from lemfleet's own probes over SSH: its OS, CPU and memory, and the GPU it presents."""
     sections = split_sections(ssh(rec, probe_command(TARGET_PATHS)).splitlines())
-    gpus, runtime = gpu
+    gpus, runtime = parse_probe(ssh(rec, PROBE_COMMAND, timeout=120).splitlines())
     return facts_from_sections(sections, gpus, runtime)
 
 
-def apt_install(rec: HostRecord, packages: Sequence[str]) -> None:
-    """Install as the drivers and llama_cpp steps do: pyinfra's apt.packages with no_recommends."""
-    names = " ".join(shlex.quote(p) for p in packages)
-    ssh(
-        rec,
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {names}",
-        timeout=APT_TIMEOUT,
-    )
+def prepare(
+    suite: str,
+    recordings: Mapping[str, Recording],
+    data: Sequence[str] = (),
+    rc: Mapping[str, int] | None = None,
+    build_packages: bool = False,
+) -> Prepared:
+    """Boot a host of ``suite`` presenting the recorded GPU, and run the deploy's detect, plan and drivers steps.
+
+    ``build_packages`` also installs what the build step installs before it compiles (a bench's own configure).
+    """
+    settings = settings_from(data)
+    rec = add_gpu_host(recordings, rc, suite=suite)
+    try:
+        facts = host_facts(rec)
+        plan = plan_host(facts, settings, ModelInfo("lemfleet-tiny-gemma3"))
+        kernel = ssh(rec, "uname -r").strip()
+        drivers = plan_drivers(target_from_facts(facts, plan.backend, kernel_release=kernel), settings)
+        extra = ["build_packages=true"] if build_packages else []
+        run = pyinfra(rec, DRIVERS_DEPLOY, [*data, *extra], timeout=APT_TIMEOUT)
+        if run.returncode != 0:
+            raise RuntimeError(f"the drivers step failed on {rec.name}:\n{run.output[-4000:]}")
+    except BaseException:
+        remove(rec.name)  # the caller never gets the host, so it could not remove it
+        raise
+    return Prepared(rec, suite, tuple(data), facts, settings, plan, drivers)
+
+
+def deploy(prepared: Prepared, *data: str, model: Path | None = None) -> Run:
+    """The whole ``deploy.py`` on the host (compile included), with the tiny model when ``model`` is given."""
+    items = [*prepared.data, *data]
+    if model is not None:
+        items += ["model_source=local", f"model_path={model}"]
+    return pyinfra(prepared.rec, "deploy.py", items)
 
 
 def installed(rec: HostRecord, *patterns: str) -> set[str]:
@@ -82,24 +147,12 @@ def installed(rec: HostRecord, *patterns: str) -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.startswith("ii")}
 
 
-def prepare(rec: HostRecord, suite: str, gpu: GpuReport, settings: Mapping[str, Any]) -> Prepared:
-    """Plan the host, then apply the drivers plan's apt sources and packages as the drivers step does."""
-    facts = host_facts(rec, gpu)
-    plan = plan_host(facts, settings, ModelInfo("lemfleet-tiny-gemma3"))
-    kernel = ssh(rec, "uname -r").strip()
-    drivers = plan_drivers(target_from_facts(facts, plan.backend, kernel_release=kernel), settings)
-    # Debian's own archive, whose keyring every host has: no keys, keyring packages or pins to fetch here.
-    assert not (drivers.keys or drivers.keyring_debs or drivers.pins), drivers.describe()
-    assert not drivers.kernel_packages, f"a container host got a kernel driver:\n{drivers.describe()}"
-    for source in drivers.sources:
-        ssh(rec, f"printf %s {shlex.quote(source.deb822())} > {source.path}")
-    ssh(rec, "apt-get update -q", timeout=APT_TIMEOUT)
-    apt_install(rec, drivers.packages)
-    return Prepared(rec, suite, facts, settings, plan, drivers)
-
-
 def push_source(rec: HostRecord, source: Source) -> str:
-    """The pinned llama.cpp tree on the host, pushed, verified and unpacked as the llama_cpp step does."""
+    """The pinned llama.cpp tree on the host, for a bench that configures it by hand (bench/hip_targets.py).
+
+    Pushed, checked against its sha256 and unpacked where the llama_cpp step keeps it; a deploy's build does
+    this itself.
+    """
     src = llama_cpp.source_dir(source)
     if remote(rec, f"test -f {src}/CMakeLists.txt").returncode == 0:
         return src
@@ -118,26 +171,7 @@ def push_source(rec: HostRecord, source: Source) -> str:
     return src
 
 
-def compile_server(rec: HostRecord, plan: HostPlan, source: Source) -> str:
-    """Compile llama-server with lemfleet's build script (once per build id); the installed binary's path."""
-    apt_install(rec, llama_cpp.BUILD_PACKAGES + llama_cpp.RUNTIME_PACKAGES)
-    src = push_source(rec, source)
-    bid = llama_cpp.build_id(source, plan)
-    binary = llama_cpp.installed_binary(bid)
-    if remote(rec, f"test -x {binary}").returncode != 0:
-        # The build runs as the unprivileged build user, as the llama_cpp step creates it.
-        user = shlex.quote(BUILD_USER)
-        ssh(rec, f"id {user} >/dev/null 2>&1 || useradd --system --user-group --comment {shlex.quote(USER_COMMENT)} "
-                 f"--home-dir {llama_cpp.ROOT}/build --no-create-home --shell /usr/sbin/nologin {user}")  # fmt: skip
-        script = llama_cpp.build_script(bid, src, plan, source, plan.cpu_logical_cores)
-        started = time.monotonic()
-        ssh(rec, f"sh -c {shlex.quote(script)}", timeout=BUILD_TIMEOUT)
-        minutes = (time.monotonic() - started) / 60
-        print(f"{plan.backend} build {bid} on {rec.name} ({rec.suite}): {minutes:.1f} min")
-    return binary
-
-
-def build_record(rec: HostRecord, binary: str) -> dict[str, Any]:
+def build_record(rec: HostRecord, binary: str = CURRENT_BINARY) -> dict[str, Any]:
     """The build.json the build script writes beside the binary."""
-    record: dict[str, Any] = json.loads(ssh(rec, f"cat {PurePosixPath(binary).parent.parent}/build.json"))
+    record: dict[str, Any] = json.loads(ssh(rec, f"cat {Path(binary).parent.parent}/build.json"))
     return record

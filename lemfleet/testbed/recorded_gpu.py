@@ -51,6 +51,7 @@ from lemfleet.testbed.bed import add
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import HOSTS_DIR
 from lemfleet.testbed.registry import load
+from lemfleet.testbed.teardown import remove
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "gpu"
 PREFIX = "/usr/local"
@@ -234,7 +235,11 @@ def add_gpu_host(
         mirror = write_kfd(HOSTS_DIR / f"tb{number}" / "sys-class", amd)
         binds.append(f"{mirror}:/sys/class")
     (rec,) = add(1, suite=suite, binds=binds)
-    if rec.number != number:
-        raise RuntimeError(f"expected the new host to be tb{number}, got {rec.name}: was another added meanwhile?")
-    install_tools(Path(rec.root), recordings, rc)
+    try:
+        if rec.number != number:
+            raise RuntimeError(f"expected the new host to be tb{number}, got {rec.name}: was another added meanwhile?")
+        install_tools(Path(rec.root), recordings, rc)
+    except BaseException:
+        remove(rec.name)
+        raise
     return rec

@@ -1,19 +1,19 @@
-"""GPU runtimes installed and llama-server compiled for them, on real test-bed hosts with no GPU.
+"""GPU runtimes installed and llama-server compiled for them by the deploy's own steps, on test-bed hosts with no GPU.
 
 A Debian 13 (trixie) host gets Vulkan and Debian's CUDA 12.4; a Debian 12 (bookworm) host gets Debian's CUDA 11.8,
-a second toolchain for the same CUDA build; a Debian sid host gets Debian's ROCm (HIP 6.4). The hosts have no GPU,
-so detection there would plan the CPU. The facts the plans read are therefore the host's own (OS, CPU, memory,
-container: the real probe over SSH) with the GPU part taken from real recorded outputs in ``tests/fixtures/gpu``:
-an RX 7900 XTX for Vulkan on Debian 13 (whose HIP is too old) and for HIP on sid, and an HGX H100 host whose driver
-is not loaded for CUDA. The plans then choose backend, packages and cmake flags themselves, the packages go in the
-way the drivers and llama_cpp steps install them (apt, no recommends), and lemfleet's own build script compiles
-the pinned sdist (``lemfleet/testbed/gpuhost.py``).
+a second toolchain for the same CUDA build; a Debian sid host gets Debian's ROCm (HIP 6.4). Each host presents a
+recorded GPU (``lemfleet.testbed.add_gpu_host``: the GPU's tools on PATH answering from ``tests/fixtures/gpu``,
+and a KFD topology for AMD): an RX 7900 XTX for Vulkan on Debian 13 (whose HIP is too old) and for HIP on sid, an
+HGX H100 host whose driver is not loaded for CUDA on Debian 13 and a Tesla T4 on Debian 12. Its facts are read by
+lemfleet's own probes over SSH, the plans choose backend, packages and cmake flags themselves, the drivers step
+installs the packages (``gpuhost.prepare``: the deploy's detect, plan and drivers steps under pyinfra) and the
+whole ``deploy.py`` compiles the pinned sdist (``gpuhost.deploy``), then fails the gate, as there is no GPU.
 
 What this proves: *installed* (the Vulkan, Debian CUDA and Debian ROCm package lists on real Debian systems, with
-no kernel driver inside a container), *compiled* (llama-server linking libvulkan; libcudart and libcublas with
-device code for exactly the planned architecture; libamdhip64, hipBLAS and rocBLAS with device code for exactly
-the planned gfx target) and, for Vulkan, *run*: the build serves a tiny model on Mesa's lavapipe, a software
-Vulkan device. No GPU computes here; that takes ``bench/gpu.sh`` on a GPU machine.
+no kernel driver inside a container), *compiled* by the deploy (llama-server linking libvulkan; libcudart and
+libcublas with device code for exactly the planned architecture; libamdhip64, hipBLAS and rocBLAS with device code
+for exactly the planned gfx target) and, for Vulkan, *run*: the build serves a tiny model on Mesa's lavapipe, a
+software Vulkan device. No GPU computes here; that takes ``bench/gpu.sh`` on a GPU machine.
 
 All slow (GiBs of CUDA and ROCm packages, 15+ minute compiles on two cores):
 ``./scripts/test.sh -m slow tests/testbed/test_gpu_builds.py``; ``-k "not bookworm"`` leaves out the Debian 12 CUDA
@@ -39,33 +39,27 @@ from lemfleet.roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import Source, sdist_source
-from lemfleet.testbed import HostRecord
-from lemfleet.testbed.gpuhost import (
-    Prepared,
-    build_record,
-    compile_server,
-    installed,
-    prepare,
-    push,
-    remote,
-)
-from tests.fixtures.gpu.hosts import SCENARIOS
+from lemfleet.testbed.gpuhost import CURRENT_BINARY, Prepared, build_record, deploy, installed, prepare, push, remote
+from lemfleet.testbed.recorded_gpu import expected_report
 
 pytestmark = pytest.mark.slow
 
-VULKAN_GPU = "rx7900xtx"  # rocminfo of an RX 7900 XTX (ROCm/ROCm#3949)
+RX7900XTX = {"rocminfo": "rocminfo/rx7900xtx-gfx1100.txt"}  # ROCm/ROCm#3949
 # Per suite: lspci of an HGX H100 host whose nvidia-smi cannot reach the driver (cc 9.0), and a Tesla T4's
 # nvidia-smi (cc 7.5) for Debian 12, whose CUDA 11.8 cannot build ggml-cuda's Hopper code (roles/drivers/pins.py).
-CUDA_GPU = {"trixie": "nvidia-broken", "bookworm": "t4"}
+CUDA_GPU = {
+    "trixie": ({"lspci": "lspci/hgx-h100-x8-aspeed-bmc-nvswitch-host.txt",
+                "nvidia-smi": "nvidia-smi/failure-couldnt-communicate-with-driver.txt"}, {"nvidia-smi": 9}),
+    "bookworm": ({"nvidia-smi": "nvidia-smi/tesla-t4-driver580-gpu-table-partial.txt"}, {}),
+}  # fmt: skip
 CUDA_ARCH = {"trixie": "90", "bookworm": "75"}
-HIP_GPU = VULKAN_GPU  # the same RX 7900 XTX: on Debian sid, whose HIP is new enough, its plan is HIP
 CUDA_SUITES = ("trixie", "bookworm")
 RELEASES = {"trixie": "13", "bookworm": "12"}
 # The host compiler Debian's nvidia-cuda-toolkit depends on first ("g++-13 | ..." in trixie, "g++-11 | ..." in
 # bookworm; apt-cache show, 2026-11-29): nvcc 12.4 takes GCC <= 13 and 11.8 GCC <= 11, older than each suite's
-# default g++. Debian's nvcc wrapper picks the same one itself; CUDAHOSTCXX makes CMake's choice explicit.
+# default g++; Debian's nvcc wrapper picks that one itself, which is what the deploy's build relies on.
 CUDA_HOST_CXX = {"trixie": "g++-13", "bookworm": "g++-11"}
+NO_GPU = "offload check failed: no GPU computed"
 PROBE_UNIT = "lemfleet-vulkan-probe"
 PROBE_PORT = 18111
 
@@ -74,52 +68,48 @@ PROBE_PORT = 18111
 
 
 @pytest.fixture(scope="module")
-def boot() -> Iterator[Callable[[str], HostRecord]]:
-    """One test-bed host per Debian suite, booted on first use beside any others and removed after the module."""
+def hosts() -> Iterator[Callable[[str, dict[str, str], tuple[str, ...], dict[str, int] | None], Prepared]]:
+    """Hosts presenting a recorded GPU, prepared by the drivers step once per (suite, GPU); removed after."""
     if os.geteuid() != 0:
         pytest.fail("test-bed tests need root; deselect them with -m 'not testbed'")
-    booted: dict[str, HostRecord] = {}
+    made: dict[str, Prepared] = {}
 
-    def host(suite: str) -> HostRecord:
-        if suite not in booted:
-            booted[suite] = testbed.add(1, suite=suite)[0]
-        return booted[suite]
+    def host(suite: str, recordings: dict[str, str], data: tuple[str, ...] = (), rc: dict[str, int] | None = None):
+        key = f"{suite} {sorted(recordings.items())}"
+        if key not in made:
+            made[key] = prepare(suite, recordings, data, rc)
+        return made[key]
 
     yield host
-    for rec in booted.values():
-        testbed.remove(rec.name)
+    for prepared in made.values():
+        testbed.remove(prepared.rec.name)
 
 
 @pytest.fixture(scope="module")
-def source() -> Source:
-    return sdist_source(validate({}))
+def vulkan_host(hosts) -> Prepared:
+    return hosts("trixie", RX7900XTX)
 
 
 @pytest.fixture(scope="module")
-def vulkan_host(boot: Callable[[str], HostRecord]) -> Prepared:
-    return prepare(boot("trixie"), "trixie", SCENARIOS[VULKAN_GPU][1](), validate({}))
+def vulkan_server(vulkan_host: Prepared, tiny_model: Path) -> str:
+    """The deploy's own Vulkan build; the gate then fails the host, as no GPU computed."""
+    run = deploy(vulkan_host, model=tiny_model)
+    assert run.returncode != 0 and NO_GPU in run.output, run.output[-6000:]
+    return CURRENT_BINARY
 
 
 @pytest.fixture(scope="module")
-def vulkan_server(vulkan_host: Prepared, source: Source) -> str:
-    return compile_server(vulkan_host.rec, vulkan_host.plan, source)
+def hip_host(hosts) -> Prepared:
+    return hosts("sid", RX7900XTX)
 
 
 @pytest.fixture(scope="module")
-def hip_host(boot: Callable[[str], HostRecord]) -> Prepared:
-    return prepare(boot("sid"), "sid", SCENARIOS[HIP_GPU][1](), validate({}))
-
-
-@pytest.fixture(scope="module")
-def prepared_for_cuda(boot: Callable[[str], HostRecord]) -> Callable[[str], Prepared]:
-    """The suite's host with Debian's CUDA packages as its plan installs them, prepared once per module."""
-    prepared: dict[str, Prepared] = {}
+def prepared_for_cuda(hosts) -> Callable[[str], Prepared]:
+    """The suite's host with Debian's CUDA packages as the drivers step installs them, prepared once per module."""
 
     def host(suite: str) -> Prepared:
-        if suite not in prepared:
-            settings = validate({"drivers_cuda_source": "distro"})
-            prepared[suite] = prepare(boot(suite), suite, SCENARIOS[CUDA_GPU[suite]][1](), settings)
-        return prepared[suite]
+        recordings, rc = CUDA_GPU[suite]
+        return hosts(suite, recordings, ("drivers_cuda_source=distro",), rc)
 
     return host
 
@@ -151,12 +141,14 @@ def test_vulkan_build_dependencies_install_on_debian_13(vulkan_host: Prepared) -
 def test_detection_does_not_take_lavapipe_for_a_gpu(vulkan_host: Prepared) -> None:
     """With Mesa installed, vulkaninfo lists llvmpipe, a CPU device: the real GPU probe must still find no GPU."""
     out = testbed.ssh(vulkan_host.rec, PROBE_COMMAND, timeout=120)
-    assert "llvmpipe" in out, out[-2000:]
+    assert "llvmpipe" in out, out[-2000:]  # Debian's vulkaninfo, not a recording: the host presents rocminfo only
     gpus, runtime = parse_probe(out.splitlines())
-    assert gpus == ()
+    recorded, _ = expected_report(RX7900XTX)
+    assert [(g.vendor, g.name) for g in gpus] == [(g.vendor, g.name) for g in recorded]
     assert not runtime.vulkan_ok
-    real = dataclasses.replace(vulkan_host.facts, gpus=gpus, gpu_runtime=runtime)
-    assert plan_host(real, validate({}), ModelInfo("lemfleet-tiny-gemma3")).backend == "cpu"
+    # Without the presented GPU, the host's own facts plan the CPU.
+    bare = dataclasses.replace(vulkan_host.facts, gpus=(), gpu_runtime=runtime)
+    assert plan_host(bare, validate({}), ModelInfo("lemfleet-tiny-gemma3")).backend == "cpu"
 
 
 def test_vulkan_build_links_libvulkan(vulkan_host: Prepared, vulkan_server: str) -> None:
@@ -220,13 +212,12 @@ def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: P
     assert remote(rec, f"test -e {NOUVEAU_BLACKLIST.path}").returncode != 0
 
 
-def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: Source) -> None:
+def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, tiny_model: Path) -> None:
     rec, suite = cuda_host.rec, cuda_host.suite
     assert cuda_host.plan.cuda_architectures == (CUDA_ARCH[suite],)
-    plan = dataclasses.replace(
-        cuda_host.plan, build_env={**cuda_host.plan.build_env, "CUDAHOSTCXX": f"/usr/bin/{CUDA_HOST_CXX[suite]}"}
-    )
-    binary = compile_server(rec, plan, source)
+    run = deploy(cuda_host, model=tiny_model)
+    assert run.returncode != 0, run.output[-6000:]  # built, then failed by the gate: no GPU computes here
+    binary = CURRENT_BINARY
     record = build_record(rec, binary)
     assert record["backend"] == "cuda" and f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCH[suite]}" in record["cmake_flags"]
     ldd = testbed.ssh(rec, f"ldd {binary}")
@@ -241,22 +232,14 @@ def test_cuda_build_compiles_for_one_architecture(cuda_host: Prepared, source: S
 
 
 def test_debian_12_cuda_cannot_build_ggml_cuda_for_hopper(
-    prepared_for_cuda: Callable[[str], Prepared], source: Source
+    prepared_for_cuda: Callable[[str], Prepared], tiny_model: Path
 ) -> None:
-    """Why the pins stop Debian 12's CUDA 11.8 at compute capability 8.9: forced to sm_90, the build fails."""
-    suite = "bookworm"
-    prepared = prepared_for_cuda(suite)
+    """Why the pins stop Debian 12's CUDA 11.8 at compute capability 8.9: told to build for sm_90, the build fails."""
+    prepared = prepared_for_cuda("bookworm")
     assert pins.toolkit_cc_range(pins.DISTRO_CUDA_TOOLKIT[("debian", "12")])[1] < (9, 0)
-    flags = tuple(f for f in prepared.plan.cmake_flags if not f.startswith("-DCMAKE_CUDA_ARCHITECTURES="))
-    hopper = dataclasses.replace(
-        prepared.plan,
-        cuda_architectures=("90",),
-        cmake_flags=(*flags, "-DCMAKE_CUDA_ARCHITECTURES=90"),
-        build_env={"CUDAHOSTCXX": f"/usr/bin/{CUDA_HOST_CXX[suite]}"},
-    )
-    with pytest.raises(RuntimeError) as failed:
-        compile_server(prepared.rec, hopper, source)
-    assert 'identifier "cudaGridDependencySynchronize" is undefined' in str(failed.value), str(failed.value)[-3000:]
+    run = deploy(prepared, 'gpu_targets=["90"]', model=tiny_model)
+    assert run.returncode != 0, run.output[-6000:]
+    assert 'identifier "cudaGridDependencySynchronize" is undefined' in run.output, run.output[-6000:]
 
 
 # -- HIP, from Debian sid's ROCm packages ------------------------------------------------------------------
@@ -279,9 +262,11 @@ def test_hip_sdk_installs_from_debian_sid(hip_host: Prepared) -> None:
     )
 
 
-def test_hip_build_compiles_for_the_detected_target_only(hip_host: Prepared, source: Source) -> None:
-    rec, plan = hip_host.rec, hip_host.plan
-    binary = compile_server(rec, plan, source)
+def test_hip_build_compiles_for_the_detected_target_only(hip_host: Prepared, tiny_model: Path) -> None:
+    rec = hip_host.rec
+    run = deploy(hip_host, model=tiny_model)
+    assert run.returncode != 0, run.output[-6000:]  # built, then failed by the gate: no GPU computes here
+    binary = CURRENT_BINARY
     record = build_record(rec, binary)
     assert record["backend"] == "hip" and "-DGPU_TARGETS=gfx1100" in record["cmake_flags"]
     ldd = testbed.ssh(rec, f"ldd {binary}")
