@@ -27,7 +27,9 @@ HELP = "roll a deploy out in health-gated batches, canaries first; a failing hos
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inventory", help="pyinfra inventory file (e.g. inventories/fleet.py)")
     parser.add_argument(
-        "--batches", default=DEFAULT_BATCHES, help=f"how far each batch reaches (default {DEFAULT_BATCHES.replace('%', '%%')})"
+        "--batches",
+        default=DEFAULT_BATCHES,
+        help="how far each batch reaches (default " + DEFAULT_BATCHES.replace("%", "%%") + ")",
     )
     parser.add_argument("--max-fail", default="0", help="hosts of one batch that may fail: 0 (default), N or P%%")
     parser.add_argument("--limit", action="append", default=[], help="a group or host glob (repeatable)")
