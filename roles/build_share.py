@@ -3,14 +3,16 @@
 pyinfra runs every host's deploy code first (in parallel greenlets, in no fixed
 order), then the operations. So the hosts that need a build the controller's
 cache does not hold *register* while the deploy code runs, and the leader is
-chosen when the operations run, on the first question: the registered host
-that comes first in the inventory and has not failed. That is also the host
-``--serial`` runs first, so no mode deadlocks:
+chosen when the operations run: the first registered host that asks whether
+it compiles (its first compile operation). No mode deadlocks:
 
 - by default pyinfra runs each operation on every host before the next
-  operation, and the leader's publish operation comes before the receive
-  operation, so a follower finds the build published, or its leader failed;
-- with ``--serial`` the leader's whole deploy runs before its followers';
+  operation; the leader is whichever host's greenlet asks first, and its
+  publish operation comes before the receive operation, so a follower finds
+  the build published, or its leader failed;
+- with ``--serial`` pyinfra runs one host's whole deploy after another, in no
+  fixed order (its active hosts are a set): the first host run asks first, so
+  it leads, and the others run after it has published;
 - with ``--no-wait`` a follower waits here until the leader publishes or fails.
 
 Every host runs the same operations in the same order (the leader's compile
@@ -61,19 +63,27 @@ class BuildShare:
         build = self._build(bid)
         return sorted(build.registered, key=build.registered.__getitem__)
 
-    def leader(self, bid: str, failed: Callable[[str], bool]) -> str:
-        """The host that compiles ``bid``: chosen once, the first registered host in inventory order not failed."""
+    def leader(self, bid: str, failed: Callable[[str], bool], asking: str | None = None) -> str:
+        """The host that compiles ``bid``, chosen once: ``asking`` when it is the first registered host to ask.
+
+        Without an asking host (or when it cannot lead), the first registered host in inventory order
+        that has not failed.
+        """
         build = self._build(bid)
         with self._guard:
             if build.leader is None:
-                alive = [h for h in sorted(build.registered, key=build.registered.__getitem__) if not failed(h)]
-                if not alive:
-                    raise BuildShareError(f"build {bid}: every host that needs it has failed; none compiles it")
-                build.leader = alive[0]
+                if asking is not None and asking in build.registered and not failed(asking):
+                    build.leader = asking
+                else:
+                    order = sorted(build.registered, key=build.registered.__getitem__)
+                    alive = [h for h in order if not failed(h)]
+                    if not alive:
+                        raise BuildShareError(f"build {bid}: every host that needs it has failed; none compiles it")
+                    build.leader = alive[0]
             return build.leader
 
     def is_leader(self, bid: str, host: str, failed: Callable[[str], bool]) -> bool:
-        return self.leader(bid, failed) == host
+        return self.leader(bid, failed, asking=host) == host
 
     def publish(self, bid: str) -> None:
         """The leader's build is in the controller's cache, with its manifest."""

@@ -133,15 +133,26 @@ def test_no_bundle_no_entry_and_a_broken_manifest_is_a_clear_error(tmp_path: Pat
 # -- leader and followers
 
 
-def test_the_leader_is_the_first_registered_host_in_inventory_order_that_has_not_failed():
+def test_the_leader_is_the_first_registered_host_to_ask_and_stays_chosen():
     share = BuildShare()
     for name, order in (("tb3", 2), ("tb1", 0), ("tb2", 1)):  # registered in greenlet order, not inventory order
         share.register(BID, name, order)
-    assert share.leader(BID, lambda h: h == "tb1") == "tb2"
-    # Chosen once: a later failure does not move it.
-    assert share.leader(BID, lambda h: True) == "tb2"
-    assert share.is_leader(BID, "tb2", lambda h: False) and not share.is_leader(BID, "tb3", lambda h: False)
+    # Under --serial pyinfra may run tb3 first: it asks first, so it leads and runs before the others.
+    assert share.is_leader(BID, "tb3", lambda h: False)
+    assert not share.is_leader(BID, "tb1", lambda h: False) and share.leader(BID, lambda h: True) == "tb3"
     assert share.registered(BID) == ["tb1", "tb2", "tb3"]
+
+
+def test_a_host_that_cannot_lead_leaves_it_to_the_first_in_inventory_order_that_has_not_failed():
+    share = BuildShare()
+    for name, order in (("tb3", 2), ("tb1", 0), ("tb2", 1)):
+        share.register(BID, name, order)
+    assert not share.is_leader(BID, "tb9", lambda h: h == "tb1")  # not registered: the cache held its build
+    assert share.leader(BID, lambda h: False) == "tb2"
+    other = BuildShare()
+    other.register(BID, "tb1", 0)
+    with pytest.raises(BuildShareError, match="every host that needs it has failed"):
+        other.is_leader(BID, "tb1", lambda h: True)
 
 
 def test_followers_wait_for_the_leader_to_publish():
