@@ -125,8 +125,11 @@ def test_the_deploy_plans_the_gpu_build_and_its_drivers(
     build = record["build"]
     assert record["backend"] == build["backend"] == case.backend
     assert (build["cuda_architectures"] or build["gpu_targets"]) == case.targets
-    # The build the deploy would compile is the planned one, for the planned backend.
-    assert re.search(rf"Compile llama-server {build['id']} \({case.backend}\)", output), output[-4000:]
+    # The build the deploy would compile (or receive, when the controller's build cache has it) and switch to is
+    # the planned one, for the planned backend.
+    bid = build["id"]
+    assert re.search(rf"Compile llama-server {bid} \({case.backend}\)|Receive build {bid} from the controller", output)
+    assert f"Switch to build {bid}" in output, output[-4000:]
     # The drivers step installs the backend's packages (its build packages where the host compiles).
     installs = re.findall(rf"Install the {case.backend} runtime (?:and build )?packages .*\({rec.name}\)", output)
     assert installs, output[-4000:]
