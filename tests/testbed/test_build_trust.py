@@ -48,13 +48,13 @@ def tiny_source(folder: Path, variant: str) -> tuple[Path, str]:
     return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
-def build(hosts: list[HostRecord], archive: Path, sha: str, cache: Path):
+def build(hosts: list[HostRecord], archive: Path, sha: str, cache: Path, *options: str, timeout: float = 1200):
     limits = [arg for rec in hosts for arg in ("--limit", rec.name)]
     return pyinfra(
-        "inventories/testbed.py", "tests/testbed/deploys/build_only.py", "-y", *limits,
+        "inventories/testbed.py", "tests/testbed/deploys/build_only.py", "-y", *options, *limits,
         "--data", "llama_cpp_source=tarball", "--data", f"llama_cpp_tarball={archive}",
         "--data", f"llama_cpp_tarball_sha256={sha}", "--data", f"llama_cpp_build_cache={cache}",
-        timeout=1200,
+        timeout=timeout,
     )  # fmt: skip
 
 
@@ -120,6 +120,18 @@ def test_bare_hosts_deployed_together_compile_once_and_receive_the_build_verifie
         # Built by the build user, and its --version never ran as root (the leader's log).
         log = testbed.ssh(rec, f"cat {build_dir}/build.log")
         assert "tiny a built by lemfleet-build, run as uid " in log and "run as uid 0\n" not in log
+
+
+@pytest.mark.parametrize("mode", ["--serial", "--no-wait"])
+def test_one_compile_when_pyinfra_runs_host_by_host_or_without_waiting(bed, tmp_path: Path, mode: str):
+    """``--serial`` runs the leader's whole deploy first; under ``--no-wait`` the others wait for its publish."""
+    archive, sha = tiny_source(tmp_path, mode.strip("-"))
+    own_cache = tmp_path / "cache"
+    run = build(bed, archive, sha, own_cache, mode, timeout=400)  # a follower waiting for a leader never run: fail
+    assert run.returncode == 0, run.output[-4000:]
+    _, manifest = the_entry(own_cache)
+    received = f"compiled by {manifest['built_on']}, received through the controller"
+    assert run.output.count(received) == len(bed) - 1
 
 
 def test_a_tampered_artifact_is_refused_and_the_host_is_left_as_it_was(bed, cache: Path, tmp_path: Path):
