@@ -5,8 +5,9 @@
 A thin layer over :func:`lemfleet.api.status`. Columns: state, backend, build id, model and
 sha256, uptime, restarts, ``/health``, requests running and waiting and tokens predicted (from
 ``/metrics``, read on the host over SSH, since a loopback server cannot be scraped from here), the
-last smoke test's tokens/s, and drift. Every host is read at the same time. Exit status: 0 when every host is active, healthy and matches its
-``deployed.json``; 1 otherwise (an unreachable host included); 2 for an unreadable inventory.
+last smoke test's tokens/s, and drift. Every host is read at the same time. Exit status: 0 when
+every host is active, healthy and matches its ``deployed.json``; 1 otherwise (an unreachable host
+included); 2 for an unreadable inventory.
 """
 
 from __future__ import annotations
