@@ -24,7 +24,9 @@ OLD, NEW = "rotation-old-key-0123456789", "rotation-new-key-9876543210"
 
 
 def restarts(run) -> list[str]:
-    return [o["name"] for o in run.json["results"]["operations"] if o["success"] and o["name"].startswith("Restart ")]
+    """The restart steps that ran; pyinfra names them ``<deploy> | <step> | Restart <unit>``."""
+    names = [o["name"].rsplit(" | ", 1)[-1] for o in run.json["results"]["operations"] if o["success"]]
+    return [name for name in names if name.startswith("Restart ")]
 
 
 def unit_state(rec: testbed.HostRecord) -> dict[str, str]:
