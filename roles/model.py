@@ -191,13 +191,15 @@ def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str =
                  previous_model: str = PREVIOUS_MODEL) -> str:  # fmt: skip
     """The shell behind :func:`prune_models` (pure, run on a temporary directory by the unit tests).
 
-    The previous state's model (lemfleet rollback) is protected as the last good one's is.
+    The previous state's model (lemfleet rollback) is protected as the last good one's is. The
+    ``keep - 1`` most recent are counted before the protected ones are set aside, so a protected
+    model that is also among the most recent does not make room for an older one.
     """
     return (
         f"touch -c {q(serving + SIDECAR)}; good=$(readlink {q(last_good_model)} 2>/dev/null || true); "
         f"prev=$(readlink {q(previous_model)} 2>/dev/null || true); "
         f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
-        f'grep -vxF "${{good:-/}}" | grep -vxF "${{prev:-/}}" | tail -n +{int(keep)} | '
+        f'tail -n +{int(keep)} | grep -vxF "${{good:-/}}" | grep -vxF "${{prev:-/}}" | '
         f'while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
     )
 

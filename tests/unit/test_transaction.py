@@ -215,3 +215,14 @@ def test_a_new_snapshot_replaces_the_old_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in good.iterdir()) == ["build", "deployed.json", "digest", "env", "model", "unit"]
     assert os.readlink(good / "model") == "/m/b.gguf"
     assert not Path(f"{layout.last_good}.old").exists() and not Path(f"{layout.last_good}.new").exists()
+
+
+def test_model_prune_counts_the_previous_model_among_the_most_recent(tmp_path: Path) -> None:
+    """keep=2 after a switch q4 -> q8 (q5 served before q4): q8 serves, q4 is the previous state's; q5 goes."""
+    models = tmp_path / "models"
+    make_models(models, ["q5.gguf", "q4.gguf", "q8.gguf"])
+    link(tmp_path / "last-good" / "model", models / "q8.gguf")
+    link(tmp_path / "previous" / "model", models / "q4.gguf")
+    sh(prune_script(str(models), str(models / "q8.gguf"), 2, str(tmp_path / "last-good" / "model"),
+                    str(tmp_path / "previous" / "model")))  # fmt: skip
+    assert {p.name for p in models.glob("*.gguf")} == {"q4.gguf", "q8.gguf"}
