@@ -113,11 +113,11 @@ def test_remove_leaves_the_host_as_it_was_before_its_first_deploy(
     assert (added, gone, changed) == ([], [], []), f"packages installed: {new_packages}"
     # No unit of lemfleet's is loaded from a file or running. systemd may still list a removed unit's
     # name as "not-found inactive dead" until nothing refers to it; that is a name in memory, not a leftover.
-    listed = testbed.ssh(host, "systemctl list-units --all --plain --no-legend 'lemfleet*'", check=False)
+    loaded = testbed.ssh(host, "systemctl list-units --all --plain --no-legend 'lemfleet*'", check=False)
     left = [
-        line for line in listed.splitlines() if line.strip() and line.split()[1:4] != ["not-found", "inactive", "dead"]
+        line for line in loaded.splitlines() if line.strip() and line.split()[1:4] != ["not-found", "inactive", "dead"]
     ]
-    assert left == [], listed
+    assert left == [], loaded
 
     again = api.remove(fleet, limit=[host.name])
     assert again.ok and again[host.name].removed == () and again[host.name].outcome == "nothing to remove"
