@@ -68,14 +68,15 @@ class Ownership(FactBase[dict[str, list[str]]]):
         return parse(output)
 
 
-def parse(lines: Iterable[str]) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {name: [] for name in SECTIONS}
+def parse(lines: Iterable[str], names: Iterable[str] = SECTIONS) -> dict[str, list[str]]:
+    """Probe output split at ``--<name>`` lines (``names``) into its sections' non-blank lines."""
+    sections: dict[str, list[str]] = {name: [] for name in names}
     current = None
     for line in lines:
         if line.startswith("--") and line[2:] in sections:
             current = line[2:]
         elif current and line.strip():
-            sections[current].append(line)
+            sections[current].append(line.rstrip("\n"))
     return sections
 
 

@@ -36,6 +36,7 @@ from pyinfra.api import FactBase
 from lemfleet.roles.apt_proxy import PROXY_FILE
 from lemfleet.roles.ops import USER_COMMENT, q
 from lemfleet.roles.ownership import DIR_MARK, UNIT_MARK
+from lemfleet.roles.ownership import parse as split_probe
 from lemfleet.roles.server import CONFIG_DIR, RECORD_FILE
 
 UNIT_DIR = "/etc/systemd/system"
@@ -121,14 +122,7 @@ def footprint_command(users: Sequence[str], model_dirs: Sequence[str], units: Se
 
 
 def parse(lines: Iterable[str]) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {name: [] for name in SECTIONS}
-    current = None
-    for line in lines:
-        if line.startswith("--") and line[2:] in sections:
-            current = line[2:]
-        elif current and line.strip():
-            sections[current].append(line.rstrip("\n"))
-    return sections
+    return split_probe(lines, SECTIONS)
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,11 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, operation
 from pyinfra.operations import server
 
+from lemfleet.roles.facts.host import MARK, split_sections
 from lemfleet.roles.gate import Target, restart_commands
 from lemfleet.roles.ops import q
 from lemfleet.roles.server_units import Present
 from lemfleet.roles.transaction import LAST_GOOD, Layout, restore_script, swap_script
-
-MARK = "--- lemfleet:"
 
 
 @dataclass(frozen=True)
@@ -91,13 +90,7 @@ def kept_command(layout: Layout) -> str:
 
 def parse_kept(lines: Iterable[str]) -> KeptStates:
     """The output of :func:`kept_command`, by section; a record that is not JSON counts as none."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in lines:
-        if line.startswith(MARK):
-            current = sections.setdefault(line[len(MARK) :].strip(), [])
-        elif current is not None:
-            current.append(line)
+    sections = split_sections(lines)
 
     def text(name: str) -> str | None:
         value = "\n".join(sections.get(name, [])).strip()
@@ -114,11 +107,11 @@ def parse_kept(lines: Iterable[str]) -> KeptStates:
 class Kept(FactBase[KeptStates]):
     """The kept states of roles/transaction.py, as :class:`KeptStates`. Sample output::
 
-    --- lemfleet:previous-digest
+    @@lemfleet:previous-digest
     5f0c...
-    --- lemfleet:previous-record
+    @@lemfleet:previous-record
     {"schema_version": 2, ...}
-    --- lemfleet:last-good-digest
+    @@lemfleet:last-good-digest
     9a1b...
     """
 
