@@ -33,13 +33,13 @@ from lemfleet.roles import (
     server_units,
     transaction,
 )
-from lemfleet.roles import model as model_step
+from lemfleet.roles import model_delivery as model_step
 from lemfleet.roles.controller import once, settings_for, source_for
 from lemfleet.roles.distro_install import DistroState, install_distro
 from lemfleet.roles.drivers import install_drivers, plan_for_host
 from lemfleet.roles.gate import Target, gate, passed_on
 from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id, install_llama_cpp, prune_builds
-from lemfleet.roles.model import install_model, prune_models
+from lemfleet.roles.model_delivery import install_model, prune_models
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.record import deploy_record
 from lemfleet.roles.server import install_server

@@ -37,8 +37,8 @@ if __name__ == "__main__":
 from lemfleet import testbed
 from lemfleet.roles import llama_cpp
 from lemfleet.roles.gpu_tables import ROCM_GFX
+from lemfleet.roles.llama_sources import sdist_source
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import sdist_source
 from lemfleet.testbed import HostRecord, gpuhost
 
 GPU = {"rocminfo": "rocminfo/rx7900xtx-gfx1100.txt"}  # ROCm/ROCm#3949

@@ -3,7 +3,7 @@
     python bench/model_push.py [--hosts 4] [--size-mib 1024] [--rounds 3]
 
 - push: one 1 GiB file to 4 hosts with lemfleet's controller-mode push (the model step of deploy.py,
-  ``lemfleet.roles.model.install_model``: upload to a temporary name, sha256 on the host, rename), against
+  ``lemfleet.roles.model_delivery.install_model``: upload to a temporary name, sha256 on the host, rename), against
   ``scp`` of the same file to the same hosts, one scp per host, all at once, as pyinfra pushes to all
   hosts at once. The two alternate, round by round. Bar: lemfleet <= 1.2x scp.
 - rerun: the same push with the file in place transfers nothing (no push operation changes, and the
@@ -39,8 +39,8 @@ from pyinfra.context import ctx_host
 from lemfleet import testbed
 from lemfleet.roles import detect
 from lemfleet.roles.hoststate import declare
-from lemfleet.roles.model import ModelArtifact, install_model, managed_paths
-from lemfleet.roles.sources import CACHE
+from lemfleet.roles.llama_sources import CACHE
+from lemfleet.roles.model_delivery import ModelArtifact, install_model, managed_paths
 from lemfleet.testbed import HostRecord, hosts
 from lemfleet.testbed.paths import SSH_CONFIG
 

@@ -20,8 +20,8 @@ import tarfile
 from pathlib import Path
 
 from lemfleet import testbed
+from lemfleet.roles.llama_sources import CACHE, sdist_source
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import CACHE, sdist_source
 from lemfleet.testbed.paths import SSH_CONFIG
 from lemfleet.testbed.tinygguf import write_tiny_gemma3
 

@@ -39,7 +39,7 @@ from lemfleet.roles import detect
 from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import Gpu, HostFacts
-from lemfleet.roles.model import default_alias
+from lemfleet.roles.model_delivery import default_alias
 from lemfleet.roles.model_source import memory_budget
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.server_units import InstanceUnits

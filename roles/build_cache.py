@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from lemfleet.roles.sources import file_sha256
+from lemfleet.roles.llama_sources import file_sha256
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SUMS = "SHA256SUMS"  # in each build directory, written by the host that built it

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from pyinfra import host
@@ -26,7 +27,7 @@ from pyinfra.context import state as pyinfra_state
 
 from lemfleet.roles import build_cache
 from lemfleet.roles.build_share import SHARE, BuildShareError
-from lemfleet.roles.ops import _openssh_upload, _stream_over_openssh, q
+from lemfleet.roles.ops import _openssh_upload, _stream_over_openssh
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
@@ -79,7 +80,7 @@ def build_role(bid: str, installed: bool, cache: Path | None, entry_exists: bool
 
 
 def _failing(message: str) -> str:
-    return f"echo {q('lemfleet: ' + message)} >&2; exit 1"
+    return f"echo {quote('lemfleet: ' + message)} >&2; exit 1"
 
 
 @operation(is_idempotent=False)
@@ -89,8 +90,9 @@ def publish_build(role: BuildRole):
     recorded = f"{bundle}.sha256"
     assert role.cache is not None
     yield (
-        f"tar -czf {q(bundle + '.new')} -C {q(BUILDS)} {q(bid)} && "
-        f"sha256sum {q(bundle + '.new')} | cut -d' ' -f1 > {q(recorded)} && mv -f {q(bundle + '.new')} {q(bundle)}"
+        f"tar -czf {quote(bundle + '.new')} -C {quote(BUILDS)} {quote(bid)} && "
+        f"sha256sum {quote(bundle + '.new')} | cut -d' ' -f1 > {quote(recorded)} && mv -f "
+        f"{quote(bundle + '.new')} {quote(bundle)}"
     )
     partial = role.cache / f".{bid}.{os.getpid()}.{host.name}.partial"
     parts = {"bundle": partial, "sha": partial.with_suffix(".sha256"), "sums": partial.with_suffix(".sums")}
@@ -98,7 +100,7 @@ def publish_build(role: BuildRole):
     yield FileDownloadCommand(recorded, str(parts["sha"]))
     yield FileDownloadCommand(f"{BUILDS}/{bid}/{build_cache.SUMS}", str(parts["sums"]))
     yield FunctionCommand(_publish, (role, parts), {})
-    yield f"rm -f {q(bundle)} {q(recorded)}"
+    yield f"rm -f {quote(bundle)} {quote(recorded)}"
 
 
 def _publish(state: Any, host: Any, role: BuildRole, parts: dict[str, Path]) -> bool:  # pyinfra passes state, host
@@ -160,30 +162,33 @@ def receive_build(role: BuildRole):
 
 def install_script(bid: str, tmp: str, entry: build_cache.CacheEntry) -> str:
     """Shell that checks a received bundle and installs it as ``BUILDS/bid``; on any mismatch, nothing stays."""
-    new, dest = q(f"{BUILDS}/{bid}.new"), q(f"{BUILDS}/{bid}")
+    new, dest = quote(f"{BUILDS}/{bid}.new"), quote(f"{BUILDS}/{bid}")
     refused = (
-        q(f"lemfleet: build {bid}: the artifact received has sha256 ")
+        quote(f"lemfleet: build {bid}: the artifact received has sha256 ")
         + '"$actual"'
-        + q(f", not the {entry.bundle_sha256} {entry.described()} when it was built: refused, nothing was installed")
+        + quote(
+            f", not the {entry.bundle_sha256} {entry.described()} when it was built: refused, nothing was installed"
+        )
     )
     files_refused = (
         f"build {bid}: its files do not match the sha256 sums {entry.described()} when it was built: "
         "refused, nothing was installed"
     )
     broken = f"build {bid} does not start on this host as {RUN_AS} (a runtime library missing?); nothing was installed"
-    sums = q(f"{BUILDS}/{bid}.new/{build_cache.SUMS}")
+    sums = quote(f"{BUILDS}/{bid}.new/{build_cache.SUMS}")
     return "\n".join(
         [
             "set -u",
-            f"actual=$(sha256sum {q(tmp)} | cut -d' ' -f1)",
-            f'[ "$actual" = {q(entry.bundle_sha256)} ] || {{ rm -f {q(tmp)}; echo {refused} >&2; exit 1; }}',
-            f"rm -rf {new} && mkdir -p {new} && tar -xzf {q(tmp)} --no-same-owner -C {new} --strip-components=1 "
-            f"&& printf %s {q(entry.sums_text())} > {sums} "
-            f"&& ( cd {new} && sha256sum --check --strict --quiet {q(build_cache.SUMS)} ) "
-            f"|| {{ rm -rf {new} {q(tmp)}; echo {q('lemfleet: ' + files_refused)} >&2; exit 1; }}",
+            f"actual=$(sha256sum {quote(tmp)} | cut -d' ' -f1)",
+            f'[ "$actual" = {quote(entry.bundle_sha256)} ] || {{ rm -f {quote(tmp)}; echo {refused} >&2; exit 1; }}',
+            f"rm -rf {new} && mkdir -p {new} && tar -xzf {quote(tmp)} --no-same-owner -C {new} --strip-components=1 "
+            f"&& printf %s {quote(entry.sums_text())} > {sums} "
+            f"&& ( cd {new} && sha256sum --check --strict --quiet {quote(build_cache.SUMS)} ) "
+            f"|| {{ rm -rf {new} {quote(tmp)}; echo {quote('lemfleet: ' + files_refused)} >&2; exit 1; }}",
             f"out=$(runuser -u {RUN_AS} -- {new}/bin/llama-server --version 2>&1) "
-            f'|| {{ printf "%s\\n" "$out" | tail -n 5 >&2; rm -rf {new} {q(tmp)}; echo {q("lemfleet: " + broken)} >&2; '
+            f'|| {{ printf "%s\\n" "$out" | tail -n 5 >&2; rm -rf {new} {quote(tmp)}; '
+            f"echo {quote('lemfleet: ' + broken)} >&2; "
             "exit 1; }",
-            f"mv -T {new} {dest} && rm -f {q(tmp)}",
+            f"mv -T {new} {dest} && rm -f {quote(tmp)}",
         ]
     )

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from pyinfra.api.exceptions import PyinfraError
 
+from lemfleet.roles.llama_sources import Source, prepare_source
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import Source, prepare_source
 
 T = TypeVar("T")
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from shlex import quote
 from typing import Any
 
 from pyinfra import host
@@ -39,12 +40,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import server
 
 from lemfleet.roles.distro_builds import BACKEND_LIBRARIES, BACKENDS_DIR, SERVER_PACKAGE, DistroOffer
-from lemfleet.roles.hoststate import state
+from lemfleet.roles.hoststate import path_state
 from lemfleet.roles.llama_cpp import BUILDS, CURRENT
-from lemfleet.roles.ops import atomic_link, directory, q
+from lemfleet.roles.llama_sources import Source
+from lemfleet.roles.ops import atomic_link, directory
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.source_plan import COMPILE_METHODS
-from lemfleet.roles.sources import Source
 
 SERVER_BINARY = "/usr/bin/llama-server"
 # The package's postinst may fetch a web UI from the internet when asked to; lemfleet answers for it: the UI shipped
@@ -113,7 +114,7 @@ class DpkgVersions(FactBase):
     """
 
     def command(self, packages: tuple[str, ...]) -> str:
-        names = " ".join(q(p) for p in packages)
+        names = " ".join(quote(p) for p in packages)
         return f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true"
 
     def process(self, output: Iterable[str]) -> dict[str, tuple[str, bool]]:
@@ -138,41 +139,43 @@ def coverage_script(library: str, targets: Iterable[str], listing: str) -> str:
     are plain bytes in the .so, so ``grep -ao`` reads them without ROCm's tools (``clang-offload-bundler
     --list`` reads the same header, but needs the bundle cut out of the ELF section first).
     """
-    wanted = " ".join(q(t) for t in targets)
+    wanted = " ".join(quote(t) for t in targets)
     work = ", ".join(repr(m) for m in COMPILE_METHODS)
     return (
-        f"grep -aoE {q(OFFLOAD_ID)} {q(library)} | sed 's/.*--//' | sort -u > {q(listing)}; "
-        f"[ -s {q(listing)} ] || {{ echo {q(f'lemfleet: no offload targets could be read from {library}')} >&2; "
+        f"grep -aoE {quote(OFFLOAD_ID)} {quote(library)} | sed 's/.*--//' | sort -u > {quote(listing)}; "
+        f"[ -s {quote(listing)} ] || "
+        f"{{ echo {quote(f'lemfleet: no offload targets could be read from {library}')} >&2; "
         "exit 1; }; "
-        f'for t in {wanted}; do grep -qx "$t" {q(listing)} || {{ '
-        f'echo {q(f"lemfleet: {library} has no code for")} "$t" '
-        f'"(it covers: $(tr "\\n" " " < {q(listing)}));" {q(f"sources that would work: {work}")} >&2; exit 1; }}; done'
+        f'for t in {wanted}; do grep -qx "$t" {quote(listing)} || {{ '
+        f'echo {quote(f"lemfleet: {library} has no code for")} "$t" '
+        f'"(it covers: $(tr "\\n" " " < {quote(listing)}));" '
+        f"{quote(f'sources that would work: {work}')} >&2; exit 1; }}; done"
     )
 
 
 def install_script(distro: DistroState) -> str:
     """The shell that fetches, installs, holds and checks the packages, then places the build (pure, unit-tested)."""
-    d, new = q(distro.path), q(distro.path + ".new")
+    d, new = quote(distro.path), quote(distro.path + ".new")
     pins = [f"{name}={version}" for name, version in distro.versions.items()]
-    names = " ".join(q(name) for name in distro.versions)
+    names = " ".join(quote(name) for name in distro.versions)
     failed = f"lemfleet: installing {distro.build_id} from {distro.offer.suite} failed"
     lines = [
         "set -eu",
         "export DEBIAN_FRONTEND=noninteractive",
-        f"echo {q(DEBCONF)} | debconf-set-selections",
+        f"echo {quote(DEBCONF)} | debconf-set-selections",
         f"rm -rf {new} && mkdir -p {new}/bin {new}/debs",
         # The .debs an earlier deploy of this state kept: they install after the archive has moved on.
         f"if ls {d}/debs/*.deb >/dev/null 2>&1; then cp {d}/debs/*.deb {new}/debs/; else "
         f"apt-get update -q >/dev/null && ( cd {new}/debs && "
-        f"apt-get download -q -o APT::Sandbox::User=root {' '.join(q(p) for p in pins)} ) "
-        f"|| {{ echo {q(failed + ': the archive has not these versions: ' + ' '.join(pins))} >&2; exit 1; }}; fi",
+        f"apt-get download -q -o APT::Sandbox::User=root {' '.join(quote(p) for p in pins)} ) "
+        f"|| {{ echo {quote(failed + ': the archive has not these versions: ' + ' '.join(pins))} >&2; exit 1; }}; fi",
         f"apt-get install -y -q --no-install-recommends --allow-downgrades --allow-change-held-packages "
         f"{new}/debs/*.deb",
         f"apt-mark hold {names} >/dev/null",
     ]
     for name, version in distro.versions.items():
         lines.append(
-            f"v=$(dpkg-query -W -f='${{Version}}' {q(name)}); [ \"$v\" = {q(version)} ] || "
+            f"v=$(dpkg-query -W -f='${{Version}}' {quote(name)}); [ \"$v\" = {quote(version)} ] || "
             f'{{ echo "lemfleet: {name} is $v after the install, not {version}" >&2; exit 1; }}'
         )
     lines.append(f"{SERVER_BINARY} --version > {new}/version.txt 2>&1 || {{ cat {new}/version.txt >&2; exit 1; }}")
@@ -180,11 +183,11 @@ def install_script(distro: DistroState) -> str:
         lines.append(f"ls {BACKENDS_DIR}/libggml-cpu-*.so >/dev/null")
     else:
         library = BACKEND_LIBRARIES[distro.backend]
-        lines.append(f"[ -f {q(library)} ] || {{ echo {q(f'lemfleet: {library} is missing')} >&2; exit 1; }}")
+        lines.append(f"[ -f {quote(library)} ] || {{ echo {quote(f'lemfleet: {library} is missing')} >&2; exit 1; }}")
         if distro.backend == "hip":
             lines.append(coverage_script(library, distro.gpu_targets, f"{distro.path}.new/offload-targets.txt"))
     lines += [
-        f"echo {q(distro.build_json())} > {new}/build.json",
+        f"echo {quote(distro.build_json())} > {new}/build.json",
         f"ln -sfn {SERVER_BINARY} {new}/bin/llama-server",
         f"rm -rf {d} && mv -T {new} {d}",
     ]
@@ -193,10 +196,10 @@ def install_script(distro: DistroState) -> str:
 
 def is_in_place(distro: DistroState, installed: dict[str, tuple[str, bool]]) -> bool:
     """The build directory is this state's, and every package is installed at its version and held."""
-    record = state(f"{distro.path}/build.json")
+    record = path_state(f"{distro.path}/build.json")
     expected = hashlib.sha256((distro.build_json() + "\n").encode()).hexdigest()
     packages_ok = all(installed.get(name) == (version, True) for name, version in distro.versions.items())
-    return record.sha256 == expected and state(f"{distro.path}/bin/llama-server").exists and packages_ok
+    return record.sha256 == expected and path_state(f"{distro.path}/bin/llama-server").exists and packages_ok
 
 
 @deploy("Install llama-server from the distribution")

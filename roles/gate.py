@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 
 import httpx
 from cryptography import x509
@@ -38,7 +39,6 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 from lemfleet.api_keys import first_key
 from lemfleet.forward import forward
-from lemfleet.roles.ops import q
 from lemfleet.roles.server_tls import fingerprint
 from lemfleet.roles.smoke import DEFAULTS, LOAD_LINES, MODEL_BUFFER, OFFLOADED, offload_problem, smoke_key
 from lemfleet.roles.transaction import Fallback, Layout, restore_script
@@ -98,7 +98,7 @@ class UnitWatch:
 
     def read(self) -> dict[str, str]:
         props = " ".join(f"-p {p}" for p in self.PROPERTIES)
-        _, out = _shell(f"systemctl show {props} {q(self.unit)}")
+        _, out = _shell(f"systemctl show {props} {quote(self.unit)}")
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def ended(self) -> str | None:
@@ -132,7 +132,7 @@ def journal(invocation: str) -> list[str]:
     if not invocation:
         return []
     ok, out = _shell(
-        f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={q(invocation)} + INVOCATION_ID={q(invocation)} "
+        f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={quote(invocation)} + INVOCATION_ID={quote(invocation)} "
         f"| tail -n {JOURNAL_LINES}"
     )
     return out.splitlines() if ok else []
@@ -220,21 +220,23 @@ def check(target: Target, restored_key_file: str | None = None) -> Verdict:
 
 def _key_on_host(key_file: str) -> str | None:
     """The first key in the host's key file, as llama-server reads it; None when there is no file."""
-    ok, content = _shell(f"cat {q(key_file)} 2>/dev/null || true")
+    ok, content = _shell(f"cat {quote(key_file)} 2>/dev/null || true")
     return first_key(content) if ok and content else None
 
 
 def _fingerprint_on_host(key_file: str) -> str | None:
     """The sha256 of the TLS certificate beside ``key_file`` on the host (a restored state's), or None."""
     cert_file = str(Path(key_file).with_name("tls.crt"))
-    ok, content = _shell(f"cat {q(cert_file)} 2>/dev/null || true")
+    ok, content = _shell(f"cat {quote(cert_file)} 2>/dev/null || true")
     if not (ok and "BEGIN CERTIFICATE" in content):
         return None
     return fingerprint(x509.load_pem_x509_certificates(content.encode())[0])
 
 
 def _offload(target: Target, invocation: str) -> str | None:
-    _, text = _shell(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={q(invocation)} | grep -E {q(LOAD_LINES)}")
+    _, text = _shell(
+        f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={quote(invocation)} | grep -E {quote(LOAD_LINES)}"
+    )
     if not (OFFLOADED.search(text) or MODEL_BUFFER.search(text)):
         host.log_styled(f"warning: the {target.backend} server's log does not say where it loaded the model "
                         "(server_log_verbosity below 4?)", fg="yellow", log_func=logger.warning)  # fmt: skip
@@ -266,7 +268,10 @@ def _fail(message: str, lines: list[str]) -> FunctionCommand:
 
 
 def restart_commands(unit: str) -> str:
-    return f"systemctl daemon-reload\nsystemctl reset-failed {q(unit)} 2>/dev/null || true\nsystemctl restart {q(unit)}"
+    return (
+        f"systemctl daemon-reload\nsystemctl reset-failed {quote(unit)} 2>/dev/null || true\n"
+        f"systemctl restart {quote(unit)}"
+    )
 
 
 def _check_all(targets: Sequence[Target], restored_key_file: str | None = None) -> Verdict:
@@ -286,11 +291,11 @@ def _check_all(targets: Sequence[Target], restored_key_file: str | None = None) 
 def restore_commands(layout: Layout, new: Sequence[str], restored: Sequence[str]) -> str:
     """Put the last good state back whole: stop and disable the new layout's units it lacks (while their
     files are still there to disable), restore the files, then restart and enable its own units."""
-    gone = [q(unit) for unit in new if unit not in restored]
+    gone = [quote(unit) for unit in new if unit not in restored]
     lines = [f"systemctl disable --now {unit} 2>/dev/null || true\nsystemctl reset-failed {unit} 2>/dev/null || true"
              for unit in gone]  # fmt: skip
     lines.append(restore_script(layout))
-    lines += [restart_commands(unit) + f"\nsystemctl enable {q(unit)} 2>/dev/null || true" for unit in restored]
+    lines += [restart_commands(unit) + f"\nsystemctl enable {quote(unit)} 2>/dev/null || true" for unit in restored]
     return "\n".join(lines)
 
 
@@ -330,7 +335,9 @@ def health_gate(target: Target | Sequence[Target], fallback: Fallback, layout: L
         )
         yield _fail(f"rolled back: {verdict.reason}; {outcome}", lines)
     elif fallback == "stop":
-        stop = "; ".join(f"systemctl disable --now {q(u)}; systemctl reset-failed {q(u)} || true" for u in units)
+        stop = "; ".join(
+            f"systemctl disable --now {quote(u)}; systemctl reset-failed {quote(u)} || true" for u in units
+        )
         yield StringCommand(stop)
         yield _fail(
             f"failed: {verdict.reason}; there is no last good state to go back to, so {', '.join(units)} "

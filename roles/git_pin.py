@@ -3,7 +3,7 @@
 A tag can be moved or re-pushed (or answered differently by a mirror in between), so the git
 source takes both ``llama_cpp_git_ref`` (the tag to clone) and ``llama_cpp_git_commit`` (the
 commit that tag must be). The controller checks the tag against the pin with ``git ls-remote``
-before any host is touched (roles/sources.py); each host checks what it actually cloned, after
+before any host is touched (roles/llama_sources.py); each host checks what it actually cloned, after
 the clone and before anything is built from it (:func:`pinned_checkout`). A checkout at any other
 commit is removed and the host fails, so the next run clones again.
 """
@@ -11,11 +11,10 @@ commit is removed and the host fails, so the next run clones again.
 from __future__ import annotations
 
 import re
+from shlex import quote
 
 from pyinfra import host
 from pyinfra.api import FactBase, operation
-
-from lemfleet.roles.ops import q
 
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 """A full commit id: sha1, or sha256 for repositories in git's sha256 object format."""
@@ -51,7 +50,7 @@ class CheckoutCommit(FactBase):
     """
 
     def command(self, path: str) -> str:
-        return f"git -C {q(path)} rev-parse --verify --quiet 'HEAD^{{commit}}' 2>/dev/null || true"
+        return f"git -C {quote(path)} rev-parse --verify --quiet 'HEAD^{{commit}}' 2>/dev/null || true"
 
     def requires_command(self, path: str) -> str:
         return "git"
@@ -65,10 +64,11 @@ def check_script(path: str, commit: str, ref: str) -> str:
     """Shell that passes when ``path`` is checked out at ``commit``, else removes ``path`` and fails."""
     wanted = f"the pinned llama_cpp_git_commit={commit} (tag {ref})"
     return (
-        f"head=$(git -C {q(path)} rev-parse --verify --quiet 'HEAD^{{commit}}'); "
-        f'[ "$head" = {q(commit)} ] || {{ '
-        f'echo "llama.cpp checkout "{q(path)}" is at commit ${{head:-none}}, not "{q(wanted)}"; clone removed" >&2; '
-        f"rm -rf {q(path)}; exit 1; }}"
+        f"head=$(git -C {quote(path)} rev-parse --verify --quiet 'HEAD^{{commit}}'); "
+        f'[ "$head" = {quote(commit)} ] || {{ '
+        f'echo "llama.cpp checkout "{quote(path)}" is at commit ${{head:-none}}, not "{quote(wanted)}"; clone '
+        f'removed" >&2; '
+        f"rm -rf {quote(path)}; exit 1; }}"
     )
 
 

@@ -116,7 +116,7 @@ def declare(paths: Iterable[str]) -> None:
     _observed.pop(host.name, None)
 
 
-def state(path: str) -> PathState:
+def path_state(path: str) -> PathState:
     paths = _declared.get(host.name, ())
     if path not in paths:
         raise KeyError(f"{path} was not declared with lemfleet.roles.hoststate.declare() for {host.name}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from shlex import quote
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -33,12 +34,12 @@ from lemfleet.roles import build_cache, server_tls
 from lemfleet.roles.build_ops import BUILD_USER, BuildRole, build_role, bundle_path, publish_build, receive_build
 from lemfleet.roles.distro_builds import versions_setting
 from lemfleet.roles.git_pin import commit_setting, pinned_checkout
-from lemfleet.roles.hoststate import state
-from lemfleet.roles.ops import atomic_link, directory, q, script_unless_exists, system_user, verified_upload
+from lemfleet.roles.hoststate import path_state
+from lemfleet.roles.llama_sources import Source
+from lemfleet.roles.ops import atomic_link, directory, script_unless_exists, system_user, verified_upload
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.settings import Setting, boolean, defaults, integer, one_of, sha256, string_list, text
 from lemfleet.roles.source_plan import SOURCES
-from lemfleet.roles.sources import Source
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
@@ -194,14 +195,23 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, 
     the sha256 of every file of the build in ``SHA256SUMS`` beside it: what the
     controller's cache and every host that receives the build check.
     """
-    build_dir, dest, log = q(f"{ROOT}/build/{bid}"), q(f"{BUILDS}/{bid}"), q(f"{ROOT}/build/{bid}/build.log")
+    build_dir, dest, log = (
+        quote(f"{ROOT}/build/{bid}"),
+        quote(f"{BUILDS}/{bid}"),
+        quote(f"{ROOT}/build/{bid}/build.log"),
+    )
     # git (the git source's build info) refuses a tree owned by another user unless it is named safe.
     env = " ".join(
-        [f"HOME={build_dir}", "GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", f"GIT_CONFIG_VALUE_0={q(src)}"]
-        + [f"{q(k)}={q(v)}" for k, v in plan.build_env.items()]
+        [
+            f"HOME={build_dir}",
+            "GIT_CONFIG_COUNT=1",
+            "GIT_CONFIG_KEY_0=safe.directory",
+            f"GIT_CONFIG_VALUE_0={quote(src)}",
+        ]
+        + [f"{quote(k)}={quote(v)}" for k, v in plan.build_env.items()]
         + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
     )
-    as_user = f"runuser -u {q(user)} --"
+    as_user = f"runuser -u {quote(user)} --"
     record = json.dumps(
         {
             "build_id": bid,
@@ -213,23 +223,24 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, 
         },
         sort_keys=True,
     )
-    failed = q(f"llama-server build {bid} failed; last lines of {ROOT}/build/{bid}/build.log:")
+    failed = quote(f"llama-server build {bid} failed; last lines of {ROOT}/build/{bid}/build.log:")
     fail = f"{{ echo {failed} >&2; tail -n 40 {log} >&2; exit 1; }}"
     return "\n".join(
         [
             "set -u",
-            f"rm -rf {build_dir} {dest}.new && install -d -o {q(user)} -g {q(user)} -m 755 {build_dir} "
+            f"rm -rf {build_dir} {dest}.new && install -d -o {quote(user)} -g {quote(user)} -m 755 {build_dir} "
             f"&& mkdir -p {dest}.new/bin",
-            f"( {as_user} env {env} cmake -S {q(src)} -B {build_dir} {' '.join(q(f) for f in plan.cmake_flags)} "
+            f"( {as_user} env {env} cmake -S {quote(src)} -B {build_dir} "
+            f"{' '.join(quote(f) for f in plan.cmake_flags)} "
             f"&& {as_user} env {env} cmake --build {build_dir} --config Release -t llama-server -j {int(jobs)} ) "
             f"> {log} 2>&1 || {fail}",
             f"install -m 755 {build_dir}/bin/llama-server {dest}.new/bin/llama-server",
             f"{as_user} {dest}.new/bin/llama-server --version >> {log} 2>&1 || {fail}",
             *_backend_check(plan.backend, f"{dest}.new/bin/llama-server", bid, as_user),
             *_tls_check(plan, f"{dest}.new/bin/llama-server", bid, as_user),
-            f"echo {q(record)} > {dest}.new/build.json",
+            f"echo {quote(record)} > {dest}.new/build.json",
             # The build's record, made when it finishes: what its cache entry and every receiving host check.
-            f"( cd {dest}.new && sha256sum bin/llama-server build.json > {q(build_cache.SUMS)} )",
+            f"( cd {dest}.new && sha256sum bin/llama-server build.json > {quote(build_cache.SUMS)} )",
             f"mv -T {dest}.new {dest}",
             # The tree is large and the log is kept beside the installed build.
             f"cp {log} {dest}/build.log && rm -rf {build_dir}",
@@ -299,7 +310,7 @@ def host_build_role(plan: HostPlan, source: Source) -> BuildRole:
     bid = build_id(source, plan)
     cache = build_cache.cache_dir(host.data.get("llama_cpp_build_cache"))
     exists = cache is not None and once("build-cache", [str(cache), bid], lambda: build_cache.read_entry(cache, bid))
-    return build_role(bid, state(installed_binary(bid)).exists, cache, bool(exists))
+    return build_role(bid, path_state(installed_binary(bid)).exists, cache, bool(exists))
 
 
 def managed_paths(plan: HostPlan, source: Source) -> list[str]:
@@ -332,7 +343,7 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, when
         assert source.git_ref and source.git_commit
         pinned_checkout(name=f"Check the clone is commit {source.git_commit[:12]}", path=src,
                         commit=source.git_commit, ref=source.git_ref, _if=when)  # fmt: skip
-    elif not state(f"{src}/CMakeLists.txt").exists:
+    elif not path_state(f"{src}/CMakeLists.txt").exists:
         assert source.archive and source.sha256
         archive = f"{ROOT}/src/{source.archive.name}"
         verified_upload(
@@ -350,7 +361,7 @@ def _compile(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, when
             script=(
                 f"rm -rf {src}.new && mkdir -p {src}.new && "
                 f"tar -xzf {archive} --no-same-owner -C {src}.new --strip-components={depth} "
-                f"{q(source.strip_prefix)} && mv -T {src}.new {src}"
+                f"{quote(source.strip_prefix)} && mv -T {src}.new {src}"
             ),
             _if=when,
         )
@@ -376,9 +387,11 @@ def _prune_script(
     resolved paths on both sides; they count towards ``keep``, and the newest
     others fill what is left of it.
     """
-    links = " ".join(q(link) for link in (f"{builds}/current", f"{builds}/previous", last_good_build, previous_build))
+    links = " ".join(
+        quote(link) for link in (f"{builds}/current", f"{builds}/previous", last_good_build, previous_build)
+    )
     return (
-        f"cd {q(builds)} 2>/dev/null || exit 0; "
+        f"cd {quote(builds)} 2>/dev/null || exit 0; "
         f'protected=$(for l in {links}; do [ -L "$l" ] && readlink -f "$l"; done); '
         'n=$(printf "%s\\n" "$protected" | sort -u | grep -c .); '
         f"room=$(({int(keep)} - n)); "

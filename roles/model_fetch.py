@@ -19,6 +19,7 @@ outlives the command.
 from __future__ import annotations
 
 from io import StringIO
+from shlex import quote
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -26,9 +27,9 @@ from huggingface_hub import constants, get_token
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
-from lemfleet.roles.hoststate import state
+from lemfleet.roles.hoststate import path_state
 from lemfleet.roles.ops import _private_staging as private_staging
-from lemfleet.roles.ops import place_verified, q
+from lemfleet.roles.ops import place_verified
 
 SECRET_DIR = "/run/lemfleet-secret"
 
@@ -71,20 +72,20 @@ def download_script(url: str, dest: str, sha256: str, header_file: str | None, *
         raise ValueError(f"model download URL {url!r} is not http(s)")
     shown = shown or url
     partial = f"{dest}.partial"
-    auth = f"-H {q('@' + header_file)} " if header_file else ""
-    cleanup = f"rm -rf {q(SECRET_DIR)}; " if header_file else ""
+    auth = f"-H {quote('@' + header_file)} " if header_file else ""
+    cleanup = f"rm -rf {quote(SECRET_DIR)}; " if header_file else ""
     return (
         f"curl -fsSL --proto =http,https --proto-redir =http,https --retry 5 --retry-delay 2 -C - {auth}"
-        f"-o {q(partial)} --url {q(url)}; rc=$?; {cleanup}"
-        f'[ "$rc" = 0 ] || {{ echo {q(f"download of {shown} failed")}" (curl exit $rc)" >&2; exit 1; }}; '
-        f"chmod 644 {q(partial)} && " + place_verified(partial, dest, sha256, shown)
+        f"-o {quote(partial)} --url {quote(url)}; rc=$?; {cleanup}"
+        f'[ "$rc" = 0 ] || {{ echo {quote(f"download of {shown} failed")}" (curl exit $rc)" >&2; exit 1; }}; '
+        f"chmod 644 {quote(partial)} && " + place_verified(partial, dest, sha256, shown)
     )
 
 
 @operation()
 def host_download(model: HostDownload, dest: str):
     """Have the host download ``model.url`` to ``dest`` unless it already has the right file."""
-    if state(dest).verified_sha256() == model.sha256:
+    if path_state(dest).verified_sha256() == model.sha256:
         host.noop(f"{dest} already has sha256 {model.sha256[:12]}")
         return
     assert model.url
@@ -96,7 +97,10 @@ def host_download(model: HostDownload, dest: str):
             url = signed
         else:
             header_file = f"{SECRET_DIR}/auth-header"
-            yield f"rm -rf {q(SECRET_DIR)} && mkdir -m 700 {q(SECRET_DIR)} && install -m 600 /dev/null {q(header_file)}"
+            yield (
+                f"rm -rf {quote(SECRET_DIR)} && mkdir -m 700 {quote(SECRET_DIR)} && "
+                f"install -m 600 /dev/null {quote(header_file)}"
+            )
             make_staging, staging = private_staging(header_file)
             yield from make_staging
             yield FileUploadCommand(

@@ -18,9 +18,9 @@ import httpx
 from lemfleet import hub
 from lemfleet.roles import gguf_header
 from lemfleet.roles.gpu_plan import choose_gpu
-from lemfleet.roles.model import ModelArtifact, default_alias
+from lemfleet.roles.llama_sources import CACHE, file_sha256
+from lemfleet.roles.model_delivery import ModelArtifact, default_alias
 from lemfleet.roles.settings import SettingsError
-from lemfleet.roles.sources import CACHE, file_sha256
 from lemfleet.roles.value_rules import model_file_name, raise_derived
 
 if TYPE_CHECKING:

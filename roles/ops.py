@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from io import StringIO
+from shlex import quote
 from typing import IO, Any
 
 from pyinfra import host, logger
@@ -25,28 +25,24 @@ from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
-from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.roles.hoststate import SIDECAR, path_state
 from lemfleet.sshtunnel import SshOptions
 
 
-def q(value: str) -> str:
-    return shlex.quote(value)
-
-
 def _owned(path: str, mode: str, user: str, group: str) -> str:
-    return f"chown {q(user)}:{q(group)} {q(path)} && chmod {q(mode)} {q(path)}"
+    return f"chown {quote(user)}:{quote(group)} {quote(path)} && chmod {quote(mode)} {quote(path)}"
 
 
 @operation()
 def directory(path: str, mode: str = "755", user: str = "root", group: str = "root"):
     """A directory with this mode and owner."""
-    current = state(path)
+    current = path_state(path)
     if current.kind == "dir" and (current.mode, current.user, current.group) == (mode, user, group):
         host.noop(f"directory {path} is in place")
         return
     if current.kind not in ("dir", "missing"):
-        yield f"rm -f {q(path)}"
-    yield f"mkdir -p {q(path)} && {_owned(path, mode, user, group)}"
+        yield f"rm -f {quote(path)}"
+    yield f"mkdir -p {quote(path)} && {_owned(path, mode, user, group)}"
 
 
 # Privilege switches under which pyinfra uploads as the login user to a temporary file, then copies it as root.
@@ -86,7 +82,7 @@ def _private_staging(dest: str) -> tuple[list[str], str | None]:
         return [], None
     user, group, home = host.get_fact(LoginAccount, _sudo=False, _su_user=None, _doas=False, _dzdo=False)
     staging = f"{home}/{UPLOAD_DIR}"
-    make = f"install -d -m 700 -o {q(user)} -g {q(group)} {q(staging)}"
+    make = f"install -d -m 700 -o {quote(user)} -g {quote(group)} {quote(staging)}"
     return [make], f"{staging}/{os.path.basename(dest)}.lemfleet-new"
 
 
@@ -102,7 +98,7 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
       user's home, not in a world-readable /tmp file
     """
     wanted = hashlib.sha256(content.encode()).hexdigest()
-    current = state(dest)
+    current = path_state(dest)
     if current.kind == "file" and (current.sha256, current.mode, current.user, current.group) == (
         wanted, mode, user, group,
     ):  # fmt: skip
@@ -113,11 +109,11 @@ def put_text(dest: str, content: str, mode: str = "644", user: str = "root", gro
     tmp = f"{dest}.lemfleet-new"
     staging = None
     if secret:
-        yield f"install -m 600 /dev/null {q(tmp)}"
+        yield f"install -m 600 /dev/null {quote(tmp)}"
         make_staging, staging = _private_staging(dest)
         yield from make_staging
     yield FileUploadCommand(StringIO(content), tmp, remote_temp_filename=staging or host.get_temp_filename(dest))
-    yield f"{_owned(tmp, mode, user, group)} && mv -f {q(tmp)} {q(dest)}"
+    yield f"{_owned(tmp, mode, user, group)} && mv -f {quote(tmp)} {quote(dest)}"
 
 
 def _show_diff(dest: str, exists: bool, content: str) -> None:
@@ -132,10 +128,10 @@ def _show_diff(dest: str, exists: bool, content: str) -> None:
 @operation()
 def absent(path: str):
     """No file or link at ``path``."""
-    if not state(path).exists:
+    if not path_state(path).exists:
         host.noop(f"{path} is absent")
         return
-    yield f"rm -f {q(path)}"
+    yield f"rm -f {quote(path)}"
 
 
 @operation()
@@ -144,13 +140,13 @@ def atomic_link(path: str, target: str, previous: str | None = None):
 
     + previous: where to keep a link to the old target, for rollback
     """
-    current = state(path)
+    current = path_state(path)
     if current.kind == "link" and current.target == target:
         host.noop(f"{path} already points at {target}")
         return
     if previous and current.target:
-        yield f"ln -sfn {q(current.target)} {q(previous)}.new && mv -T {q(previous)}.new {q(previous)}"
-    yield f"ln -sfn {q(target)} {q(path)}.new && mv -T {q(path)}.new {q(path)}"
+        yield f"ln -sfn {quote(current.target)} {quote(previous)}.new && mv -T {quote(previous)}.new {quote(previous)}"
+    yield f"ln -sfn {quote(target)} {quote(path)}.new && mv -T {quote(path)}.new {quote(path)}"
 
 
 def place_verified(tmp: str, dest: str, sha256: str, what: str) -> str:
@@ -159,10 +155,10 @@ def place_verified(tmp: str, dest: str, sha256: str, what: str) -> str:
     On a mismatch ``tmp`` is removed and ``dest`` is left as it was.
     """
     return (
-        f"echo {q(sha256 + '  ' + tmp)} | sha256sum --check --status "
-        f"|| {{ rm -f {q(tmp)}; echo {q(f'sha256 mismatch for {what}: rejected, {dest} left as it was')} >&2; "
-        f"exit 1; }}; mv -f {q(tmp)} {q(dest)} && "
-        f'echo "{sha256} $(stat -c "%s %Y" {q(dest)})" > {q(dest + SIDECAR)}'
+        f"echo {quote(sha256 + '  ' + tmp)} | sha256sum --check --status "
+        f"|| {{ rm -f {quote(tmp)}; echo {quote(f'sha256 mismatch for {what}: rejected, {dest} left as it was')} >&2; "
+        f"exit 1; }}; mv -f {quote(tmp)} {quote(dest)} && "
+        f'echo "{sha256} $(stat -c "%s %Y" {quote(dest)})" > {quote(dest + SIDECAR)}'
     )
 
 
@@ -174,7 +170,7 @@ def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644
     place only after its sha256 on the host matches, so a truncated or
     corrupt transfer never reaches ``dest`` and whatever was there stays.
     """
-    if state(dest).verified_sha256() == sha256:
+    if path_state(dest).verified_sha256() == sha256:
         host.noop(f"{dest} already has sha256 {sha256[:12]}")
         return
     tmp = f"{dest}.partial"
@@ -182,7 +178,7 @@ def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644
         yield FunctionCommand(_openssh_upload, (src, tmp), {})
     else:
         yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
-    yield f"chmod {q(mode)} {q(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
+    yield f"chmod {quote(mode)} {quote(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
 
 
 # Above this size a file goes through OpenSSH rather than paramiko's SFTP, which
@@ -214,7 +210,7 @@ def _openssh_upload(state: Any, host: Any, src: str, tmp: str) -> bool:  # pyinf
     )
     with open(src, "rb") as source:
         proc = subprocess.run(
-            options.command(remote=[f"cat > {q(tmp)}"]), stdin=source, capture_output=True, check=False
+            options.command(remote=[f"cat > {quote(tmp)}"]), stdin=source, capture_output=True, check=False
         )
     if proc.returncode != 0:
         current.log_styled(f"upload of {src} failed: {proc.stderr.decode(errors='replace').strip()[-300:]}", fg="red")
@@ -228,7 +224,7 @@ def script_unless_exists(path: str, script: str, why: str):
 
     + why: shown in the noop line when nothing is needed
     """
-    if state(path).exists:
+    if path_state(path).exists:
         host.noop(why)
         return
     yield script
@@ -237,7 +233,7 @@ def script_unless_exists(path: str, script: str, why: str):
 @operation(is_idempotent=False)
 def fail(message: str):
     """Fail this host with ``message``, leaving every other host to carry on."""
-    yield f"echo {q('lemfleet: ' + message)} >&2; exit 1"
+    yield f"echo {quote('lemfleet: ' + message)} >&2; exit 1"
 
 
 # The GECOS comment that marks a user as lemfleet's (roles/ownership.py refuses to take over any other).
@@ -254,7 +250,7 @@ class SystemUser(FactBase):
     """
 
     def command(self, user: str) -> str:
-        return f"getent passwd {q(user)} && id -nG {q(user)} || true"
+        return f"getent passwd {quote(user)} && id -nG {quote(user)} || true"
 
     def process(self, output: Iterable[str]) -> dict[str, Any] | None:
         lines = list(output)
@@ -270,16 +266,16 @@ def system_user(user: str, home: str, shell: str = "/usr/sbin/nologin", groups: 
     current = host.get_fact(SystemUser, user=user)
     wanted = set(groups)
     if current is None:
-        extra = f" --groups {q(','.join(sorted(wanted)))}" if wanted else ""
+        extra = f" --groups {quote(','.join(sorted(wanted)))}" if wanted else ""
         yield (
-            f"useradd --system --user-group --comment {q(USER_COMMENT)} --home-dir {q(home)} --no-create-home "
-            f"--shell {q(shell)}{extra} {q(user)}"
+            f"useradd --system --user-group --comment {quote(USER_COMMENT)} --home-dir {quote(home)} --no-create-home "
+            f"--shell {quote(shell)}{extra} {quote(user)}"
         )
         return
     if (current["home"], current["shell"]) != (home, shell):
-        yield f"usermod --home {q(home)} --shell {q(shell)} {q(user)}"
+        yield f"usermod --home {quote(home)} --shell {quote(shell)} {quote(user)}"
     missing = wanted - current["groups"]
     if missing:
-        yield f"usermod --append --groups {q(','.join(sorted(missing)))} {q(user)}"
+        yield f"usermod --append --groups {quote(','.join(sorted(missing)))} {quote(user)}"
     if (current["home"], current["shell"]) == (home, shell) and not missing:
         host.noop(f"user {user} is in place")

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Iterable
+from shlex import quote
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 
 from lemfleet.paths import DEPLOY_RECORD as RECORD
-from lemfleet.roles.ops import USER_COMMENT, q
+from lemfleet.roles.ops import USER_COMMENT
 
 UNIT_MARK = "# Managed by lemfleet"
 DIR_MARK = ".lemfleet-owned"
@@ -55,13 +56,14 @@ class Ownership(FactBase[dict[str, list[str]]]):
 
     def command(self, user: str, unit_name: str, model_dir: str) -> str:
         unit = f"{unit_name}.service"
-        vendor = " ".join(q(f"{d}/{unit}") for d in VENDOR_UNIT_DIRS)
+        vendor = " ".join(quote(f"{d}/{unit}") for d in VENDOR_UNIT_DIRS)
         return (
-            f"echo --passwd; getent passwd {q(user)}; "
-            f"echo --unit; head -n 1 {q('/etc/systemd/system/' + unit)} 2>/dev/null; "
+            f"echo --passwd; getent passwd {quote(user)}; "
+            f"echo --unit; head -n 1 {quote('/etc/systemd/system/' + unit)} 2>/dev/null; "
             f'echo --vendor; for f in {vendor}; do [ -e "$f" ] && echo "$f"; done; '
-            f"echo --dir; [ -d {q(model_dir)} ] && echo dir; [ -e {q(model_dir + '/' + DIR_MARK)} ] && echo marked; "
-            f"echo --record; head -c 65536 {q(RECORD)} 2>/dev/null; echo; true"
+            f"echo --dir; [ -d {quote(model_dir)} ] && echo dir; [ -e {quote(model_dir + '/' + DIR_MARK)} ] && "
+            f"echo marked; "
+            f"echo --record; head -c 65536 {quote(RECORD)} 2>/dev/null; echo; true"
         )
 
     def process(self, output: Iterable[str]) -> dict[str, list[str]]:
@@ -137,13 +139,13 @@ def claim(user: str, unit_name: str, model_dir: str):
     observed = host.get_fact(Ownership, user=user, unit_name=unit_name, model_dir=model_dir)
     found = problems(observed, user, unit_name, model_dir)
     if found:
-        yield f"echo {q('lemfleet: refusing to take over what it did not create: ' + ' '.join(found))} >&2; exit 1"
+        yield f"echo {quote('lemfleet: refusing to take over what it did not create: ' + ' '.join(found))} >&2; exit 1"
         return
     commands = []
     if observed["passwd"] and observed["passwd"][0].split(":")[4:5] != [USER_COMMENT]:
-        commands.append(f"usermod --comment {q(USER_COMMENT)} {q(user)}")  # adopted from an earlier version
+        commands.append(f"usermod --comment {quote(USER_COMMENT)} {quote(user)}")  # adopted from an earlier version
     if "marked" not in observed["dir"]:
-        commands.append(f"mkdir -p {q(model_dir)} && touch {q(model_dir + '/' + DIR_MARK)}")
+        commands.append(f"mkdir -p {quote(model_dir)} && touch {quote(model_dir + '/' + DIR_MARK)}")
     if not commands:
         host.noop(f"user {user}, unit {unit_name} and {model_dir} are lemfleet's")
     yield from commands

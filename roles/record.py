@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id
-from lemfleet.roles.model import ModelArtifact
+from lemfleet.roles.llama_sources import Source
+from lemfleet.roles.model_delivery import ModelArtifact
 from lemfleet.roles.plan import HostPlan
 from lemfleet.roles.server_units import layout_of
-from lemfleet.roles.sources import Source
 
 SCHEMA_VERSION = 2
 # The checks a state passes before it is recorded (roles/gate.py); "auth" only when a key is required.

@@ -29,12 +29,13 @@ import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from shlex import quote
 from typing import Any
 
 from pyinfra.api import FactBase
 
 from lemfleet.roles.apt_proxy import PROXY_FILE
-from lemfleet.roles.ops import USER_COMMENT, q
+from lemfleet.roles.ops import USER_COMMENT
 from lemfleet.roles.ownership import DIR_MARK, UNIT_MARK
 from lemfleet.roles.ownership import parse as split_probe
 from lemfleet.roles.server import CONFIG_DIR, RECORD_FILE
@@ -64,7 +65,9 @@ class Record(FactBase[dict[str, Any]]):
     """The host's ``deployed.json`` (``{}`` when missing or unreadable) and where the last good model is."""
 
     def command(self) -> str:
-        return f"head -c 65536 {q(RECORD_FILE)} 2>/dev/null; echo; echo --link; readlink {q(LAST_GOOD_LINK)}; true"
+        return (
+            f"head -c 65536 {quote(RECORD_FILE)} 2>/dev/null; echo; echo --link; readlink {quote(LAST_GOOD_LINK)}; true"
+        )
 
     def process(self, output: Iterable[str]) -> dict[str, Any]:
         lines = list(output)
@@ -94,11 +97,11 @@ def footprint_command(users: Sequence[str], model_dirs: Sequence[str], units: Se
     ``units`` are the unit files a deploy record names: an earlier lemfleet wrote its unit
     without the mark, and its record is how ownership.py knows the unit is lemfleet's.
     """
-    unit_words = " ".join(q(u) for u in units)
-    user_words = " ".join(q(u) for u in users)
-    dir_words = " ".join(q(d) for d in model_dirs)
-    path_words = " ".join(q(p) for p, _ in OWNED_PATHS)
-    mark = q(UNIT_MARK)
+    unit_words = " ".join(quote(u) for u in units)
+    user_words = " ".join(quote(u) for u in users)
+    dir_words = " ".join(quote(d) for d in model_dirs)
+    path_words = " ".join(quote(p) for p, _ in OWNED_PATHS)
+    mark = quote(UNIT_MARK)
     return (
         f'echo --units; for f in {UNIT_DIR}/*.service; do [ -f "$f" ] && [ ! -L "$f" ] && '
         f'head -n 1 "$f" | grep -qF {mark} && basename "$f"; done; '
@@ -116,7 +119,7 @@ def footprint_command(users: Sequence[str], model_dirs: Sequence[str], units: Se
         "find \"$d\" -mindepth 1 -maxdepth 1 -printf '%p\\n'; done; "
         f"echo --state; [ -d {STATE_DIR} ] && echo {STATE_DIR}/ && "
         f"find {STATE_DIR} -mindepth 1 -maxdepth 1 -printf '%p\\n'; "
-        f"echo --drivers; grep -lsF -e {q(DRIVER_MARK)} -e {q(DRIVER_KEYRING)} {DRIVER_FILES}; "
+        f"echo --drivers; grep -lsF -e {quote(DRIVER_MARK)} -e {quote(DRIVER_KEYRING)} {DRIVER_FILES}; "
         f"[ -e {DRIVER_KEYRING} ] && echo {DRIVER_KEYRING}; true"
     )
 
@@ -178,10 +181,10 @@ def _unit_removal(unit: str, loaded: list[str], links: list[tuple[str, str]]) ->
         | {posixpath.basename(link) for link, _ in links if template and posixpath.basename(link).startswith(prefix)}
     )
     own_links = sorted(link for link, target in links if posixpath.basename(target) == unit)
-    commands = [f"systemctl disable --now {q(name)} 2>/dev/null || true" for name in [*instances, unit]]
-    commands.append("rm -f " + " ".join(q(p) for p in [f"{UNIT_DIR}/{unit}", *own_links]))
+    commands = [f"systemctl disable --now {quote(name)} 2>/dev/null || true" for name in [*instances, unit]]
+    commands.append("rm -f " + " ".join(quote(p) for p in [f"{UNIT_DIR}/{unit}", *own_links]))
     commands.append("systemctl daemon-reload")
-    commands += [f"systemctl reset-failed {q(name)} 2>/dev/null || true" for name in [*instances, unit]]
+    commands += [f"systemctl reset-failed {quote(name)} 2>/dev/null || true" for name in [*instances, unit]]
     shown = f"unit {unit}" + (f" and its instances {', '.join(instances)}" if instances else "")
     return Removal(f"Remove {shown}", tuple(commands))
 
@@ -197,8 +200,8 @@ def _dropin_removals(entries: list[str], units: list[str]) -> tuple[list[Removal
         others = [f for f in files if f not in ours]
         unit = posixpath.basename(directory)[: -len(".d")]
         if ours:
-            commands = ["rm -f -- " + " ".join(q(f) for f in ours)]
-            commands += [f"rmdir -- {q(directory)}"] if not others else []
+            commands = ["rm -f -- " + " ".join(quote(f) for f in ours)]
+            commands += [f"rmdir -- {quote(directory)}"] if not others else []
             removals.append(Removal(f"Remove lemfleet's drop-in(s) for {unit}", (*commands, "systemctl daemon-reload")))
         if others and (ours or unit in units or any(unit.startswith(t) for t in templates)):
             kept += [f"{f} (an operator's drop-in; lemfleet never writes one)" for f in others]
@@ -218,9 +221,9 @@ def _model_removals(entries: list[str]) -> tuple[list[Removal], list[str], set[s
         ours |= {DIR_MARK} & names
         others = sorted(names - ours)
         paths = [f"{directory}/{n}" for n in sorted(ours)]
-        commands = ["rm -f -- " + " ".join(q(p) for p in paths)] if paths else []
+        commands = ["rm -f -- " + " ".join(quote(p) for p in paths)] if paths else []
         if DIR_MARK in names and not others:
-            commands.append(f"rmdir -- {q(directory)}")
+            commands.append(f"rmdir -- {quote(directory)}")
             emptied.add(directory)
         if commands:
             models = sorted(n for n in ours if n.endswith(".gguf"))
@@ -247,18 +250,18 @@ def plan_removal(observed: dict[str, list[str]], users: Sequence[str], recorded_
     removals += dropins
     kept += dropins_kept
     present = set(observed["paths"])
-    removals += [Removal(f"Remove {path} ({what})", (f"rm -rf -- {q(path)}",)) for path, what in OWNED_PATHS
+    removals += [Removal(f"Remove {path} ({what})", (f"rm -rf -- {quote(path)}",)) for path, what in OWNED_PATHS
                  if path in present]  # fmt: skip
     model_dirs = {e[:-1] for e in observed["models"] if e.endswith("/")}
     for entry in sorted(e for e in observed["state"] if not e.endswith("/") and e not in model_dirs):
         what = STATE_NAMES.get(posixpath.basename(entry), "lemfleet's state")
-        removals.append(Removal(f"Remove {entry} ({what})", (f"rm -rf -- {q(entry)}",)))
+        removals.append(Removal(f"Remove {entry} ({what})", (f"rm -rf -- {quote(entry)}",)))
     model_removals, model_kept, emptied = _model_removals(observed["models"])
     removals += model_removals
     kept += model_kept
     left = [e for e in observed["state"] if e in model_dirs and e not in emptied]
     if f"{STATE_DIR}/" in observed["state"] and not left:
-        removals.append(Removal(f"Remove {STATE_DIR}, empty now", (f"rmdir -- {q(STATE_DIR)}",)))
+        removals.append(Removal(f"Remove {STATE_DIR}, empty now", (f"rmdir -- {quote(STATE_DIR)}",)))
     groups = {line.split(":", 1)[0]: line.split(":") for line in observed["group"]}
     for line in observed["passwd"]:
         fields = line.split(":")
@@ -268,10 +271,10 @@ def plan_removal(observed: dict[str, list[str]], users: Sequence[str], recorded_
         if comment != USER_COMMENT and name != recorded_user:
             kept.append(f"user {name} (lemfleet did not create it: its comment is {comment!r})")
             continue
-        commands = [f"userdel -- {q(name)}"]
+        commands = [f"userdel -- {quote(name)}"]
         group = groups.get(name)
         if group and len(group) > 2 and group[2] == gid:
-            commands.append(f"if getent group {q(name)} >/dev/null; then groupdel -- {q(name)}; fi")
+            commands.append(f"if getent group {quote(name)} >/dev/null; then groupdel -- {quote(name)}; fi")
         removals.append(Removal(f"Remove user {name} and its group", tuple(commands)))
     kept += [f"{path} (driver repository: the driver packages stay)" for path in observed["drivers"]]
     return RemovalPlan(tuple(removals), tuple(kept))

@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from shlex import quote
 from typing import Any
 
 from pyinfra import host, logger
@@ -34,7 +35,6 @@ from pyinfra.operations import server
 
 from lemfleet.roles.facts.host import MARK, split_sections
 from lemfleet.roles.gate import Target, restart_commands
-from lemfleet.roles.ops import q
 from lemfleet.roles.server_units import Present
 from lemfleet.roles.transaction import LAST_GOOD, Layout, restore_script, swap_script
 
@@ -85,7 +85,7 @@ def kept_command(layout: Layout) -> str:
         ("previous-record", f"{layout.previous}/deployed.json"),
         ("last-good-digest", layout.digest_file),
     ]
-    return "; ".join(f"echo {q(MARK + name)}; cat {q(path)} 2>/dev/null" for name, path in parts) + "; true"
+    return "; ".join(f"echo {quote(MARK + name)}; cat {quote(path)} 2>/dev/null" for name, path in parts) + "; true"
 
 
 def parse_kept(lines: Iterable[str]) -> KeptStates:
@@ -160,12 +160,12 @@ def put_back_previous(layout: Layout, kept: KeptStates, serving: list[str], prev
 def put_back_commands(layout: Layout, serving: list[str], previous: list[str]) -> str:
     """Stop and disable the units only the serving state has (while their files are there to disable),
     put the previous state's files and build back, then restart and enable its units."""
-    gone = [q(unit) for unit in serving if unit not in previous]
+    gone = [quote(unit) for unit in serving if unit not in previous]
     lines = [
         f"systemctl disable --now {u} 2>/dev/null || true\nsystemctl reset-failed {u} 2>/dev/null || true" for u in gone
     ]
     lines.append(restore_script(layout, layout.previous))
-    lines += [restart_commands(unit) + f"\nsystemctl enable {q(unit)} 2>/dev/null || true" for unit in previous]
+    lines += [restart_commands(unit) + f"\nsystemctl enable {quote(unit)} 2>/dev/null || true" for unit in previous]
     return "\n".join(lines)
 
 

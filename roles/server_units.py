@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from shlex import quote
 from typing import Any
 
 from pyinfra import host
@@ -29,7 +30,7 @@ from pyinfra.api.operation import OperationMeta
 from lemfleet.paths import CONFIG_DIR
 from lemfleet.paths import DEPLOY_RECORD as RECORD
 from lemfleet.roles.instances import Instance
-from lemfleet.roles.ops import directory, put_text, q
+from lemfleet.roles.ops import directory, put_text
 from lemfleet.roles.plan import HostPlan
 
 UNIT_DIR = "/etc/systemd/system"
@@ -98,11 +99,11 @@ class InstanceUnits(FactBase[Present]):
     """
 
     def command(self, unit_name: str) -> str:
-        u = q(unit_name)
+        u = quote(unit_name)
         return (
             f"ls -d {UNIT_DIR}/{u}.service {UNIT_DIR}/{u}@.service {UNIT_DIR}/{u}@*.service.d "
             f"{CONFIG_DIR}/{u}@*.env 2>/dev/null; "
-            f"systemctl list-units --all --plain --no-legend {q(unit_name + '@*.service')} 2>/dev/null; "
+            f"systemctl list-units --all --plain --no-legend {quote(unit_name + '@*.service')} 2>/dev/null; "
             f"echo {RECORD_MARK}; head -c 65536 {RECORD} 2>/dev/null; true"
         )
 
@@ -139,21 +140,21 @@ def stale_commands(unit_name: str, present: Present, keep: Sequence[int], templa
     """Shell that stops, disables and removes what the new layout lacks (pure)."""
     commands = []
     for index in sorted(present.indexes - set(keep)):
-        unit = q(f"{unit_name}@{index}.service")
+        unit = quote(f"{unit_name}@{index}.service")
         commands += [
             f"systemctl disable --now {unit} 2>/dev/null || true",
             f"systemctl reset-failed {unit} 2>/dev/null || true",
-            f"rm -f {q(dropin_path(unit_name, index))} {q(instance_env_path(unit_name, index))}",
-            f"rmdir {q(dropin_dir(unit_name, index))} 2>/dev/null || true",
+            f"rm -f {quote(dropin_path(unit_name, index))} {quote(instance_env_path(unit_name, index))}",
+            f"rmdir {quote(dropin_dir(unit_name, index))} 2>/dev/null || true",
         ]
     if present.template and not templated:
-        commands.append(f"rm -f {q(template_path(unit_name))}")
+        commands.append(f"rm -f {quote(template_path(unit_name))}")
     if present.plain and templated:
-        unit = q(f"{unit_name}.service")
+        unit = quote(f"{unit_name}.service")
         commands += [
             f"systemctl disable --now {unit} 2>/dev/null || true",
             f"systemctl reset-failed {unit} 2>/dev/null || true",
-            f"rm -f {q(f'{UNIT_DIR}/{unit_name}.service')} {q(f'{CONFIG_DIR}/{unit_name}.env')}",
+            f"rm -f {quote(f'{UNIT_DIR}/{unit_name}.service')} {quote(f'{CONFIG_DIR}/{unit_name}.env')}",
         ]
     if commands:
         commands.append("systemctl daemon-reload")

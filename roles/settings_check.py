@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lemfleet.roles import apt_proxy, drivers, gpu_plan, llama_cpp, model, server, smoke
+from lemfleet.roles import apt_proxy, drivers, gpu_plan, llama_cpp, model_delivery, server, smoke
 from lemfleet.roles.rules import cross_checks
 from lemfleet.roles.settings import Setting, SettingsError, clean_group
 
@@ -22,7 +22,7 @@ ROLE_SETTINGS: tuple[tuple[Setting, ...], ...] = (
     gpu_plan.SETTINGS,
     drivers.SETTINGS,
     llama_cpp.SETTINGS,
-    model.SETTINGS,
+    model_delivery.SETTINGS,
     server.SETTINGS,
     smoke.SETTINGS,
 )

@@ -34,6 +34,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from shlex import quote
 from typing import Any, Literal
 
 from pyinfra import host
@@ -41,16 +42,16 @@ from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 
 from lemfleet.roles import server_tls
-from lemfleet.roles.hoststate import state
+from lemfleet.roles.hoststate import path_state
 from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
-from lemfleet.roles.model import LAST_GOOD_MODEL, PREVIOUS_MODEL
-from lemfleet.roles.ops import put_text, q
+from lemfleet.roles.model_delivery import LAST_GOOD_MODEL, PREVIOUS_MODEL
+from lemfleet.roles.ops import put_text
 from lemfleet.roles.server import API_KEY_FILE, RECORD_FILE, env_path, unit_path
 from lemfleet.roles.server_units import dropin_path, instance_env_path, template_path
 
 LAST_GOOD = "/var/lib/lemfleet/last-good"
 PREVIOUS = "/var/lib/lemfleet/previous"
-# The build and model links are read by the prune steps of roles/llama_cpp.py and roles/model.py.
+# The build and model links are read by the prune steps of roles/llama_cpp.py and roles/model_delivery.py.
 assert f"{LAST_GOOD}/build" == LAST_GOOD_BUILD and f"{LAST_GOOD}/model" == LAST_GOOD_MODEL
 assert f"{PREVIOUS}/build" == PREVIOUS_BUILD and f"{PREVIOUS}/model" == PREVIOUS_MODEL
 ADOPTED = "adopted"  # the digest of a state taken over from an earlier lemfleet
@@ -134,16 +135,19 @@ def snapshot_script(layout: Layout, build: str, model: str, digest: str) -> str:
     prev, gone = layout.previous, f"{layout.previous}.old"
     lines = [
         "set -e",
-        f"rm -rf {q(new)} {q(gone)} {q(good + '.old')}",
-        f"install -d -m 700 {q(new)}",
-        f"ln -s {build} {q(new + '/build')}",
-        f"ln -s {model} {q(new + '/model')}",
-        *(f"if [ -e {q(live)} ]; then cp -p {q(live)} {q(new + '/' + name)}; fi" for name, live in layout.copies()),
-        f"echo {q(digest)} > {q(new + '/digest')}",
-        f"if [ -e {q(prev)} ] && [ -e {q(good)} ]; then mv -T {q(prev)} {q(gone)}; fi",
-        f"if [ -e {q(good)} ]; then mv -T {q(good)} {q(prev)}; fi",
-        f"mv -T {q(new)} {q(good)}",
-        f"rm -rf {q(gone)}",
+        f"rm -rf {quote(new)} {quote(gone)} {quote(good + '.old')}",
+        f"install -d -m 700 {quote(new)}",
+        f"ln -s {build} {quote(new + '/build')}",
+        f"ln -s {model} {quote(new + '/model')}",
+        *(
+            f"if [ -e {quote(live)} ]; then cp -p {quote(live)} {quote(new + '/' + name)}; fi"
+            for name, live in layout.copies()
+        ),
+        f"echo {quote(digest)} > {quote(new + '/digest')}",
+        f"if [ -e {quote(prev)} ] && [ -e {quote(good)} ]; then mv -T {quote(prev)} {quote(gone)}; fi",
+        f"if [ -e {quote(good)} ]; then mv -T {quote(good)} {quote(prev)}; fi",
+        f"mv -T {quote(new)} {quote(good)}",
+        f"rm -rf {quote(gone)}",
     ]
     return "\n".join(lines)
 
@@ -156,12 +160,13 @@ def adopt_script(layout: Layout) -> str:
     names (``LEMFLEET_MODEL``).
     """
     guard = (
-        f"if [ -e {q(layout.digest_file)} ] || [ ! -f {q(layout.record)} ] || [ ! -L {q(layout.current)} ]; "
+        f"if [ -e {quote(layout.digest_file)} ] || [ ! -f {quote(layout.record)} ] || [ ! -L "
+        f"{quote(layout.current)} ]; "
         "then exit 0; fi"
     )
-    build = f"build=$(readlink {q(layout.current)})"
+    build = f"build=$(readlink {quote(layout.current)})"
     # Unquoted in the environment files of earlier lemfleets, double-quoted since roles/values.py.
-    model = f"""model=$(sed -n 's/^LEMFLEET_MODEL=//p' {q(layout.env)} | tail -n 1 | sed 's/^"\\(.*\\)"$/\\1/')"""
+    model = f"""model=$(sed -n 's/^LEMFLEET_MODEL=//p' {quote(layout.env)} | tail -n 1 | sed 's/^"\\(.*\\)"$/\\1/')"""
 
     return "\n".join([guard, build, model, snapshot_script(layout, '"$build"', '"$model"', ADOPTED)])
 
@@ -176,28 +181,29 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
     """
     good = kept or layout.last_good
     what = "last good" if good == layout.last_good else "previous"
-    missing = q(f"lemfleet: no {what} state in {good}")
+    missing = quote(f"lemfleet: no {what} state in {good}")
     lines = [
         "set -e",
-        f"if [ ! -e {q(good + '/digest')} ]; then echo {missing} >&2; exit 1; fi",
-        f'if [ -L {q(good + "/build")} ]; then ln -sfn "$(readlink {q(good + "/build")})" {q(layout.current)}.new '
-        f"&& mv -T {q(layout.current)}.new {q(layout.current)}; fi",
+        f"if [ ! -e {quote(good + '/digest')} ]; then echo {missing} >&2; exit 1; fi",
+        f"if [ -L {quote(good + '/build')} ]; then "
+        f'ln -sfn "$(readlink {quote(good + "/build")})" {quote(layout.current)}.new '
+        f"&& mv -T {quote(layout.current)}.new {quote(layout.current)}; fi",
     ]
     for name, live in layout.copies():
-        kept_file = q(f"{good}/{name}")
+        kept_file = quote(f"{good}/{name}")
         # An instance's drop-in directory goes with its drop-in (a user's own drop-ins keep it).
-        folder = q(str(PurePosixPath(live).parent)) if name.startswith("dropin@") else ""
+        folder = quote(str(PurePosixPath(live).parent)) if name.startswith("dropin@") else ""
         lines.append(
             f"if [ -e {kept_file} ]; then {f'mkdir -p {folder} && ' if folder else ''}cp -p {kept_file} "
-            f"{q(live)}.lemfleet-new && mv -f {q(live)}.lemfleet-new {q(live)}; "
-            f"else rm -f {q(live)}{f'; rmdir {folder} 2>/dev/null || true' if folder else ''}; fi"
+            f"{quote(live)}.lemfleet-new && mv -f {quote(live)}.lemfleet-new {quote(live)}; "
+            f"else rm -f {quote(live)}{f'; rmdir {folder} 2>/dev/null || true' if folder else ''}; fi"
         )
     return "\n".join(lines)
 
 
 def swap_script(layout: Layout) -> str:
     """Shell that swaps the last good and the previous state, after a rollback passed the gate."""
-    good, prev, tmp = q(layout.last_good), q(layout.previous), q(f"{layout.last_good}.swap")
+    good, prev, tmp = quote(layout.last_good), quote(layout.previous), quote(f"{layout.last_good}.swap")
     return "\n".join(
         [
             "set -e",
@@ -211,10 +217,10 @@ def swap_script(layout: Layout) -> str:
 
 def fallback(layout: Layout, digest: str) -> Fallback:
     """What a failed gate falls back to, decided from the host's state before the deploy changed it."""
-    kept = state(layout.digest_file)
+    kept = path_state(layout.digest_file)
     if kept.exists:
         return "report" if kept.sha256 == _file_sha256(digest) else "restore"
-    if state(layout.record).exists and state(layout.current).kind == "link":
+    if path_state(layout.record).exists and path_state(layout.current).kind == "link":
         return "restore"  # adopted by this run
     return "stop"
 
@@ -226,7 +232,11 @@ def _file_sha256(digest: str) -> str:
 @operation()
 def adopt_last_good(layout: Layout):
     """Take the serving state of a host deployed by an earlier lemfleet as the last good one."""
-    if state(layout.digest_file).exists or not state(layout.record).exists or state(layout.current).kind != "link":
+    if (
+        path_state(layout.digest_file).exists
+        or not path_state(layout.record).exists
+        or path_state(layout.current).kind != "link"
+    ):
         host.noop("the host has a last good state, or nothing serves yet")
         return
     yield adopt_script(layout)
@@ -235,10 +245,10 @@ def adopt_last_good(layout: Layout):
 @operation()
 def keep_last_good(layout: Layout, build: str, model: str, digest: str):
     """Make the state that just passed the gate the last good one."""
-    if state(layout.digest_file).sha256 == _file_sha256(digest):
+    if path_state(layout.digest_file).sha256 == _file_sha256(digest):
         host.noop("this state is already the last good one")
         return
-    yield snapshot_script(layout, q(build), q(model), digest)
+    yield snapshot_script(layout, quote(build), quote(model), digest)
 
 
 def commit(

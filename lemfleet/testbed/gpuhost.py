@@ -31,9 +31,9 @@ from lemfleet.roles.drivers import DriverPlan, plan_drivers, target_from_facts
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.facts.host import probe_command, split_sections
 from lemfleet.roles.hostinfo import HostFacts
+from lemfleet.roles.llama_sources import Source
 from lemfleet.roles.plan import HostPlan, ModelInfo, plan_host
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import Source
 from lemfleet.testbed.bed import ssh
 from lemfleet.testbed.hosts import HostRecord
 from lemfleet.testbed.paths import SSH_CONFIG

@@ -12,8 +12,8 @@ kernel driver changed (never on ``@local``).
 
 from lemfleet.roles.drivers.apply import install_drivers, plan_for_host
 from lemfleet.roles.drivers.defaults import DEFAULTS, SETTINGS
-from lemfleet.roles.drivers.model import DriverPlan, DriverPlanError, DriverTarget
 from lemfleet.roles.drivers.plan import plan_drivers, target_from_facts
+from lemfleet.roles.drivers.plan_data import DriverPlan, DriverPlanError, DriverTarget
 
 __all__ = [
     "DEFAULTS",

@@ -24,8 +24,8 @@ from pyinfra.operations.util import any_changed
 
 from lemfleet.roles.drivers.defaults import DEFAULTS
 from lemfleet.roles.drivers.keys import pinned_download, pinned_key
-from lemfleet.roles.drivers.model import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
 from lemfleet.roles.drivers.plan import plan_drivers, target_from_facts
+from lemfleet.roles.drivers.plan_data import MANAGED, NOUVEAU_BLACKLIST, DriverPlan
 from lemfleet.roles.drivers.rocm import RADEON_PIN
 from lemfleet.roles.hostinfo import HostFacts
 

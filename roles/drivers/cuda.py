@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lemfleet.roles.drivers import pins
-from lemfleet.roles.drivers.model import (
+from lemfleet.roles.drivers.plan_data import (
     KERNEL_RELEASE,
     NOUVEAU_BLACKLIST,
     AptPin,

@@ -15,25 +15,25 @@ nothing when the wanted file is already there.
 
 from __future__ import annotations
 
+from shlex import quote
+
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.facts.files import Sha256File
-
-from lemfleet.roles.ops import q
 
 # curl may only use these protocols, redirects included; tests serve http on loopback.
 PROTOCOLS = "https"
 
 
 def _curl(url: str, dest: str, protocols: str) -> str:
-    allowed = q("=" + protocols)
-    return f"curl -fsSL --proto {allowed} --proto-redir {allowed} --retry 3 -o {q(dest)} --url {q(url)}"
+    allowed = quote("=" + protocols)
+    return f"curl -fsSL --proto {allowed} --proto-redir {allowed} --retry 3 -o {quote(dest)} --url {quote(url)}"
 
 
 def _fingerprints_of(path: str) -> str:
     """Shell printing the primary-key fingerprints in ``path`` (armored or not), one per line, sorted."""
     return (
-        f"GNUPGHOME={q(path)}.gnupg gpg --batch --no-autostart --show-keys --with-colons {q(path)} 2>/dev/null "
+        f"GNUPGHOME={quote(path)}.gnupg gpg --batch --no-autostart --show-keys --with-colons {quote(path)} 2>/dev/null "
         '| awk -F: \'$1 == "pub" {want = 1; next} $1 == "fpr" && want {print $10; want = 0}\' | sort -u'
     )
 
@@ -49,8 +49,8 @@ class KeyFingerprints(FactBase):
     def command(self, path: str) -> str:
         home = "$(mktemp -d)"
         return (
-            f"h={home}; [ -f {q(path)} ] && GNUPGHOME=$h gpg --batch --no-autostart --show-keys --with-colons "
-            f'{q(path)} 2>/dev/null | awk -F: \'$1 == "pub" {{want = 1; next}} $1 == "fpr" && want '
+            f"h={home}; [ -f {quote(path)} ] && GNUPGHOME=$h gpg --batch --no-autostart --show-keys --with-colons "
+            f'{quote(path)} 2>/dev/null | awk -F: \'$1 == "pub" {{want = 1; next}} $1 == "fpr" && want '
             '{print $10; want = 0}\' | sort -u; rm -rf "$h"; true'
         )
 
@@ -66,16 +66,17 @@ def key_script(url: str, dest: str, fingerprints: tuple[str, ...], protocols: st
     wanted = " ".join(sorted(f.upper() for f in fingerprints))
     fetched = f"{dest}.lemfleet-fetched"
     return (
-        f"rm -rf {q(fetched)} {q(fetched)}.gnupg && mkdir -m 700 {q(fetched)}.gnupg && "
+        f"rm -rf {quote(fetched)} {quote(fetched)}.gnupg && mkdir -m 700 {quote(fetched)}.gnupg && "
         f"{_curl(url, fetched, protocols)} && "
         f'found=$({_fingerprints_of(fetched)} | tr "\\n" " " | sed "s/ $//"); '
-        f'if [ "$found" != {q(wanted)} ]; then '
-        f'echo "the key at "{q(url)}" has the fingerprints [${{found:-none}}], not the pinned "{q(wanted)} >&2; '
-        f"rm -rf {q(fetched)} {q(fetched)}.gnupg; exit 1; fi; "
-        f"GNUPGHOME={q(fetched)}.gnupg gpg --batch --no-autostart --yes --dearmor "
-        f"-o {q(dest)}.lemfleet-new {q(fetched)} && chmod 644 {q(dest)}.lemfleet-new && "
-        f"mv -f {q(dest)}.lemfleet-new {q(dest)}; "
-        f"rc=$?; rm -rf {q(fetched)} {q(fetched)}.gnupg; exit $rc"
+        f'if [ "$found" != {quote(wanted)} ]; then '
+        f'echo "the key at "{quote(url)}" has the fingerprints [${{found:-none}}], not the pinned '
+        f'"{quote(wanted)} >&2; '
+        f"rm -rf {quote(fetched)} {quote(fetched)}.gnupg; exit 1; fi; "
+        f"GNUPGHOME={quote(fetched)}.gnupg gpg --batch --no-autostart --yes --dearmor "
+        f"-o {quote(dest)}.lemfleet-new {quote(fetched)} && chmod 644 {quote(dest)}.lemfleet-new && "
+        f"mv -f {quote(dest)}.lemfleet-new {quote(dest)}; "
+        f"rc=$?; rm -rf {quote(fetched)} {quote(fetched)}.gnupg; exit $rc"
     )
 
 
@@ -84,10 +85,11 @@ def download_script(url: str, dest: str, sha256: str, protocols: str = PROTOCOLS
     partial = f"{dest}.lemfleet-new"
     return (
         f"{_curl(url, partial, protocols)} && "
-        f"actual=$(sha256sum {q(partial)} | cut -d' ' -f1) && "
-        f'if [ "$actual" != {q(sha256)} ]; then '
-        f'echo {q(url)}" has sha256 $actual, not the pinned "{q(sha256)} >&2; rm -f {q(partial)}; exit 1; fi && '
-        f"mv -f {q(partial)} {q(dest)}"
+        f"actual=$(sha256sum {quote(partial)} | cut -d' ' -f1) && "
+        f'if [ "$actual" != {quote(sha256)} ]; then '
+        f'echo {quote(url)}" has sha256 $actual, not the pinned "{quote(sha256)} >&2; '
+        f"rm -f {quote(partial)}; exit 1; fi && "
+        f"mv -f {quote(partial)} {quote(dest)}"
     )
 
 

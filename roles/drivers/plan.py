@@ -13,7 +13,7 @@ from typing import Any
 
 from lemfleet.roles.drivers.cuda import plan_cuda
 from lemfleet.roles.drivers.defaults import clean_settings
-from lemfleet.roles.drivers.model import (
+from lemfleet.roles.drivers.plan_data import (
     BACKEND_SETTING,
     BACKENDS,
     DriverPlan,

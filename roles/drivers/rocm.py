@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lemfleet.roles.drivers import pins
-from lemfleet.roles.drivers.model import (
+from lemfleet.roles.drivers.plan_data import (
     BACKEND_SETTING,
     KERNEL_RELEASE,
     AptKey,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lemfleet.roles.drivers import pins
-from lemfleet.roles.drivers.model import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
+from lemfleet.roles.drivers.plan_data import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
 
 # Names checked with apt-cache madison against trixie, sid and bookworm on
 # 2026-11-29 (all in main); on Ubuntu 24.04 glslc and spirv-headers are in universe.

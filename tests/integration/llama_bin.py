@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from lemfleet.roles.sources import CACHE
+from lemfleet.roles.llama_sources import CACHE
 
 SRC = Path(os.environ.get("LEMFLEET_LLAMA_CPP_SRC", "/var/cache/lemfleet-dev/llama_cpp_python-0.3.36/vendor/llama.cpp"))
 

@@ -22,7 +22,7 @@ from pyinfra.facts.server import KernelVersion
 
 from lemfleet.roles.drivers import DriverPlan, DriverTarget, install_drivers, plan_drivers, plan_for_host
 from lemfleet.roles.drivers.apply import reboot_allowed
-from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.drivers.plan_data import NOUVEAU_BLACKLIST
 from lemfleet.roles.hostinfo import GpuRuntime, HostFacts
 
 DEPLOY = "Install GPU drivers and runtime | "

@@ -23,8 +23,8 @@ from pyinfra.api.operation import add_op
 from pyinfra.context import ctx_host, ctx_state
 
 from lemfleet.roles.git_pin import check_script, pinned_checkout
+from lemfleet.roles.llama_sources import git_source
 from lemfleet.roles.settings import SettingsError
-from lemfleet.roles.sources import git_source
 
 TAG = "b1"
 GIT = ["git", "-c", "user.name=lemfleet", "-c", "user.email=lemfleet@example.invalid", "-c", "init.defaultBranch=main"]

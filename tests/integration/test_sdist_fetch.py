@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lemfleet.roles import sources
+from lemfleet.roles import llama_sources
 from lemfleet.roles.settings import SettingsError
 
 VERSION = "9.9.9"
@@ -90,7 +90,7 @@ def index(tmp_path: Path) -> Iterator[Index]:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(sources, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(llama_sources, "CACHE", tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -107,7 +107,7 @@ def _leftovers(cache: Path) -> list[str]:
 
 
 def test_the_pinned_sdist_is_fetched_and_nothing_in_it_runs(index: Index, cache: Path) -> None:
-    source = sources.sdist_source(_settings(index.url, index.sha256))
+    source = llama_sources.sdist_source(_settings(index.url, index.sha256))
     assert source.archive == cache / "sdist" / NAME and source.sha256 == index.sha256
     assert source.strip_prefix == f"llama_cpp_python-{VERSION}/vendor/llama.cpp"
     assert not index.marker.exists()
@@ -115,14 +115,14 @@ def test_the_pinned_sdist_is_fetched_and_nothing_in_it_runs(index: Index, cache:
 
 
 def test_a_file_index_works_too(index: Index, cache: Path) -> None:
-    source = sources.sdist_source(_settings((index.root / "simple").as_uri() + "/", index.sha256))
+    source = llama_sources.sdist_source(_settings((index.root / "simple").as_uri() + "/", index.sha256))
     assert source.sha256 == index.sha256 and not index.marker.exists()
 
 
 def test_a_wrong_pin_keeps_nothing_and_runs_nothing(index: Index, cache: Path) -> None:
     pin = "0" * 64
     with pytest.raises(SettingsError, match=f"llama_cpp_sdist_sha256='{pin}' does not match {NAME}"):
-        sources.sdist_source(_settings(index.url, pin))
+        llama_sources.sdist_source(_settings(index.url, pin))
     assert _leftovers(cache) == [] and not index.marker.exists()
 
 
@@ -130,19 +130,19 @@ def test_an_index_that_lies_about_the_hash_is_caught_by_the_bytes(index: Index, 
     pin = "1" * 64
     index.list_with(pin)  # the page claims the pin; the file is still the hostile one
     with pytest.raises(SettingsError, match=f"its sha256 is {index.sha256}\\); the file was removed"):
-        sources.sdist_source(_settings(index.url, pin))
+        llama_sources.sdist_source(_settings(index.url, pin))
     assert _leftovers(cache) == [] and not index.marker.exists()
 
 
 def test_an_unpinned_sdist_says_what_to_pin(index: Index, cache: Path) -> None:
     with pytest.raises(SettingsError, match=f"llama_cpp_sdist_sha256 is not set.*It has sha256 {index.sha256}"):
-        sources.sdist_source(_settings(index.url, None))
+        llama_sources.sdist_source(_settings(index.url, None))
     assert _leftovers(cache) == [] and not index.marker.exists()
 
 
 def test_a_missing_version_is_named(index: Index, cache: Path) -> None:
     with pytest.raises(SettingsError, match=r"llama_cpp_python-1\.2\.3\.tar\.gz is not listed at"):
-        sources.sdist_source({**_settings(index.url, index.sha256), "llama_cpp_sdist_version": "1.2.3"})
+        llama_sources.sdist_source({**_settings(index.url, index.sha256), "llama_cpp_sdist_version": "1.2.3"})
 
 
 def test_pip_download_would_have_run_the_backend(index: Index, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import testinfra
 
 from lemfleet import testbed
-from lemfleet.roles.sources import file_sha256
+from lemfleet.roles.llama_sources import file_sha256
 from lemfleet.testbed.paths import SSH_CONFIG
 from tests.testbed.conftest import PROJECT, deploy
 

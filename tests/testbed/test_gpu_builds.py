@@ -34,7 +34,7 @@ import pytest
 
 from lemfleet import testbed
 from lemfleet.roles.drivers import pins, plan_drivers, target_from_facts
-from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST
+from lemfleet.roles.drivers.plan_data import NOUVEAU_BLACKLIST
 from lemfleet.roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.plan import ModelInfo, plan_host

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lemfleet import testbed
-from lemfleet.roles.sources import file_sha256
+from lemfleet.roles.llama_sources import file_sha256
 from lemfleet.testbed.hosts import HostRecord
 from tests.testbed.conftest import PyinfraRun, deploy
 

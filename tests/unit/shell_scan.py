@@ -5,15 +5,15 @@ argument of ``StringCommand(...)``, or what a function named like a command
 builder (``*script*``, ``*command*``, ``*_cmd``) returns. Every ``{value}``
 in an f-string that makes up such a command must be one of:
 
-- a call that quotes: ``q(...)``, ``shlex.quote(...)``, or a helper that
+- a call that quotes: ``quote(...)`` (shlex's), ``shlex.quote(...)``, or a helper that
   returns quoted shell (:data:`QUOTING`); an ``int(...)``;
-  ``" ".join(q(x) for x in ...)``;
+  ``" ".join(quote(x) for x in ...)``;
 - a module constant written in the code (a literal, or an f-string of such
   constants): code, not input;
 - a local name whose every assignment in the function is itself one of
   these (or an f-string made only of them).
 
-Text passed to ``q(...)`` is not looked into: it is quoted as a whole.
+Text passed to ``quote(...)`` is not looked into: it is quoted as a whole.
 """
 
 from __future__ import annotations

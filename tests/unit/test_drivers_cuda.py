@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lemfleet.roles.drivers import DriverPlanError, DriverTarget, pins, plan_drivers
-from lemfleet.roles.drivers.model import NOUVEAU_BLACKLIST, KeyringDeb
+from lemfleet.roles.drivers.plan_data import NOUVEAU_BLACKLIST, KeyringDeb
 
 KERNEL = "6.12.48+deb13-amd64"
 DISTRO = {"drivers_cuda_source": "distro"}

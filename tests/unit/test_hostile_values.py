@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
-from lemfleet.roles.model import ModelArtifact, default_alias
+from lemfleet.roles.model_delivery import ModelArtifact, default_alias
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.server import render_env, render_unit
 from lemfleet.roles.settings import SettingsError

@@ -9,9 +9,9 @@ from pathlib import Path
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.llama_cpp import HIP_CONFIGURE_ENV, build_id, build_script
+from lemfleet.roles.llama_sources import Source
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.settings_check import validate
-from lemfleet.roles.sources import Source
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
 FACTS = facts_from_sections(split_sections(FIXTURE.read_text().splitlines()))

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from lemfleet.roles.llama_cpp import _prune_script
-from lemfleet.roles.model import prune_script
+from lemfleet.roles.model_delivery import prune_script
 from lemfleet.roles.transaction import PREVIOUS, Layout, restore_script, snapshot_script, swap_script
 from tests.unit.test_transaction import host_layout, link, make_builds, make_models, serve, sh
 

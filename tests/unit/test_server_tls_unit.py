@@ -42,7 +42,7 @@ def test_extra_args_may_not_set_the_tls_flags() -> None:
 
 
 def test_the_record_names_the_fingerprint_only_for_a_tls_host() -> None:
-    from lemfleet.roles.model import ModelArtifact
+    from lemfleet.roles.model_delivery import ModelArtifact
     from tests.unit.test_llama_cpp_build import SOURCE
 
     model = ModelArtifact(alias="tiny", filename="tiny.gguf", sha256="0" * 64, size=1)

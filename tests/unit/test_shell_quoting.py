@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from lemfleet.roles.llama_sources import git_source
 from lemfleet.roles.model_fetch import download_script
 from lemfleet.roles.settings import SettingsError
-from lemfleet.roles.sources import git_source
 from tests.unit.shell_scan import scan
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
@@ -33,7 +33,7 @@ def test_command_builders_quote_every_interpolation():
     findings = scan(ROLES, ROLES, "lemfleet.roles")
     found = Counter((f.path, f.expression) for f in findings)
     new = [str(f) for f in findings if found[(f.path, f.expression)] > KNOWN[(f.path, f.expression)]]
-    assert not new, "unquoted values in shell commands (wrap them in q(...)):\n" + "\n".join(new)
+    assert not new, "unquoted values in shell commands (wrap them in quote(...)):\n" + "\n".join(new)
 
 
 def test_the_scan_finds_an_unquoted_value(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lemfleet.roles.llama_cpp import _prune_script
-from lemfleet.roles.model import prune_script
+from lemfleet.roles.model_delivery import prune_script
 from lemfleet.roles.transaction import ADOPTED, Layout, adopt_script, restore_script, snapshot_script
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from pyinfra import host
@@ -25,9 +26,9 @@ from pyinfra.facts.files import Sha256File
 from pyinfra.operations import server
 
 from lemfleet.quants import AUTO, KNOWN_QUANTS, parse_gguf_name
-from lemfleet.roles.hoststate import SIDECAR, state
+from lemfleet.roles.hoststate import SIDECAR, path_state
 from lemfleet.roles.model_fetch import host_download
-from lemfleet.roles.ops import directory, fail, q, verified_upload
+from lemfleet.roles.ops import directory, fail, verified_upload
 from lemfleet.roles.settings import Setting, defaults, integer, one_of, sha256, text
 
 
@@ -143,7 +144,7 @@ def install_model(model: ModelArtifact, disk_free: dict[str, int]) -> tuple[str,
         check_on_host(name=f"Check {dest}", path=dest, sha256=model.sha256)
         return dest, None
     directory(name=f"Directory {model_dir}", path=model_dir)
-    if state(dest).verified_sha256() == model.sha256:
+    if path_state(dest).verified_sha256() == model.sha256:
         host.noop(f"{dest} is in place, sha256 {model.sha256[:12]}")
         return dest, None
     free = disk_free.get(model_dir, disk_free.get("/var/lib/lemfleet"))
@@ -172,7 +173,7 @@ def check_on_host(path: str, sha256: str):
     if host.get_fact(Sha256File, path=path) == sha256:
         host.noop(f"{path} has sha256 {sha256[:12]}")
         return
-    yield f"echo {q(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
+    yield f"echo {quote(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
 
 
 def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[], bool]],
@@ -196,9 +197,9 @@ def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str =
     model that is also among the most recent does not make room for an older one.
     """
     return (
-        f"touch -c {q(serving + SIDECAR)}; good=$(readlink {q(last_good_model)} 2>/dev/null || true); "
-        f"prev=$(readlink {q(previous_model)} 2>/dev/null || true); "
-        f"ls -1t {q(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {q(serving)} | "
+        f"touch -c {quote(serving + SIDECAR)}; good=$(readlink {quote(last_good_model)} 2>/dev/null || true); "
+        f"prev=$(readlink {quote(previous_model)} 2>/dev/null || true); "
+        f"ls -1t {quote(model_dir)}/*.gguf{SIDECAR} 2>/dev/null | sed 's/{SIDECAR}$//' | grep -vxF {quote(serving)} | "
         f'tail -n +{int(keep)} | grep -vxF "${{good:-/}}" | grep -vxF "${{prev:-/}}" | '
         f'while read -r f; do rm -f -- "$f" "$f{SIDECAR}"; done'
     )
