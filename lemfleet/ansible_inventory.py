@@ -17,6 +17,9 @@ of them while the inventory loads, so a wrong or missing password stops the run 
 contacted. Every value that is or derives from one becomes a :class:`lemfleet.secret.Secret`, which
 no dump of host data prints; the steps that write it (the API key file) unwrap it. Connection
 variables are the exception: pyinfra must pass them to ssh, so they stay plain even from a vault.
+
+ansible is imported inside the functions that use it: only Ansible inventories need it (0.65 s to
+import here), and its first import must run inside :func:`_quiet_ansible_import`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ vault code (``VaultLib`` through ``DataLoader`` and ``EncryptedString``), never 
   of host data prints as a placeholder. Whether a template uses a secret is found by rendering it a
   second time with every secret variable replaced by a marker: if the result changes, it depends on
   one (filters such as ``| upper`` cannot hide it).
+
+ansible is imported inside the functions, as in :mod:`lemfleet.ansible_inventory` (which calls them):
+only Ansible inventories need it, and it is first imported there, under the unpatched resolver.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ def _confirmed(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Here, not at the top: `lemfleet --help` and the other subcommands need not load the API and pyinfra.
     from lemfleet.api import Fleet, FleetSetupError
     from lemfleet.api.remove import remove
 

@@ -150,7 +150,7 @@ def _write_outputs(args: argparse.Namespace, results: list[SmokeResult], **extra
 
 
 def _run_load(args: argparse.Namespace, target: Target, api_key: str | None) -> int:
-    from lemfleet.smoke_load import load_test
+    from lemfleet.smoke_load import load_test  # only --load needs the concurrent client
 
     options: dict[str, Any] = {"api_key": api_key, "model_alias": args.model}
     options.update(requests=args.load, timeout=args.timeout, health_timeout=args.health_timeout)

@@ -23,7 +23,7 @@ from shlex import quote
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from huggingface_hub import constants, get_token
+from huggingface_hub import constants, get_hf_file_metadata, get_token
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
@@ -53,8 +53,6 @@ def controller_token(url: str) -> str | None:
 
 def token_free_url(url: str, token: str) -> str | None:
     """The signed link the hub redirects ``url`` to when it is on another host (a CDN): no token needed there."""
-    from huggingface_hub import get_hf_file_metadata
-
     location = get_hf_file_metadata(url, token=token).location
     if location.startswith(("http://", "https://")) and urlsplit(location).netloc != urlsplit(url).netloc:
         return location

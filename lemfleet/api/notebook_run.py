@@ -15,7 +15,8 @@ or a key inside a value that looks like a secret (key, token, password, ...) is 
 names where the secret is read from (``*_env``, ``*_file``). Keys and tokens come from the
 environment or the inventory's vault.
 
-The kernel starts in the notebook's folder, as Jupyter starts it. Needs the ``notebook`` extra.
+The kernel starts in the notebook's folder, as Jupyter starts it. Needs the ``notebook`` extra,
+imported inside the functions so that ``--help`` works without it.
 """
 
 from __future__ import annotations
