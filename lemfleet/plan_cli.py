@@ -37,6 +37,11 @@ The JSON is a list with one object per host, in inventory order, always with the
   ``version``, ``seconds_to_serving`` (an estimate; null where unknown), ``estimate`` and ``reason``; the
   distro offer adds ``known``, ``release``, ``suite``, ``missing_targets``, ``download_bytes``,
   ``installed_bytes`` and ``facts_from`` (roles/source_plan.py, roles/distro_builds.py).
+- ``tls``: ``{mode, scheme, certificate, certificate_path, served_now, recorded_sha256, planned_sha256,
+  pin_changes, note}``: whether the host serves https, whose certificate (``generated`` per host or the
+  ``operator``'s), the fingerprint its ``deployed.json`` records for clients to pin and whether this deploy
+  keeps it (lemfleet/plan_tls.py); null when the host was not reached. The TLS column shows the origin and
+  the pinned fingerprint's first bytes.
 """
 
 from __future__ import annotations
@@ -51,10 +56,11 @@ from typing import Any
 
 from lemfleet.api import Fleet, plan
 from lemfleet.plan_fleet import PlanRequest
+from lemfleet.plan_tls import tls_cell, tls_lines
 
 HELP = "print the plan (backend, targets, quant, flags, reasons) for every inventory host; changes nothing"
 GIB = 1024**3
-COLUMNS = ("HOST", "GPUS", "BACKEND", "TARGETS", "QUANT", "FLAGS", "WARNINGS", "SOURCE")
+COLUMNS = ("HOST", "GPUS", "BACKEND", "TARGETS", "QUANT", "FLAGS", "WARNINGS", "SOURCE", "TLS")
 
 
 def _positive_int(text: str) -> int:
@@ -165,6 +171,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 flags_cell(row),
                 str(len(row["warnings"])) if row["warnings"] else "-",
                 source_cell(row),
+                tls_cell(row),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
@@ -182,6 +189,7 @@ def render_details(rows: Sequence[dict[str, Any]]) -> str:
         if row["quant"]:
             lines.append(f"  quant: {row['quant']['note']}")
         lines += source_lines(row)
+        lines += tls_lines(row)
         if row["run_env"]:
             lines.append("  environment: " + " ".join(f"{k}={v}" for k, v in row["run_env"].items()))
         lines += [f"  warning: {warning}" for warning in row["warnings"]]

@@ -229,13 +229,31 @@ def _still_good(cert_pem: bytes, names: list[str], now: datetime.datetime) -> bo
     return set(have) == set(wanted) and cert.not_valid_after_utc - now > datetime.timedelta(days=RENEW_DAYS)
 
 
+def _kept_paths(host_name: str) -> tuple[Path, Path]:
+    folder = tls_dir() / host_name.replace("/", "_")
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def kept_certificate(host_name: str, names: list[str], now: datetime.datetime | None = None) -> TlsFiles | None:
+    """The host's kept certificate while it still fits its names and dates, else None; changes nothing.
+
+    ``lemfleet plan`` asks this to say whether the deploy keeps the pinned certificate or makes a new one.
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    cert_path, key_path = _kept_paths(host_name)
+    if cert_path.is_file() and key_path.is_file() and _still_good(cert_path.read_bytes(), names, now):
+        return load_files(str(cert_path), str(key_path), now)
+    return None
+
+
 def host_certificate(host_name: str, names: list[str], now: datetime.datetime | None = None) -> TlsFiles:
     """The host's generated certificate: the kept one while it still fits, else a new one, kept."""
     now = now or datetime.datetime.now(datetime.UTC)
-    folder = tls_dir() / host_name.replace("/", "_")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    if cert_path.is_file() and key_path.is_file() and _still_good(cert_path.read_bytes(), names, now):
-        return load_files(str(cert_path), str(key_path), now)
+    kept = kept_certificate(host_name, names, now)
+    if kept is not None:
+        return kept
+    cert_path, key_path = _kept_paths(host_name)
+    folder = cert_path.parent
     made = generate(names, now)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)

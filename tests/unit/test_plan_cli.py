@@ -26,7 +26,7 @@ KEYS = {
     "host", "ok", "errors", "hostname", "os", "arch", "cpu_physical_cores", "mem_total_bytes", "gpus", "model",
     "quant", "backend", "gpu_targets", "cuda_architectures", "cmake_flags", "threads", "ctx_size", "parallel",
     "n_gpu_layers", "flash_attn", "log_verbosity", "listen", "alias", "run_env", "tensor_split", "reasons", "warnings",
-    "llama_cpp_source", "sources",
+    "llama_cpp_source", "sources", "tls",
 }  # fmt: skip
 GPU_KEYS = {
     "index", "vendor", "name", "vram_bytes", "gfx_target", "compute_capability", "pci_slot", "integrated",
@@ -95,7 +95,7 @@ def test_gpu_rows_render_name_count_vram_targets_and_flags() -> None:
     ]
     cells = table_rows(render_table(rows))
     h100 = ["NVIDIA H100 80GB HBM3 x8 (80 GiB)", "cuda", "sm 90", "Q4_K_M", "-ngl 999 -c 16384 -np 4 -t 16", "-"]
-    h100.append("pypi-sdist")
+    h100 += ["pypi-sdist", "-"]  # SOURCE, and TLS: plain HTTP
     assert cells["h100-x8"][1:] == h100
     assert cells["mi250"][1:4] == ["AMD Instinct MI250 x2 (64 GiB)", "hip", "gfx90a"]
     assert cells["780m+rx7600s"][1] == (
@@ -127,7 +127,7 @@ def test_gpu_host_that_would_end_on_the_cpu_is_an_error_row_unless_allowed() -> 
     allowed = fixture_row("rx6700xt", DEBIAN_12, gpu_allow_cpu_fallback=True)
     assert allowed["ok"] and allowed["backend"] == "cpu"
     cells = table_rows(render_table([refused | {"host": "refused"}, allowed | {"host": "allowed"}]))
-    assert cells["refused"][1:] == ["AMD Radeon RX 6700 XT x1 (12 GiB)", "ERROR", "-", "-", "-", "-", "-"]
+    assert cells["refused"][1:] == ["AMD Radeon RX 6700 XT x1 (12 GiB)", "ERROR", "-", "-", "-", "-", "-", "-"]
     assert cells["allowed"][1:3] == ["AMD Radeon RX 6700 XT x1 (12 GiB, unused)", "cpu"]
     assert cells["allowed"][6] == "1"
     details = render_details([refused | {"host": "refused"}, allowed | {"host": "allowed"}])
@@ -152,7 +152,7 @@ def test_rows_show_what_each_llama_cpp_source_would_give() -> None:
     assert distro["ok"] and distro["llama_cpp_source"] == "distro"
     assert "libggml0-backend-hip 0.27.0-1" in render_details([distro])
     cells = table_rows(render_table([compiled | {"host": "compiled"}, distro | {"host": "distro"}]))
-    assert (cells["compiled"][-1], cells["distro"][-1]) == ("pypi-sdist (distro too)", "distro")
+    assert (cells["compiled"][7], cells["distro"][7]) == ("pypi-sdist (distro too)", "distro")
 
 
 def test_distro_on_a_gfx_debian_does_not_build_for_is_an_error_row_that_still_shows_the_sources() -> None:
