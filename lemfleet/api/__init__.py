@@ -21,7 +21,10 @@ before any is contacted, and a bad one raises :class:`FleetSetupError`.
 The ``lemfleet`` command is a thin layer over these functions.
 """
 
-from lemfleet.api.checks import smoke, verify
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from lemfleet.api.child import ChildFailed
 from lemfleet.api.fleet import Fleet, FleetSetupError
 from lemfleet.api.remove import FleetRemoval, HostRemoval, remove
@@ -40,6 +43,20 @@ from lemfleet.api.rollback import rollback
 from lemfleet.api.rollout import RolloutResult, rollout
 from lemfleet.api.run import EventCallback, deploy, plan, print_events
 from lemfleet.api.status import FleetStatus, HostStatus, status
+
+if TYPE_CHECKING:
+    from lemfleet.api.checks import smoke, verify
+
+
+def __getattr__(name: str) -> Any:
+    """``smoke`` and ``verify`` are imported on first use: they load httpx and rich, which the rollout
+    and the deploy runner's child (both import this package) do not need."""
+    if name in ("smoke", "verify"):
+        from lemfleet.api import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckResult",
