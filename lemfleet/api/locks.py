@@ -17,10 +17,11 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lemfleet.sshtunnel import InventoryTarget, run_on
@@ -172,13 +173,22 @@ def lock_hosts(
     targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False, read: Sequence[str] = ()
 ) -> dict[str, HostSession]:
     """Lock every host and read ``read`` in the same SSH session (in parallel); each host's problem and files."""
+    return _sessions(targets, _lock_script(owner, break_lock), read, _lock_answer(owner))
+
+
+def _lock_script(owner: Owner, break_lock: bool) -> str:
+    """Shell that takes the host's lock for ``owner`` (prints ``taken``) or prints who holds it."""
     mine = shlex.quote(json.dumps(asdict(owner)))
     lock = shlex.quote(HOST_LOCK)
-    script = (
+    return (
         f"mkdir -p {shlex.quote(str(Path(HOST_LOCK).parent))} && "
         + (f"rm -f {lock} && " if break_lock else "")
         + f"if (set -C; printf %s {mine} > {lock}) 2>/dev/null; then echo taken; else cat {lock}; echo; fi"
     )
+
+
+def _lock_answer(owner: Owner) -> Callable[[InventoryTarget, str], str | None]:
+    """What the lock script printed, as the host's problem: None when the lock is ``owner``'s."""
 
     def answer(target: InventoryTarget, head: str) -> str | None:
         if head == "taken":
@@ -189,7 +199,138 @@ def lock_hosts(
         what = held.describe() if held else "an unreadable owner"
         return f"{target.name}: {HOST_LOCK} is held by {what}; break it with --break-lock"
 
-    return _sessions(targets, script, read, answer)
+    return answer
+
+
+def _release_script(owner: Owner) -> str:
+    """Shell that removes the host's lock when ``owner``'s rollout holds it."""
+    lock = shlex.quote(HOST_LOCK)
+    rollout = shlex.quote(f'"rollout": "{owner.rollout}"')
+    return f"(grep -qF {rollout} {lock} 2>/dev/null && rm -f {lock}; true)"
+
+
+HELD = "--- lemfleet lock held"
+RELEASED = "released\n"
+
+
+@dataclass
+class HeldLocks:
+    """The rollout's host locks, each session still open once it took its lock and read its files.
+
+    Releasing needs no SSH login of its own: :meth:`release` writes ``release`` to each open
+    session, which removes the lock (only this rollout's) and reads the files asked for. A session
+    that died meanwhile (a cut link, a rebooted host) is released in a new session, as before.
+    A controller that dies closes the sessions without that word: the locks stay, shown as stale.
+    """
+
+    owner: Owner
+    targets: list[InventoryTarget]
+    sessions: dict[str, HostSession]  # as :func:`lock_hosts` answers
+    waiting: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # host -> its open session
+
+    def release(self, *, read: Sequence[str] = (), timeout: float = SESSION_TIMEOUT) -> dict[str, HostSession]:
+        """Release every lock this rollout took, reading ``read`` after it; each host's files."""
+        assert not any("\n" in path for path in read), "one path a line"
+        words = ("release\n" + "".join(f"{path}\n" for path in read)).encode()
+
+        def one(target: InventoryTarget) -> HostSession | None:
+            process = self.waiting.pop(target.name, None)
+            if process is None:
+                return None
+            timer = threading.Timer(timeout, process.kill)
+            timer.start()
+            try:
+                assert process.stdin and process.stdout
+                process.stdin.write(words)
+                process.stdin.close()
+                text = process.stdout.read().decode(errors="replace")
+                if process.wait() != 0 or not text.startswith(RELEASED):
+                    return None  # the session ended before it released: a session of its own does
+            except OSError:
+                return None
+            finally:
+                timer.cancel()
+                _close(process)
+            return HostSession(None, _split(text[len(RELEASED) :], read)[1])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(self.targets)))) as pool:
+            done = dict(zip((t.name for t in self.targets), pool.map(one, self.targets), strict=True))
+        again = [t for t in self.targets if done[t.name] is None]
+        done.update(release_host_locks(again, self.owner, read=read) if again else {})
+        return {name: session for name, session in done.items() if session is not None}
+
+
+def _close(process: subprocess.Popen[bytes]) -> None:
+    """End a session: its stdin closed (a waiting session then ends without releasing), killed if it lingers."""
+    try:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def hold_host_locks(
+    targets: Sequence[InventoryTarget],
+    owner: Owner,
+    *,
+    break_lock: bool = False,
+    read: Sequence[str] = (),
+    timeout: float = SESSION_TIMEOUT,
+) -> HeldLocks:
+    """:func:`lock_hosts`, with each session kept open until :meth:`HeldLocks.release` (in parallel)."""
+    lock, rollout = shlex.quote(HOST_LOCK), shlex.quote(f'"rollout": "{owner.rollout}"')
+    loop = f'while IFS= read -r p; do printf "%s\\n" {shlex.quote(MARK)}"$p"; cat -- "$p" 2>/dev/null; done'
+    script = (
+        f"{_lock_script(owner, break_lock)}; rc=$?{_read_script(read)}; printf '\\n%s %s\\n' {shlex.quote(HELD)} $rc; "
+        f'if [ $rc -eq 0 ] && grep -qF {rollout} {lock} 2>/dev/null && read -r word && [ "$word" = release ]; '
+        f"then {_release_script(owner)}; echo released; {loop}; fi; exit $rc"
+    )
+    held = HeldLocks(owner, list(targets), {})
+    answer = _lock_answer(owner)
+
+    def one(target: InventoryTarget) -> HostSession:
+        command = ["sh", "-c", script] if target.ssh is None else target.ssh.command(remote=[script])
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError:
+            return HostSession(None, dict.fromkeys(read))
+        assert process.stdout and process.stderr
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        lines: list[bytes] = []
+        rc: int | None = None
+        try:
+            for line in iter(process.stdout.readline, b""):
+                if line.startswith(f"{HELD} ".encode()):
+                    rc = int(line.split()[-1])
+                    break
+                lines.append(line)
+        finally:
+            timer.cancel()
+        if rc is None:  # ssh could not connect or log in, or no answer in time
+            _close(process)
+            return HostSession(None, dict.fromkeys(read))  # unreachable: its batch reports it as failed
+        head, files = _split(b"".join(lines).decode(errors="replace")[:-1], read)  # [:-1]: printed before the mark
+        if rc != 0:
+            stderr = process.stderr.read().decode(errors="replace")  # the script ends: nothing to wait for
+            _close(process)
+            return HostSession(f"{target.name}: cannot take the rollout lock: {stderr.strip()[-300:] or rc}", files)
+        problem = answer(target, head.strip())
+        if problem is None:
+            held.waiting[target.name] = process
+        else:
+            _close(process)  # held by another rollout: the script ends without waiting
+        return HostSession(problem, files)
+
+    if targets:
+        with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+            held.sessions = dict(zip((t.name for t in targets), pool.map(one, targets), strict=True))
+    return held
 
 
 def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False) -> list[str]:
@@ -201,7 +342,4 @@ def release_host_locks(
     targets: Sequence[InventoryTarget], owner: Owner, *, read: Sequence[str] = ()
 ) -> dict[str, HostSession]:
     """Release this rollout's locks, reading ``read`` in the same SSH session (the state after it)."""
-    lock = shlex.quote(HOST_LOCK)
-    rollout = shlex.quote(f'"rollout": "{owner.rollout}"')
-    script = f"(grep -qF {rollout} {lock} 2>/dev/null && rm -f {lock}; true)"
-    return _sessions(targets, script, read, lambda target, head: None)
+    return _sessions(targets, _release_script(owner), read, lambda target, head: None)

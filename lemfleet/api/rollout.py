@@ -8,7 +8,8 @@
 3. Once the settings passed, each host is locked (``/var/lib/lemfleet/rollout.lock``, so a second
    controller is refused too) and its deploy record read, in one SSH session per host, while the
    pre-pass goes on; those records are the "before" of every host, so batches without work read
-   nothing.
+   nothing. The session stays open and releases the lock when the rollout ends, with no second
+   SSH login (:class:`lemfleet.api.locks.HeldLocks`).
 4. Batch by batch, the hosts with work are deployed (one pyinfra run, ``--limit`` the batch). Each
    host is a transaction: a change that fails the health gate is rolled back on that host
    (roles/transaction.py). A batch whose failures exceed ``max_fail`` stops the rollout; hosts it
@@ -34,14 +35,14 @@ from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, 
 from lemfleet.api.display import TableView, html_table, text_table
 from lemfleet.api.fleet import Fleet, FleetSetupError, data_items, fleet_targets
 from lemfleet.api.locks import (
+    HeldLocks,
     HostSession,
     LockHeld,
     Owner,
     controller_lock_path,
-    lock_hosts,
+    hold_host_locks,
     read_files,
     release_controller_lock,
-    release_host_locks,
     take_controller_lock,
 )
 from lemfleet.api.results import Event, FleetDeploy, HostDeploy
@@ -181,7 +182,7 @@ def rollout(
     lock = controller_lock_path(records, fleet.inventory)
     if not dry:
         take_controller_lock(lock, owner, break_lock=break_lock)
-    locked: list[InventoryTarget] = []
+    held: HeldLocks | None = None
     try:
         # The pre-pass (a pyinfra child) runs while this process reads the inventory (another child)
         # and then, once the pre-pass has checked every host's settings, locks every host and reads
@@ -209,9 +210,9 @@ def rollout(
                 prepass_run.result()  # settings that do not pass: FleetSetupError, no host contacted
             if dry:
                 sessions = read_files(targets, [DEPLOY_RECORD])
-            else:
-                locked = targets
-                sessions = lock_hosts(targets, owner, break_lock=break_lock, read=[DEPLOY_RECORD])
+            else:  # each host's session stays open, holding its lock, and releases it at the end
+                held = hold_host_locks(targets, owner, break_lock=break_lock, read=[DEPLOY_RECORD])
+                sessions = held.sessions
             prepass = prepass_run.result()
         before = records_of(sessions)
         by_name = {t.name: t for t in targets}
@@ -255,8 +256,8 @@ def rollout(
         else:
             record.status = "completed"
     finally:
-        if locked:
-            release_host_locks(locked, owner)
+        if held is not None:
+            held.release()
         if not dry:
             release_controller_lock(lock, owner)
     record.finished = time.time()
