@@ -25,6 +25,7 @@ from pyinfra.api import deploy
 from lemfleet.roles import (
     apt_proxy,
     detect,
+    distro_release,
     hoststate,
     llama_cpp,
     model_source,
@@ -83,7 +84,11 @@ def deploy_lemfleet() -> None:
     # The service user joins the GPU groups in the server step, where it is created. The GPU SDK and
     # -dev packages go only where llama-server is compiled (roles/build_ops.py).
     install_drivers(drivers, compiles=None if distro else llama_cpp.host_build_role(plan, source).compiles)
+    # The distribution's packages the new state does not use (a switch to a compiled source): unheld now, purged
+    # after a passing gate; a failed gate's restore holds the last good state's again (roles/distro_release.py).
+    distro_installed, distro_needed = distro_release.distro_packages(), tuple(distro.versions) if distro else ()
     build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
+    distro_release.release_on_switch(distro_installed, distro_needed)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
     tls = server.host_tls(host.data)
     pin = tls.fingerprint if tls else None
@@ -113,6 +118,7 @@ def deploy_lemfleet() -> None:
     kept = transaction.commit(layout, record, build_dir, model_path, digest, passed)
     prune_builds(settings["llama_cpp_keep_builds"], when=[passed, kept.did_change])
     prune_models(settings["model_dir"], model_path, settings["model_keep"], when=[passed, kept.did_change])
+    distro_release.release_after_gate(distro_installed, distro_needed, passed)
 
 
 # pyinfra runs this file as this repo's deploy (it executes it without a module name);

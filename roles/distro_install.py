@@ -102,8 +102,10 @@ class DistroState:
         return [BUILDS, CURRENT, self.path, f"{self.path}/build.json", f"{self.path}/bin/llama-server"]
 
     def record_build(self, planned: dict[str, Any]) -> dict[str, Any]:
-        """The deploy record's ``build``: this directory, and the package versions in place of a compiled id."""
-        return {**planned, "id": self.build_id, "path": self.path, "source": "distro", "packages": self.versions}
+        """The deploy record's ``build``: this directory, the package versions in place of a compiled id, and
+        where their .debs are kept (a rollback to this state reinstalls them: roles/distro_release.py)."""
+        return {**planned, "id": self.build_id, "path": self.path, "source": "distro", "packages": self.versions,
+                "debs": f"{self.path}/debs"}  # fmt: skip
 
 
 class DpkgVersions(FactBase):

@@ -18,6 +18,10 @@ key files and ``deployed.json``. On each host:
 4. On a pass the two kept states swap places: the rolled-back state is the
    last good one, and the one it replaced is the previous, so a second
    rollback goes forward again.
+
+A distro build's packages move with the state (roles/distro_release.py):
+step 2 reinstalls and holds the previous state's kept .debs, and after a pass
+the distribution's packages the rolled-back state does not use are purged.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, operation
 from pyinfra.operations import server
 
+from lemfleet.roles.distro_release import distro_packages, packages_of_record, release_after_gate
 from lemfleet.roles.facts.host import MARK, split_sections
 from lemfleet.roles.gate import Target, restart_commands
 from lemfleet.roles.server_units import Present
@@ -170,5 +175,7 @@ def put_back_commands(layout: Layout, serving: list[str], previous: list[str]) -
 
 
 def keep_rolled_back(layout: Layout, passed: Any) -> None:
-    """After a passing gate: the rolled-back state is the last good one, the one it replaced the previous."""
+    """After a passing gate: the rolled-back state is the last good one, the one it replaced the previous;
+    the distribution's packages it does not use (a rollback from the distro source to a compiled one) go."""
     server.shell(name="Keep the rolled-back state as the last good one", commands=[swap_script(layout)], _if=passed)
+    release_after_gate(distro_packages(), packages_of_record(kept_states().previous_record), passed)

@@ -42,6 +42,7 @@ from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 
 from lemfleet.roles import server_tls
+from lemfleet.roles.distro_release import reinstall_script
 from lemfleet.roles.hoststate import path_state
 from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
 from lemfleet.roles.model_delivery import LAST_GOOD_MODEL, PREVIOUS_MODEL
@@ -177,7 +178,8 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
     ``kept`` is the directory of the state: the last good one by default, or
     ``layout.previous`` for a rollback. Each file is copied beside its live
     path and renamed over it; a file the kept state did not have (an API key
-    added since) is removed.
+    added since) is removed. A kept distro build's packages go back first:
+    its kept .debs are reinstalled and held (roles/distro_release.py).
     """
     good = kept or layout.last_good
     what = "last good" if good == layout.last_good else "previous"
@@ -185,6 +187,8 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
     lines = [
         "set -e",
         f"if [ ! -e {quote(good + '/digest')} ]; then echo {missing} >&2; exit 1; fi",
+        # A distro build's packages first (roles/distro_release.py): a reinstall that fails changes nothing else.
+        reinstall_script(good + "/build"),
         f"if [ -L {quote(good + '/build')} ]; then "
         f'ln -sfn "$(readlink {quote(good + "/build")})" {quote(layout.current)}.new '
         f"&& mv -T {quote(layout.current)}.new {quote(layout.current)}; fi",

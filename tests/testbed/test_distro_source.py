@@ -4,6 +4,12 @@ The host serves, passes the smoke test and the shipped verify suite, holds the p
 keeps their .debs for rollback, and a rerun changes nothing. About 30 s with the sid root filesystem cached (its
 debootstrap, once, took about 2 min here). The time from a bare host to serving and the disk
 the packages take are printed and written to out/bench/distro-source.json (``-s`` shows them).
+
+Then an upgrade: a local apt repository on the host re-versions the served packages (``+lemfleet1``, same
+content, a newer version: a real apt upgrade path). A deploy of the new versions that fails the gate is rolled
+back, old packages reinstalled from the kept .debs and held; one that passes is then undone by ``lemfleet
+rollback`` the same way. Marked slow: the switch to a compiled source and back (a sid CPU compile unless the
+controller's build cache holds it), which leaves no package held or installed.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from lemfleet import testbed
-from lemfleet.roles.distro_builds import distro_offer
+from lemfleet.roles.distro_builds import distro_offer, known_packages
 from tests.testbed.conftest import PROJECT, deploy
 from tests.testbed.test_verify_suite import verify
 
 OFFER = distro_offer("debian", "", "sid", "x86_64", "cpu", ())
+UPGRADE = {name: f"{version}+lemfleet1" for name, version in OFFER.versions.items()}
+REPO = "/srv/lemfleet-upgrade"
 
 
 def changed(run) -> int:
@@ -98,3 +106,83 @@ def test_a_rerun_changes_nothing(sid_host, served, tiny_model):
     run = deploy(sid_host.name, "llama_cpp_source=distro", "model_source=local", f"model_path={tiny_model}")
     assert run.returncode == 0, run.output[-3000:]
     assert changed(run) == 0, run.output[-3000:]
+
+
+def installed(rec: testbed.HostRecord) -> dict[str, tuple[str, str]]:
+    """``{package: (version, Status-Abbrev)}`` of the distro source's packages dpkg knows, removed ones included."""
+    names = " ".join(known_packages())
+    out = testbed.ssh(rec, f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} "
+                           "2>/dev/null || true")  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    return {r[0]: (r[1], r[2].strip()) for r in rows if len(r) == 3 and r[2].strip() not in ("un", "pn")}
+
+
+def held_at(versions: dict[str, str]) -> dict[str, tuple[str, str]]:
+    return {name: (version, "hi") for name, version in versions.items()}
+
+
+def chat_answers(rec: testbed.HostRecord) -> bool:
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    out = testbed.ssh(rec, f"curl -sf -H 'Content-Type: application/json' -d '{body}' "
+                           "http://127.0.0.1:8080/v1/chat/completions", check=False)  # fmt: skip
+    return bool(out) and bool(json.loads(out)["choices"][0]["message"]["content"])
+
+
+def recorded_packages(rec: testbed.HostRecord) -> dict[str, str]:
+    return json.loads(testbed.ssh(rec, "cat /etc/lemfleet/deployed.json"))["build"].get("packages") or {}
+
+
+def distro_deploy(rec: testbed.HostRecord, model: Path, versions: dict[str, str] | None = None, *data: str):
+    pinned = [f"llama_cpp_distro_versions={json.dumps(versions)}"] if versions else []
+    return deploy(rec.name, "llama_cpp_source=distro", *pinned, "model_source=local", f"model_path={model}", *data)
+
+
+def rollback(rec: testbed.HostRecord, records: Path) -> int:
+    from lemfleet.cli import main
+
+    return main(["rollback", "inventories/testbed.py", "--limit", rec.name, "--records", str(records), "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def upgrade_repo(sid_host, served) -> str:
+    """An apt repository on the host holding the served packages re-versioned (+lemfleet1): the kept .debs
+    unpacked, Version and the exact (=) dependencies between them raised, built again with dpkg-deb."""
+    script = f"""set -e
+rm -rf {REPO} && mkdir -p {REPO}/work && cd {REPO}
+for f in /opt/lemfleet/llama.cpp/current/debs/*.deb; do
+  rm -rf work/x && dpkg-deb -R "$f" work/x && v=$(dpkg-deb -f "$f" Version)
+  sed -i -e "s/^Version: .*/Version: $v+lemfleet1/" -e "s/(= $v)/(= $v+lemfleet1)/g" work/x/DEBIAN/control
+  dpkg-deb -Zgzip -b work/x "$(dpkg-deb -f "$f" Package)_lemfleet1.deb" >/dev/null
+done
+rm -rf work
+for f in *.deb; do dpkg-deb -f "$f"; echo "Filename: ./$f"; echo "Size: $(stat -c %s "$f")"
+  echo "SHA256: $(sha256sum "$f" | cut -d' ' -f1)"; echo; done > Packages
+printf 'Origin: lemfleet-test\nLabel: lemfleet-test\nSHA256:\n %s %s Packages\n' \
+  "$(sha256sum Packages | cut -d' ' -f1)" "$(stat -c %s Packages)" > Release
+echo 'deb [trusted=yes] copy:{REPO} ./' > /etc/apt/sources.list.d/lemfleet-upgrade.list
+"""
+    testbed.ssh(sid_host, script, timeout=300)
+    return REPO
+
+
+def test_an_upgrade_that_fails_the_gate_puts_the_old_packages_back_held(sid_host, upgrade_repo, tiny_model):
+    assert installed(sid_host) == held_at(OFFER.versions)
+    run = distro_deploy(sid_host, tiny_model, UPGRADE, 'server_extra_args=["--no-such-llama-flag"]')
+    assert run.returncode != 0, run.output[-3000:]
+    assert "rolled back: " in run.output and "the last good state serves again" in run.output, run.output[-4000:]
+    # The new versions were installed (their build directory and its .debs are there), and are gone again.
+    upgraded = testbed.ssh(sid_host, "cat /opt/lemfleet/llama.cpp/distro-*/build.json")
+    assert UPGRADE["llama.cpp-tools"] in upgraded, upgraded
+    assert installed(sid_host) == held_at(OFFER.versions)
+    assert recorded_packages(sid_host) == OFFER.versions and chat_answers(sid_host)
+    rerun = distro_deploy(sid_host, tiny_model)
+    assert rerun.returncode == 0 and changed(rerun) == 0, rerun.output[-3000:]
+
+
+def test_lemfleet_rollback_after_an_upgrade_reinstalls_the_old_packages(sid_host, upgrade_repo, tiny_model, tmp_path):
+    run = distro_deploy(sid_host, tiny_model, UPGRADE)
+    assert run.returncode == 0, run.output[-3000:]
+    assert installed(sid_host) == held_at(UPGRADE) and recorded_packages(sid_host) == UPGRADE
+    assert rollback(sid_host, tmp_path) == 0
+    assert installed(sid_host) == held_at(OFFER.versions)
+    assert recorded_packages(sid_host) == OFFER.versions and chat_answers(sid_host)

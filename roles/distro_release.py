@@ -1,0 +1,187 @@
+"""The distro source's packages across state changes: reinstall a kept state's .debs; release those no state needs.
+
+A distro build (roles/distro_install.py) is more than its directory: what
+serves is the packages dpkg has installed. So a state change that moves the
+``current`` link must also move the packages:
+
+- **Back to a kept state** (a failed gate's automatic restore, ``lemfleet
+  rollback``): :func:`reinstall_script` runs first in
+  roles/transaction.py's ``restore_script``. When the kept state's build is a
+  distro build, it names its packages by the .debs kept in its directory
+  (``<build>/debs/``, each .deb's own Package and Version), ``dpkg -i`` those
+  whose installed version differs (no archive needed: it may have moved on),
+  and holds them all again. It runs before any file or link is put back, so
+  a reinstall that fails leaves the host as it was, and the step fails.
+- **Away from the distro source, or to fewer packages** (a switch to a
+  compiled source, a backend the new state does not need): the packages
+  lemfleet's distro builds name that the new state does not use are unheld
+  with the switch and purged once the new state passed the gate
+  (:func:`release_distro_packages`), with the dependencies only they kept
+  installed. A failed gate puts the last good state back, and the hook above
+  holds its packages again.
+
+The .debs stay in the distro build's directory while that state is the last
+good or the previous one (a ``lemfleet rollback`` reinstalls them from
+there); the build prune removes them with the directory once it is neither.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from shlex import quote
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+
+from lemfleet.roles.distro_builds import known_packages
+from lemfleet.roles.distro_install import DEBCONF, parse_dpkg
+from lemfleet.roles.facts.host import MARK, split_sections
+from lemfleet.roles.llama_cpp import BUILDS
+
+
+def reinstall_script(build_link: str) -> str:
+    """Shell: when ``build_link`` leads to a distro build, install its kept .debs where the installed version
+    differs, hold them and check each; nothing for a compiled build. Runs in a subshell; fails the caller."""
+    check = (
+        'case "$(dpkg-query -W -f=\'${db:Status-Abbrev}|${Version}\' "$p" 2>/dev/null)" in ?i?"|$v") ;; '
+        '*) echo "lemfleet: $p $v from $f is not installed after the reinstall" >&2; exit 1 ;; esac'
+    )
+    return "\n".join(
+        [
+            "(",
+            f"b=$(readlink -f {quote(build_link)} 2>/dev/null || true)",
+            'if [ -n "$b" ] && grep -qs \'"source": "distro"\' "$b/build.json"; then',
+            "export DEBIAN_FRONTEND=noninteractive",
+            'ls "$b"/debs/*.deb >/dev/null 2>&1 || { echo "lemfleet: the kept distro build $b has no .debs to '
+            'reinstall" >&2; exit 1; }',
+            'names=""; set --',
+            'for f in "$b"/debs/*.deb; do p=$(dpkg-deb -f "$f" Package); v=$(dpkg-deb -f "$f" Version); '
+            'names="$names $p"',
+            'case "$(dpkg-query -W -f=\'${db:Status-Abbrev}|${Version}\' "$p" 2>/dev/null)" in ?i?"|$v") ;; '
+            '*) set -- "$@" "$f" ;; esac; done',
+            'if [ "$#" -gt 0 ]; then',
+            "apt-mark unhold $names >/dev/null",
+            f"echo {quote(DEBCONF)} | debconf-set-selections",
+            # dpkg -i needs no archive; apt only when a dependency went missing meanwhile.
+            'dpkg -i "$@" || apt-get install -y -q --no-install-recommends --allow-downgrades '
+            '--allow-change-held-packages "$@"',
+            "fi",
+            "apt-mark hold $names >/dev/null",
+            f'for f in "$b"/debs/*.deb; do p=$(dpkg-deb -f "$f" Package); v=$(dpkg-deb -f "$f" Version); {check}; done',
+            "fi",
+            ")",
+        ]
+    )
+
+
+class DistroPackages(FactBase):
+    """The packages lemfleet's distro builds name (each ``distro-*/build.json``), as installed: ``{name: (version,
+    held)}``; empty on a host without a distro build. Sample output::
+
+    @@lemfleet:build /opt/lemfleet/llama.cpp/distro-1a2b3c4d5e6f/build.json
+    {"backend": "cpu", "packages": {"libggml0": "0.27.0-1", ...}, "source": "distro", ...}
+    @@lemfleet:dpkg
+    libggml0	0.27.0-1	hi
+    """
+
+    def command(self) -> str:
+        names = " ".join(quote(p) for p in known_packages())
+        return (
+            f'for f in {BUILDS}/distro-*/build.json; do [ -f "$f" ] || continue; '
+            f'echo "{MARK}build $f"; cat "$f"; echo; done; '
+            f"ls {BUILDS}/distro-*/build.json >/dev/null 2>&1 && {{ echo {MARK}dpkg; "
+            f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} 2>/dev/null; }}; true"
+        )
+
+    def process(self, output: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        return parse_distro_packages(output)
+
+
+def parse_distro_packages(lines: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    """The installed packages (version, held) among those the build records name; a record not JSON names none."""
+    sections = split_sections(lines)
+    named: set[str] = set()
+    for title, body in sections.items():
+        if not title.startswith("build "):
+            continue
+        try:
+            record = json.loads("\n".join(body))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("source") == "distro" and isinstance(record.get("packages"), dict):
+            named.update(str(name) for name in record["packages"])
+    installed = parse_dpkg(sections.get("dpkg", []))
+    return {name: state for name, state in installed.items() if name in named}
+
+
+def purge_script(names: Iterable[str]) -> str:
+    """Shell: unhold and purge ``names``, then purge the packages that only they kept installed (those
+    ``apt-get autoremove`` would remove now and would not before; anything else autoremovable is left)."""
+    words = " ".join(quote(n) for n in names)
+    removable = "apt-get -s -q autoremove 2>/dev/null | sed -n 's/^Remv \\([^ ]*\\) .*/\\1/p' | sort"
+    return "\n".join(
+        [
+            "set -e",
+            "export DEBIAN_FRONTEND=noninteractive",
+            "t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT",
+            f'{removable} > "$t/before"',
+            f"apt-mark unhold {words} >/dev/null",
+            f"apt-get purge -y -q {words}",
+            f'{removable} > "$t/after"',
+            'only=$(comm -13 "$t/before" "$t/after")',
+            'if [ -n "$only" ]; then apt-get purge -y -q $only; fi',
+        ]
+    )
+
+
+def unused(installed: dict[str, tuple[str, bool]], needed: Iterable[str]) -> list[str]:
+    """The installed distro packages the new state does not use, sorted."""
+    keep = set(needed)
+    return sorted(name for name in installed if name not in keep)
+
+
+@operation()
+def unhold_unused(installed: dict[str, tuple[str, bool]], needed: tuple[str, ...]):
+    """Unhold the distro packages the new state does not use, as it switches (purged after the gate)."""
+    held = [name for name in unused(installed, needed) if installed[name][1]]
+    if not held:
+        host.noop("no held distro package outside the new state")
+        return
+    yield f"apt-mark unhold {' '.join(quote(n) for n in held)}"
+
+
+@operation(is_idempotent=False)
+def purge_unused(installed: dict[str, tuple[str, bool]], needed: tuple[str, ...]):
+    """Purge the distro packages the state that passed the gate does not use, with what only they needed."""
+    names = unused(installed, needed)
+    if not names:
+        host.noop("no distro package outside the serving state")
+        return
+    yield purge_script(names)
+
+
+def packages_of_record(record: dict[str, Any] | None) -> tuple[str, ...]:
+    """The distribution's packages a deploy record's build uses (none for a compiled build)."""
+    build = (record or {}).get("build") or {}
+    packages = build.get("packages") if build.get("source") == "distro" else None
+    return tuple(sorted(packages)) if isinstance(packages, dict) else ()
+
+
+def distro_packages() -> dict[str, tuple[str, bool]]:
+    return host.get_fact(DistroPackages) or {}
+
+
+def release_on_switch(installed: dict[str, tuple[str, bool]], needed: Iterable[str]) -> None:
+    """With the switch: unhold the distro packages the new state does not use (none: no change)."""
+    unhold_unused(name="Unhold the distribution's packages the new state does not use", installed=installed,
+                  needed=tuple(sorted(needed)))  # fmt: skip
+
+
+def release_after_gate(
+    installed: dict[str, tuple[str, bool]], needed: Iterable[str], passed: Callable[[], bool]
+) -> None:
+    """After a passing gate: purge the distro packages the serving state does not use (none: no change)."""
+    purge_unused(name="Remove the distribution's packages the serving state does not use", installed=installed,
+                 needed=tuple(sorted(needed)), _if=passed)  # fmt: skip
