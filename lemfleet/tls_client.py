@@ -14,6 +14,7 @@ Two ways, one :class:`ssl.SSLContext` each, handed to httpx as ``verify=``:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import socket
 import ssl
@@ -56,7 +57,7 @@ def pinned_context(url: str, fingerprint: str, timeout: float = 10.0) -> ssl.SSL
     """A context that trusts only the certificate of ``url`` whose sha256 is ``fingerprint``."""
     wanted = normalise(fingerprint)
     der = peer_certificate(url, timeout)
-    got = ":".join(f"{b:02x}" for b in hashlib.sha256(der).digest())
+    got = der_fingerprint(der)
     if got != wanted:
         raise PinMismatch(f"{url} presents the certificate {got}, not the recorded {wanted}: refusing to send to it")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -94,3 +95,44 @@ def recorded_fingerprint(record: dict[str, Any] | None) -> str | None:
 def https(url: str) -> str:
     """``url`` with the https scheme (a forward's base URL is http://127.0.0.1:<port>)."""
     return "https://" + url.removeprefix("http://") if url.startswith("http://") else url
+
+
+def recorded_spki(record: dict[str, Any] | None) -> str | None:
+    """The base64 sha256 of the public key a host's ``deployed.json`` records (``service.tls``), or None."""
+    tls = ((record or {}).get("service") or {}).get("tls") or {}
+    value = tls.get("spki_sha256")
+    return str(value) if value else None
+
+
+def curl_pin(spki: str) -> str:
+    """curl options that send a request only to a server with the public key whose sha256 is ``spki``.
+
+    What the verify suite and ``lemfleet status`` give curl on the host: ``--pinnedpubkey`` checks the key
+    before anything is sent, so ``-k`` (no CA, no host name: the pin is the trust) leaks no key.
+    """
+    try:
+        digest = base64.b64decode(spki, validate=True)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(f"{spki!r} is not a public-key pin; accepted: the base64 sha256 of a SubjectPublicKeyInfo")
+    return f"-k --pinnedpubkey sha256//{spki}"
+
+
+def same_certificate(served: str | None, recorded: str) -> bool:
+    """Whether the fingerprint a server presents (any case, ':' or not) is the recorded one."""
+    try:
+        return served is not None and normalise(served) == normalise(recorded)
+    except ValueError:
+        return False
+
+
+def pem_certificates(pem: str) -> list[bytes]:
+    """The DER of each certificate in a PEM text, in order (the leaf first in a chain)."""
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    return [ssl.PEM_cert_to_DER_cert(f"{begin}{block.split(end)[0]}{end}\n") for block in pem.split(begin)[1:]]
+
+
+def der_fingerprint(der: bytes) -> str:
+    """The sha256 of a DER certificate, as lowercase hex pairs joined by ':' (the recorded form)."""
+    return ":".join(f"{b:02x}" for b in hashlib.sha256(der).digest())

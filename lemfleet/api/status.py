@@ -12,6 +12,12 @@ host is a row that says so.
 loopback (the default) cannot be reached, or scraped by Prometheus, from another machine.
 ``/metrics`` needs a key when the server has one; the host's key file is read there, and the key
 goes to curl on its standard input (never on a command line, where other users could see it).
+
+A server with TLS (``server_tls``; its record has ``service.tls``) is probed over https, and curl sends
+a request only once the server's public key is the one the record pins (``--pinnedpubkey``,
+:func:`lemfleet.tls_client.curl_pin`), so the key never reaches another server. The certificate it
+serves is read too (``openssl s_client``, which TLS hosts have) and compared with the recorded
+fingerprint, the one clients pin: another certificate is drift.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from lemfleet.api.fleet import Fleet, fleet_targets
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
 from lemfleet.paths import DEPLOY_RECORD
 from lemfleet.sshtunnel import InventoryTarget, run_on
+from lemfleet.tls_client import curl_pin, normalise, recorded_fingerprint, recorded_spki, same_certificate
 
 CURRENT = "/opt/lemfleet/llama.cpp/current"
 MARK = "@@lemfleet-status:"
@@ -61,6 +68,8 @@ class HostStatus:
     deferred: int | None = None  # llamacpp:requests_deferred
     tokens_predicted: int | None = None  # llamacpp:tokens_predicted_total, since the server started
     tokens_per_s: float | None = None
+    scheme: str = "http"  # https for a server_tls host, probed with its recorded pin
+    tls_sha256: str | None = None  # the fingerprint of the certificate the server presents (https only)
     drift: tuple[str, ...] = ()
     error: str | None = None
 
@@ -79,7 +88,8 @@ class HostStatus:
         build = (self.build_id or "")[:12] or None
         state = self.active if self.active != "active" else ("ok" if self.ok else "active")
         requests = None if self.processing is None else f"{self.processing} run, {self.deferred} wait"
-        return [self.host, state, self.backend, build, self.model, sha, uptime, self.restarts, self.health,
+        health = f"{self.health} https" if self.scheme == "https" else self.health
+        return [self.host, state, self.backend, build, self.model, sha, uptime, self.restarts, health,
                 requests, self.tokens_predicted, self.tokens_per_s, drift]  # fmt: skip
 
 
@@ -119,16 +129,27 @@ def status_command(record: dict[str, Any]) -> str:
     unit, path = shlex.quote(service["unit"]), shlex.quote(model["path"])
     address = service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
     address = f"[{address}]" if ":" in address else address
+    base, tls = f"{address}:{int(service['port'])}", ""
+    if recorded_fingerprint(record):  # server_tls: https, to the pinned public key only
+        try:
+            tls = " " + curl_pin(recorded_spki(record) or "")
+        except ValueError:
+            tls = " --pinnedpubkey sha256//none"  # no valid pin recorded: nothing is sent (drift says why)
+    url = f"https://{base}" if tls else f"http://{base}"
     sections = {
         "unit": f"systemctl show {unit} -p ActiveState -p NRestarts -p ActiveEnterTimestamp",
         "now": "date +%s",
         "since": f'date -d "$(systemctl show {unit} -p ActiveEnterTimestamp --value)" +%s 2>/dev/null || echo -',
         "current": f"readlink -f {CURRENT}",
         "model": f"cat {path}.verified 2>/dev/null; stat -c '%s %Y' {path} 2>/dev/null || echo missing",
-        "metrics": f"{METRICS_AUTH} | curl -s -m 10 -K - -w '\\n{CODE}%{{http_code}}\\n' "
-        f"http://{address}:{int(service['port'])}/metrics",
-        "health": f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' http://{address}:{int(service['port'])}/health",
+        "metrics": f"{METRICS_AUTH} | curl -s -m 10{tls} -K - -w '\\n{CODE}%{{http_code}}\\n' {url}/metrics",
+        "health": f"curl -s -o /dev/null -m 10{tls} -w '%{{http_code}}' {url}/health",
     }
+    if tls:
+        sections["tls"] = (
+            f"openssl s_client -connect {base} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 "
+            "2>/dev/null || echo -"
+        )
     return "; ".join(f"echo {MARK}{name}; {cmd}" for name, cmd in sections.items())
 
 
@@ -191,6 +212,10 @@ def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, A
     uptime = int(now) - int(since) if active == "active" and now.isdigit() and since.isdigit() else None
     health = (out.get("health") or ["0"])[0]
     metrics = parse_metrics(out.get("metrics") or [])
+    served, pinned = None, recorded_fingerprint(record)
+    if pinned:
+        served = _served(out)
+        drift += _tls_drift(record, pinned, served)
     return HostStatus(
         host=name,
         reachable=True,
@@ -207,8 +232,33 @@ def host_status(name: str, record: dict[str, Any], text: str, smoke: dict[str, A
         deferred=_count(metrics, "requests_deferred"),
         tokens_predicted=_count(metrics, "tokens_predicted_total"),
         tokens_per_s=(smoke or {}).get("decode_tokens_per_s"),
+        scheme="https" if pinned else "http",
+        tls_sha256=served,
         drift=tuple(drift),
     )
+
+
+def _served(out: dict[str, list[str]]) -> str | None:
+    """The fingerprint in openssl's ``sha256 Fingerprint=AB:CD:...`` line, normalised; None if unreadable."""
+    line = (out.get("tls") or ["-"])[0]
+    try:
+        return normalise(line.split("=", 1)[1]) if "=" in line else None
+    except ValueError:
+        return None
+
+
+def _tls_drift(record: dict[str, Any], pinned: str, served: str | None) -> list[str]:
+    """What differs between the certificate a TLS host serves and the one its record pins (pure)."""
+    drift = []
+    try:
+        curl_pin(recorded_spki(record) or "")
+    except ValueError:
+        drift.append("deployed.json records no valid public-key pin (service.tls.spki_sha256): nothing was sent")
+    if served is None:
+        drift.append("the served certificate could not be read (openssl s_client)")
+    elif not same_certificate(served, pinned):
+        drift.append(f"serves the certificate sha256 {served}, deployed.json pins {pinned}")
+    return drift
 
 
 def _shared(control: Path) -> list[str]:
