@@ -9,7 +9,7 @@ lemfleet.testbed.add_gpu_host), whose packages the deploy's own detect, plan and
 the build script's HIPCXX/HIP_PATH:
 
 - narrowed: GPU_TARGETS as the plan sets it, the detected gfx1100;
-- all targets: every gfx target ROCm's libraries ship kernels for (lemfleet.roles.gpu_tables.ROCM_GFX, the list
+- all targets: every gfx target ROCm's libraries ship kernels for (lemfleet.roles.platform_amd.ROCM_GFX, the list
   llama.cpp's own ROCm container image builds for), as a build meant for any AMD GPU must be.
 
 A whole all-targets build is hours on two cores, so the two are compared on a sample of ggml-hip's HIP translation
@@ -36,8 +36,8 @@ if __name__ == "__main__":
 
 from lemfleet import testbed
 from lemfleet.roles import llama_cpp
-from lemfleet.roles.gpu_tables import ROCM_GFX
 from lemfleet.roles.llama_sources import sdist_source
+from lemfleet.roles.platform_amd import ROCM_GFX
 from lemfleet.roles.settings_check import validate
 from lemfleet.testbed import HostRecord, gpuhost
 

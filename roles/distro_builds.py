@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lemfleet.roles.gpu_tables import os_release
+from lemfleet.roles.platforms import os_release
 
 ISSUE_17 = "issue 17, read from Debian's package indexes (2026-11-30)"
 INDEX = "Debian's Packages index for amd64, read 2026-11-30"
@@ -60,7 +60,7 @@ class Backend:
 class DistroBuild:
     """What one release's archive holds; ``server`` None: no llama-server package there."""
 
-    release: tuple[str, str]  # the key of roles/gpu_tables.os_release: ("debian", "sid")
+    release: tuple[str, str]  # the key of roles/platforms.os_release: ("debian", "sid")
     suite: str  # the apt suite the packages come from
     arches: tuple[str, ...]
     server: tuple[Package, ...]  # llama.cpp-tools and libllama0

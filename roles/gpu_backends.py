@@ -14,16 +14,10 @@ from typing import Any
 
 from lemfleet.roles.gpu_choice import GpuChoice
 from lemfleet.roles.gpu_devices import budget, explain_partitions, physical_gpus
-from lemfleet.roles.gpu_tables import (
-    GFX_RE,
-    HSA_OVERRIDE_KNOWN_GOOD,
-    ROCM_GFX,
-    ROCM_ROUTES,
-    gfx_from_override,
-    os_release,
-    vulkan_headers_ok,
-)
 from lemfleet.roles.hostinfo import Gpu, HostFacts
+from lemfleet.roles.platform_amd import GFX_RE, HSA_OVERRIDE_KNOWN_GOOD, ROCM_GFX, gfx_from_override
+from lemfleet.roles.platforms import label as release_label
+from lemfleet.roles.platforms import os_release, rocm_route, vulkan_headers_ok
 from lemfleet.roles.settings import SettingsError
 
 
@@ -71,7 +65,7 @@ def release(facts: HostFacts) -> tuple[str, str]:
 
 
 def os_label(facts: HostFacts) -> str:
-    return " ".join(release(facts)).capitalize()
+    return release_label(release(facts))
 
 
 def visible(chosen: Sequence[Gpu], facts: HostFacts, variable: str, notes: Notes) -> dict[str, str]:
@@ -160,13 +154,12 @@ def choose_hip(
                 rejected.append(why)
     for why in rejected:
         parent.against(why)
-    route = ROCM_ROUTES.get(release(facts))
-    if route is None or not route.ok:
-        why = route.how if route else f"no known route to HIP >= 6.1 on {os_label(facts)}"
+    route = rocm_route(release(facts))
+    if not route.ok:
         if not forced:
-            parent.against(why)
+            parent.against(route.how)
             return None
-        notes.warn(f"gpu_backend=hip on {os_label(facts)}: {why}; ROCm must come from AMD")
+        notes.warn(f"gpu_backend=hip on {os_label(facts)}: {route.how}; ROCm must come from AMD")
     if not usable:
         if forced:
             why = "; ".join(parent.why_not)
@@ -180,7 +173,7 @@ def choose_hip(
         )
         return None
     chosen = tuple(gpu for gpu, _ in usable)
-    how = route.how if route and route.ok else "forced by gpu_backend"
+    how = route.how if route.ok else "forced by gpu_backend"
     notes.reason(f"backend: hip, {', '.join(sorted({g for _, g in usable}))} on {how}")
     for why in rejected:
         notes.reason(f"devices: left out {why} (gpu_backend: vulkan would use every GPU)")

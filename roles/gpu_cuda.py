@@ -1,7 +1,7 @@
 """The CUDA backend's rules, used by ``roles.gpu_plan.choose_gpu``.
 
 - Each GPU's compute capability comes from nvidia-smi or the device-id/name
-  tables (``gpu_tables_nvidia``). A generation CUDA 12 and llama.cpp no longer
+  tables (``platform_nvidia``). A generation CUDA 12 and llama.cpp no longer
   build for (Kepler and older) is refused with its reason. An unknown capability
   is built as "native" only where a working driver lets CMake ask the GPU;
   otherwise the GPU is refused until ``gpu_targets`` names it.
@@ -20,9 +20,9 @@ from typing import Any
 from lemfleet.roles.gpu_backends import Notes, gib, label, nvidia_nodes, os_label, release, visible, vram_budget
 from lemfleet.roles.gpu_choice import GpuChoice
 from lemfleet.roles.gpu_devices import largest_mig, mig_instances
-from lemfleet.roles.gpu_tables import cuda_installable
-from lemfleet.roles.gpu_tables_nvidia import CUDA_MIN_CC, UNSUPPORTED_WHY, cc_tuple, generation
 from lemfleet.roles.hostinfo import Gpu, HostFacts, MigDevice
+from lemfleet.roles.platform_nvidia import CUDA_MIN_CC, UNSUPPORTED_WHY, cc_tuple, generation
+from lemfleet.roles.platforms import cuda_installable
 
 
 def _supported(gpus: Sequence[Gpu], working: bool, cfg: dict[str, Any], parent: Notes, notes: Notes) -> list[Gpu]:

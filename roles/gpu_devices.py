@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lemfleet.roles.gpu_tables import PHYSICAL_VRAM_GIB
 from lemfleet.roles.hostinfo import Gpu, MigDevice
+from lemfleet.roles.platform_amd import PHYSICAL_VRAM_GIB
 
 GIB = 2**30
 _SPLIT_MODES = ("DPX", "TPX", "QPX", "CPX")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lemfleet.roles.drivers import pins
+from lemfleet.roles import platform_pins as pins
 from lemfleet.roles.drivers.plan_data import (
     KERNEL_RELEASE,
     NOUVEAU_BLACKLIST,
@@ -23,6 +23,8 @@ from lemfleet.roles.drivers.plan_data import (
     DriverTarget,
     KeyringDeb,
 )
+from lemfleet.roles.platform_nvidia import BLACKWELL_MIN_BRANCH, OPEN_MODULES_MIN_CC, OPEN_ONLY_MIN_CC, toolkit_cc_range
+from lemfleet.roles.platforms import RELEASES, Release, named
 
 HEADERS = f"linux-headers-{KERNEL_RELEASE}"
 # /dev/nvidia* are 0666 unless the module options narrow them to a group; Debian
@@ -66,16 +68,17 @@ def plan_cuda(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
         )
     install_driver = not keep and not target.container
     source = settings["drivers_cuda_source"]
+    row = RELEASES.get((target.os_id, target.release))
     if source == "nvidia-repo":
         plan = _nvidia_repo(target, settings, ccs, modules, install_driver)
-    elif target.os_id == "ubuntu" and target.release in pins.UBUNTU_CODENAMES:
-        plan = _ubuntu(target, settings, ccs, modules, install_driver)
-    elif target.os_id == "debian" and target.release in pins.DEBIAN_NVIDIA_DRIVER:
-        plan = _debian(target, settings, ccs, modules, install_driver)
+    elif row is not None and target.os_id == "ubuntu":
+        plan = _ubuntu(target, row, settings, ccs, modules, install_driver)
+    elif row is not None and row.nvidia_driver is not None:
+        plan = _debian(target, row, settings, ccs, modules, install_driver)
     else:
         raise DriverPlanError(
             f"drivers_cuda_source='distro' is not supported on {target.described}; accepted "
-            "releases: Ubuntu 22.04 and 24.04, Debian 12, 13 and sid"
+            f"releases: {named(k for k, r in RELEASES.items() if k[0] == 'ubuntu' or r.nvidia_driver)}"
         )
     return DriverPlan(
         backend="cuda",
@@ -102,8 +105,8 @@ def _cc_text(cc: tuple[int, int]) -> str:
 
 def _kernel_modules(choice: str, ccs: list[tuple[int, int]]) -> str:
     """'open' or 'proprietary': open needs Turing (7.5) or later, Blackwell (10.0+) needs open."""
-    old = [cc for cc in ccs if cc < pins.OPEN_MODULES_MIN_CC]
-    new = [cc for cc in ccs if cc >= pins.OPEN_ONLY_MIN_CC]
+    old = [cc for cc in ccs if cc < OPEN_MODULES_MIN_CC]
+    new = [cc for cc in ccs if cc >= OPEN_ONLY_MIN_CC]
     if old and new:
         raise DriverPlanError(
             f"GPUs with compute capability {_cc_text(old[0])} and {_cc_text(new[0])} on one host "
@@ -128,7 +131,7 @@ def _kernel_modules(choice: str, ccs: list[tuple[int, int]]) -> str:
 
 
 def _check_toolkit(setting: str, toolkit: str, ccs: list[tuple[int, int]], fix: str) -> None:
-    low, high = pins.toolkit_cc_range(toolkit)
+    low, high = toolkit_cc_range(toolkit)
     for cc in ccs:
         if not low <= cc <= high:
             raise DriverPlanError(
@@ -139,10 +142,10 @@ def _check_toolkit(setting: str, toolkit: str, ccs: list[tuple[int, int]], fix: 
 
 def _check_branch(setting: str, branch: str, ccs: list[tuple[int, int]], fix: str) -> None:
     blackwell = [cc for cc in ccs if cc >= (10, 0)]
-    if blackwell and int(branch) < pins.BLACKWELL_MIN_BRANCH:
+    if blackwell and int(branch) < BLACKWELL_MIN_BRANCH:
         raise DriverPlanError(
             f"{setting}: driver branch {branch} predates Blackwell (compute capability "
-            f"{_cc_text(blackwell[0])} needs {pins.BLACKWELL_MIN_BRANCH} or later); {fix}"
+            f"{_cc_text(blackwell[0])} needs {BLACKWELL_MIN_BRANCH} or later); {fix}"
         )
 
 
@@ -153,17 +156,16 @@ def _nvidia_repo(
     modules: str,
     install_driver: bool,
 ) -> DriverPlan:
-    distro = pins.NVIDIA_REPO_DISTROS.get((target.os_id, target.release))
+    row = RELEASES.get((target.os_id, target.release))
+    distro = row.nvidia_repo if row else None
     if distro is None:
         fallback = (
-            "accepted there: drivers_cuda_source='distro'"
-            if (target.os_id, target.release) in pins.DISTRO_CUDA_TOOLKIT
-            else "use another release or backend"
+            "accepted there: drivers_cuda_source='distro'" if row is not None else "use another release or backend"
         )
+        served = named(key for key, other in RELEASES.items() if other.nvidia_repo)
         raise DriverPlanError(
             f"drivers_cuda_source='nvidia-repo' is not available on {target.described}: "
-            "NVIDIA's CUDA repository serves Ubuntu 22.04, Ubuntu 24.04, Debian 12 and "
-            f"Debian 13; {fallback}"
+            f"NVIDIA's CUDA repository serves {served}; {fallback}"
         )
     arch = pins.NVIDIA_REPO_ARCHES.get(target.arch)
     if arch is None or (arch == "sbsa" and target.os_id != "ubuntu"):
@@ -171,7 +173,7 @@ def _nvidia_repo(
             f"drivers_cuda_source='nvidia-repo' has no {target.arch} packages for "
             f"{target.described}; accepted: x86_64 hosts, or aarch64 on Ubuntu"
         )
-    pre_turing = any(cc < pins.OPEN_MODULES_MIN_CC for cc in ccs)
+    pre_turing = any(cc < OPEN_MODULES_MIN_CC for cc in ccs)
     default = pins.CUDA_TOOLKIT_PRE_TURING if pre_turing else pins.CUDA_TOOLKIT
     toolkit = settings["drivers_cuda_toolkit"] or default.value
     _check_toolkit(f"drivers_cuda_toolkit={toolkit!r}", toolkit, ccs, "accepted: a toolkit that covers it")
@@ -205,12 +207,13 @@ def _nvidia_repo(
 
 def _ubuntu(
     target: DriverTarget,
+    row: Release,
     settings: Mapping[str, Any],
     ccs: list[tuple[int, int]],
     modules: str,
     install_driver: bool,
 ) -> DriverPlan:
-    toolkit = pins.DISTRO_CUDA_TOOLKIT[("ubuntu", target.release)]
+    toolkit = row.cuda_toolkit
     fix = "accepted: drivers_cuda_source='nvidia-repo'"
     _check_toolkit(f"drivers_cuda_source='distro' on {target.described}", toolkit, ccs, fix)
     branch = settings["drivers_nvidia_branch"]
@@ -242,23 +245,23 @@ def distro_cuda_runtime(toolkit: str) -> tuple[str, ...]:
 
 def _debian(
     target: DriverTarget,
+    row: Release,
     settings: Mapping[str, Any],
     ccs: list[tuple[int, int]],
     modules: str,
     install_driver: bool,
 ) -> DriverPlan:
     release = target.release
-    toolkit = pins.DISTRO_CUDA_TOOLKIT[("debian", release)]
-    branch = pins.DEBIAN_NVIDIA_DRIVER[release]
+    toolkit, branch = row.cuda_toolkit, row.nvidia_driver or ""
     fix = (
         "accepted: drivers_cuda_source='nvidia-repo'"
-        if ("debian", release) in pins.NVIDIA_REPO_DISTROS
+        if row.nvidia_repo
         else "no other source serves it on this release"
     )
     where = f"drivers_cuda_source='distro' on {target.described}"
     _check_toolkit(where, toolkit, ccs, fix)
     _check_branch(where, branch, ccs, fix)
-    codename = pins.DEBIAN_CODENAMES[release]
+    codename = row.codename
     suites = (codename,) if release == "sid" else (codename, f"{codename}-updates")
     kernel = "nvidia-open-kernel-dkms" if modules == "open" else "nvidia-kernel-dkms"
     reasons = [

@@ -1,7 +1,8 @@
 """The drivers step's settings: what may be changed on a host, and the pinned versions.
 
-Every default is the pin in :mod:`lemfleet.roles.drivers.pins`, so the README table,
-the code and the reviewed pin cannot drift apart.
+Every default is the pin in :mod:`lemfleet.roles.platform_pins` (part of the platform
+table, :mod:`lemfleet.roles.platforms`), so the README table, the code and the
+reviewed pin cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lemfleet.roles.drivers import pins
+from lemfleet.roles import platform_pins as pins
+from lemfleet.roles.platform_amd import HIP_MIN
 from lemfleet.roles.settings import Setting, boolean, clean_group, defaults, integer, one_of, sha256, text
+
+_AMDGPU = pins.amdgpu_for_rocm(pins.ROCM_VERSION.value)
 
 SETTINGS = (
     # -- what may change on a host
@@ -40,15 +44,15 @@ SETTINGS = (
         "drivers_rocm_version",
         pins.ROCM_VERSION.value,
         f"ROCm release installed from AMD's apt repository on Ubuntu (pin reviewed "
-        f"{pins.ROCM_VERSION.reviewed}). llama.cpp needs 6.1 or later.",
-        text(r"\d+\.\d+(\.\d+)?", "a ROCm release such as '7.2.3'"),
+        f"{pins.ROCM_VERSION.reviewed}). llama.cpp needs {'.'.join(map(str, HIP_MIN))} or later.",
+        text(r"\d+\.\d+(\.\d+)?", f"a ROCm release such as {pins.ROCM_VERSION.value!r}"),
     ),
     Setting(
         "drivers_amdgpu_version",
         None,
         "Release of AMD's amdgpu driver repository (amdgpu-dkms); None takes the one shipped "
-        "with drivers_rocm_version (7.2.3 -> 30.30.3).",
-        text(r"\d+\.\d+(\.\d+)?", "an amdgpu release such as '30.30.3'", none_ok=True),
+        f"with drivers_rocm_version ({pins.ROCM_VERSION.value} -> {_AMDGPU}).",
+        text(r"\d+\.\d+(\.\d+)?", f"an amdgpu release such as {_AMDGPU!r}", none_ok=True),
     ),
     # -- NVIDIA CUDA
     Setting(
@@ -64,7 +68,7 @@ SETTINGS = (
         pins.NVIDIA_BRANCH.value,
         f"NVIDIA driver branch from NVIDIA's repository or Ubuntu (pin reviewed "
         f"{pins.NVIDIA_BRANCH.reviewed}). Debian's own driver has one branch per release.",
-        text(r"\d{3}", "a three-digit driver branch such as '580'"),
+        text(r"\d{3}", f"a three-digit driver branch such as {pins.NVIDIA_BRANCH.value!r}"),
     ),
     Setting(
         "drivers_nvidia_kernel_modules",
@@ -79,7 +83,7 @@ SETTINGS = (
         f"CUDA toolkit from NVIDIA's repository as 'X-Y' (package cuda-toolkit-X-Y). None "
         f"takes the pin: {pins.CUDA_TOOLKIT.value}, or {pins.CUDA_TOOLKIT_PRE_TURING.value} "
         f"when a GPU is older than Turing (reviewed {pins.CUDA_TOOLKIT.reviewed}).",
-        text(r"\d{2}-\d", "a toolkit version such as '13-1'", none_ok=True),
+        text(r"\d{2}-\d", f"a toolkit version such as {pins.CUDA_TOOLKIT.value!r}", none_ok=True),
     ),
     Setting(
         "drivers_cuda_keyring_sha256",

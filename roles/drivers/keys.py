@@ -3,7 +3,7 @@
 A repository key decides which packages apt will trust for root, so lemfleet
 does not take whatever the URL serves: the key file is fetched into a
 temporary directory on the host, its primary-key fingerprints must be exactly
-the pinned ones (roles/drivers/pins.py, each with its published source), and
+the pinned ones (roles/platform_pins.py, each with its published source), and
 only then is it dearmored into the keyring apt reads. A keyring package
 (cuda-keyring) runs maintainer scripts as root when dpkg installs it, so it is
 placed only when its sha256 is the pinned one. Either check failing leaves the

@@ -23,8 +23,7 @@ from lemfleet.roles.drivers.plan_data import (
 from lemfleet.roles.drivers.rocm import plan_hip
 from lemfleet.roles.drivers.vulkan import plan_vulkan
 from lemfleet.roles.hostinfo import HostFacts
-
-SUPPORTED_OS = ("debian", "ubuntu")
+from lemfleet.roles.platforms import DRIVER_OS
 
 
 def plan_drivers(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
@@ -40,7 +39,7 @@ def plan_drivers(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPla
         raise DriverPlanError(f"{BACKEND_SETTING}={target.backend!r} is not valid; accepted: {accepted}")
     if target.backend == "cpu":
         return DriverPlan("cpu", "none", reasons=("backend cpu: no GPU driver or runtime is needed",))
-    if target.os_id not in SUPPORTED_OS:
+    if target.os_id not in DRIVER_OS:
         raise DriverPlanError(
             f"{BACKEND_SETTING}={target.backend!r} on {target.described}: lemfleet installs GPU "
             "runtimes on Debian and Ubuntu only; accepted elsewhere: 'cpu'"

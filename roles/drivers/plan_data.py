@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from lemfleet.roles.platforms import os_release
 from lemfleet.roles.settings import SettingsError
 
 BACKENDS = ("hip", "cuda", "vulkan", "cpu")
@@ -53,12 +54,8 @@ class DriverTarget:
 
     @property
     def release(self) -> str:
-        """'22.04', '24.04', '12', '13' or 'sid': the key the per-release tables use."""
-        if self.os_id == "debian":
-            if self.os_codename == "sid" or self.os_version in ("sid", "unstable", ""):
-                return "sid"
-            return self.os_version.split(".")[0]
-        return self.os_version
+        """'22.04', '24.04', '12', '13' or 'sid': with ``os_id``, the key of the platform table's rows."""
+        return os_release(self.os_id, self.os_version, self.os_codename)[1]
 
     @property
     def described(self) -> str:

@@ -1,8 +1,10 @@
 """HIP (ROCm): AMD's apt repository on Ubuntu, Debian's own packages on sid.
 
-ggml-hip needs HIP 6.1 or later (ggml/src/ggml-hip/CMakeLists.txt), which
-rules out the ROCm that Debian 12 (5.2.3) and 13 (5.7.1) package; those
-releases serve AMD GPUs through Vulkan instead.
+The routes are the platform table's (``roles/platforms.py``): AMD's
+repository where it has a suite for the release, else the release's own HIP
+where ggml-hip accepts it (``HIP_MIN``, ggml/src/ggml-hip/CMakeLists.txt).
+That rules out the ROCm that Debian 12 and 13 package; those releases serve
+AMD GPUs through Vulkan instead, where their Vulkan headers allow.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lemfleet.roles.drivers import pins
+from lemfleet.roles import platform_pins as pins
 from lemfleet.roles.drivers.plan_data import (
     BACKEND_SETTING,
     KERNEL_RELEASE,
@@ -21,6 +23,8 @@ from lemfleet.roles.drivers.plan_data import (
     DriverPlanError,
     DriverTarget,
 )
+from lemfleet.roles.platform_amd import HIP_MIN
+from lemfleet.roles.platforms import RELEASES, Release, dotted, hip_new_enough, named, vulkan_headers_new_enough
 
 # AMD recommends meta-packages over single ones ("Package manager integration"):
 # rocm-hip-runtime runs HIP programs, rocm-hip-runtime-dev builds them. llama.cpp
@@ -44,45 +48,55 @@ GROUPS = ("render", "video")
 RADEON_PIN = AptPin("rocm-pin-600", "release o=repo.radeon.com", 600)
 
 
+def _hip_routes() -> str:
+    """The releases with a new enough HIP, and where it comes from, for a message."""
+    amd = [key for key, row in RELEASES.items() if row.amd_repo]
+    own = [key for key, row in RELEASES.items() if not row.amd_repo and row.hip and hip_new_enough(row.hip)]
+    return f"{named(amd)} (AMD's repository) and {named(own)} (Debian's packages)"
+
+
 def plan_hip(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
-    release = target.release
-    if target.os_id == "ubuntu" and release in pins.UBUNTU_CODENAMES:
-        return _amd_repo(target, settings)
-    if target.os_id == "debian" and release == "sid":
-        return _debian_sid(target)
-    if target.os_id == "debian" and release in pins.DEBIAN_HIP:
-        raise DriverPlanError(_debian_too_old(target))
+    row = RELEASES.get((target.os_id, target.release))
+    if row is not None and row.amd_repo:
+        return _amd_repo(target, row, settings)
+    if row is not None and row.hip and hip_new_enough(row.hip):
+        return _distro_hip(target, row)
+    if row is not None and row.hip:
+        raise DriverPlanError(_hip_too_old(target, row))
     raise DriverPlanError(
-        f"{BACKEND_SETTING}='hip' is not supported on {target.described}; accepted for hip: "
-        "Ubuntu 22.04 and 24.04 (AMD's repository) and Debian sid (Debian's packages). "
+        f"{BACKEND_SETTING}='hip' is not supported on {target.described}; accepted for hip: {_hip_routes()}. "
         f"Other releases can use {BACKEND_SETTING}='vulkan' where their Vulkan headers are new "
         "enough, or 'cpu'."
     )
 
 
-def _debian_too_old(target: DriverTarget) -> str:
-    hip = pins.DEBIAN_HIP[target.release]
-    headers = pins.VULKAN_HEADERS[("debian", target.release)]
-    if pins.version_tuple(headers) >= pins.VULKAN_MIN_HEADERS:
+def _hip_too_old(target: DriverTarget, row: Release) -> str:
+    headers = row.vulkan_headers
+    if vulkan_headers_new_enough(headers):
         offer = f"accepted there: 'vulkan' (RADV, Vulkan headers {headers}) or 'cpu'"
     else:
-        offer = (
-            f"accepted there: 'cpu' only, since its Vulkan headers ({headers}) are too old as "
-            "well; Debian 13 serves AMD GPUs through 'vulkan'"
-        )
+        # A sibling release whose HIP is too old too, but whose Vulkan headers are not.
+        vulkan = [
+            key
+            for key, other in RELEASES.items()
+            if key[0] == target.os_id and other.hip and not hip_new_enough(other.hip)
+            if vulkan_headers_new_enough(other.vulkan_headers)
+        ]
+        offer = f"accepted there: 'cpu' only, since its Vulkan headers ({headers}) are too old as well"
+        offer += f"; {named(vulkan)} serves AMD GPUs through 'vulkan'" if vulkan else ""
     return (
-        f"{BACKEND_SETTING}='hip' cannot be served on {target.described}: its HIP is {hip} and "
-        f"llama.cpp's HIP backend needs 6.1 or later; {offer}. Ubuntu 22.04/24.04 and Debian "
-        "sid have a new enough ROCm."
+        f"{BACKEND_SETTING}='hip' cannot be served on {target.described}: its HIP is {row.hip} and "
+        f"llama.cpp's HIP backend needs {dotted(HIP_MIN)} or later; {offer}. A new enough ROCm is on "
+        f"{_hip_routes()}."
     )
 
 
-def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
+def _amd_repo(target: DriverTarget, row: Release, settings: Mapping[str, Any]) -> DriverPlan:
     rocm = settings["drivers_rocm_version"]
-    if pins.version_tuple(rocm) < pins.HIP_MIN:
+    if not hip_new_enough(rocm):
         raise DriverPlanError(
-            f"drivers_rocm_version={rocm!r} is too old: llama.cpp's HIP backend needs ROCm 6.1 "
-            f"or later; accepted: 6.1 or later, e.g. {pins.ROCM_VERSION.value!r}"
+            f"drivers_rocm_version={rocm!r} is too old: llama.cpp's HIP backend needs ROCm {dotted(HIP_MIN)} "
+            f"or later; accepted: {dotted(HIP_MIN)} or later, e.g. {pins.ROCM_VERSION.value!r}"
         )
     if target.arch != "x86_64":
         raise DriverPlanError(
@@ -93,10 +107,10 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
     # A ROCm that an earlier run installed is lemfleet's own: keep it as declared.
     manage = settings["drivers_manage_existing"] or target.driver_from_lemfleet
     if target.runtime_working and not manage:
-        if existing and pins.version_tuple(existing) < pins.HIP_MIN:
+        if existing and not hip_new_enough(existing):
             raise DriverPlanError(
                 f"ROCm {existing} already works on {target.described}, but llama.cpp needs HIP "
-                "6.1 or later; set drivers_manage_existing=true to install ROCm "
+                f"{dotted(HIP_MIN)} or later; set drivers_manage_existing=true to install ROCm "
                 f"{rocm} from AMD's repository, or {BACKEND_SETTING}='vulkan'"
             )
         return DriverPlan(
@@ -112,7 +126,7 @@ def _amd_repo(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
             ),
         )
 
-    suite = pins.UBUNTU_CODENAMES[target.release]
+    suite = row.codename
     sources = [_radeon_source("rocm", pins.rocm_repo_url(rocm), suite)]
     if pins.version_tuple(rocm) >= (7, 0):
         sources.append(_radeon_source("amdgraphics", pins.rocm_graphics_repo_url(rocm), suite))
@@ -161,10 +175,9 @@ def _radeon_source(name: str, uri: str, suite: str) -> AptSource:
     return AptSource(name, (uri,), (suite,), ("main",), pins.ROCM_KEYRING, ("amd64",))
 
 
-def _debian_sid(target: DriverTarget) -> DriverPlan:
-    hip = pins.DEBIAN_HIP["sid"]
+def _distro_hip(target: DriverTarget, row: Release) -> DriverPlan:
     reasons = [
-        f"Debian's own ROCm packages (HIP {hip} in sid, 2026-11-29), from the configured archive",
+        f"Debian's own ROCm packages (HIP {row.hip} in {target.release}, 2026-11-29), from the configured archive",
         "Debian's kernel drives AMD GPUs itself (amdgpu with KFD): no DKMS module is needed",
     ]
     if target.runtime_working:

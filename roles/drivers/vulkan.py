@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lemfleet.roles.drivers import pins
 from lemfleet.roles.drivers.plan_data import BACKEND_SETTING, DriverPlan, DriverPlanError, DriverTarget
+from lemfleet.roles.platforms import RELEASES, VULKAN_MIN_HEADERS, dotted, label, rocm_route, vulkan_headers_new_enough
 
 # Names checked with apt-cache madison against trixie, sid and bookworm on
 # 2026-11-29 (all in main); on Ubuntu 24.04 glslc and spirv-headers are in universe.
@@ -22,28 +22,25 @@ GROUPS = ("render", "video")
 
 
 def _accepted() -> str:
-    good = [
-        f"{os_id.capitalize()} {release}"
-        for (os_id, release), headers in pins.VULKAN_HEADERS.items()
-        if pins.version_tuple(headers) >= pins.VULKAN_MIN_HEADERS
-    ]
+    good = [label(key) for key, row in RELEASES.items() if vulkan_headers_new_enough(row.vulkan_headers)]
     return ", ".join(good)
 
 
 def _alternatives(target: DriverTarget) -> str:
-    hip = target.os_id == "ubuntu" and target.release in pins.UBUNTU_CODENAMES
+    hip = rocm_route((target.os_id, target.release)).ok
     return "'hip' for AMD GPUs, 'cuda' for NVIDIA GPUs, or 'cpu'" if hip else ("'cuda' for NVIDIA GPUs, or 'cpu'")
 
 
 def plan_vulkan(target: DriverTarget, settings: Mapping[str, Any]) -> DriverPlan:
-    headers = pins.VULKAN_HEADERS.get((target.os_id, target.release))
-    minimum = ".".join(map(str, pins.VULKAN_MIN_HEADERS))
-    if headers is None:
+    row = RELEASES.get((target.os_id, target.release))
+    minimum = dotted(VULKAN_MIN_HEADERS)
+    if row is None:
         raise DriverPlanError(
             f"{BACKEND_SETTING}='vulkan' is not supported on {target.described}; accepted "
             f"releases for vulkan: {_accepted()}"
         )
-    if pins.version_tuple(headers) < pins.VULKAN_MIN_HEADERS:
+    headers = row.vulkan_headers
+    if not vulkan_headers_new_enough(headers):
         raise DriverPlanError(
             f"{BACKEND_SETTING}='vulkan' cannot be built on {target.described}: its Vulkan "
             f"headers ({headers}) are older than the {minimum} that llama.cpp's Vulkan backend "

@@ -23,8 +23,8 @@ from pyinfra.api import FactBase
 
 from lemfleet.roles.facts.gpu_faults import tool_faults
 from lemfleet.roles.facts.gpu_pci import GpuReport, slot_from_location, table_name, unrecognised
-from lemfleet.roles.gpu_tables import APU_GFX, GFX_RE, gfx_from_target_version
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.platform_amd import APU_GFX, GFX_RE, gfx_from_target_version
 
 KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
 

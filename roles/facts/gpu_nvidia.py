@@ -19,8 +19,8 @@ from pyinfra.api import FactBase
 
 from lemfleet.roles.facts.gpu_faults import tool_faults
 from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, unrecognised
-from lemfleet.roles.gpu_tables_nvidia import nvidia_cc_from_name
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime, MigDevice
+from lemfleet.roles.platform_nvidia import nvidia_cc_from_name
 
 QUERY_FIELDS = (
     "index", "name", "memory.total", "compute_cap", "driver_version", "pci.bus_id", "uuid", "mig.mode.current",

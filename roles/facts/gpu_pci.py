@@ -17,9 +17,9 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from lemfleet.roles.gpu_tables import AMD_PCI, KNOWN_GFX, gfx_from_decimal_name
-from lemfleet.roles.gpu_tables_nvidia import NVIDIA_PCI
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime, Vendor
+from lemfleet.roles.platform_amd import AMD_PCI, KNOWN_GFX, gfx_from_decimal_name
+from lemfleet.roles.platform_nvidia import NVIDIA_PCI
 
 GpuReport = tuple[tuple[Gpu, ...], GpuRuntime]
 """What every GPU fact returns: the GPUs it saw and what it learnt about the runtime."""

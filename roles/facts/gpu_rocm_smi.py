@@ -24,8 +24,8 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, unrecognised, with_table_facts
-from lemfleet.roles.gpu_tables import AMD_PCI, APU_GFX, GFX_RE
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
+from lemfleet.roles.platform_amd import AMD_PCI, APU_GFX, GFX_RE
 
 NOT_A_VALUE = {"", "N/A", "n/a", "None"}
 ANSI = re.compile(r"(\x1b|\^\[)\[[0-9;]*m")

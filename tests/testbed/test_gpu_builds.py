@@ -33,11 +33,15 @@ from pathlib import Path
 import pytest
 
 from lemfleet import testbed
-from lemfleet.roles.drivers import pins, plan_drivers, target_from_facts
+from lemfleet.roles.drivers import plan_drivers, target_from_facts
 from lemfleet.roles.drivers.plan_data import NOUVEAU_BLACKLIST
 from lemfleet.roles.drivers.vulkan import BUILD as VULKAN_BUILD_PACKAGES
 from lemfleet.roles.facts.gpu import PROBE_COMMAND, parse_probe
 from lemfleet.roles.plan import ModelInfo, plan_host
+from lemfleet.roles.platform_amd import HIP_MIN
+from lemfleet.roles.platform_nvidia import toolkit_cc_range
+from lemfleet.roles.platform_pins import version_tuple
+from lemfleet.roles.platforms import RELEASES, VULKAN_MIN_HEADERS
 from lemfleet.roles.settings_check import validate
 from lemfleet.testbed.gpuhost import CURRENT_BINARY, Prepared, build_record, deploy, installed, prepare, push, remote
 from lemfleet.testbed.recorded_gpu import expected_report
@@ -46,7 +50,7 @@ pytestmark = pytest.mark.slow
 
 RX7900XTX = {"rocminfo": "rocminfo/rx7900xtx-gfx1100.txt"}  # ROCm/ROCm#3949
 # Per suite: lspci of an HGX H100 host whose nvidia-smi cannot reach the driver (cc 9.0), and a Tesla T4's
-# nvidia-smi (cc 7.5) for Debian 12, whose CUDA 11.8 cannot build ggml-cuda's Hopper code (roles/drivers/pins.py).
+# nvidia-smi (cc 7.5) for Debian 12, whose CUDA 11.8 cannot build ggml-cuda's Hopper code (roles/platforms.py).
 CUDA_GPU = {
     "trixie": ({"lspci": "lspci/hgx-h100-x8-aspeed-bmc-nvswitch-host.txt",
                 "nvidia-smi": "nvidia-smi/failure-couldnt-communicate-with-driver.txt"}, {"nvidia-smi": 9}),
@@ -54,7 +58,7 @@ CUDA_GPU = {
 }  # fmt: skip
 CUDA_ARCH = {"trixie": "90", "bookworm": "75"}
 CUDA_SUITES = ("trixie", "bookworm")
-RELEASES = {"trixie": "13", "bookworm": "12"}
+DEBIAN = {row.codename: key for key, row in RELEASES.items() if key[0] == "debian"}  # "trixie" -> ("debian", "13")
 # The host compiler Debian's nvidia-cuda-toolkit depends on first ("g++-13 | ..." in trixie, "g++-11 | ..." in
 # bookworm; apt-cache show, 2026-11-29): nvcc 12.4 takes GCC <= 13 and 11.8 GCC <= 11, older than each suite's
 # default g++; Debian's nvcc wrapper picks that one itself, which is what the deploy's build relies on.
@@ -131,8 +135,8 @@ def test_vulkan_build_dependencies_install_on_debian_13(vulkan_host: Prepared) -
     assert "shaderc" in testbed.ssh(rec, "glslc --version")
     # What `pkg-config --modversion vulkan` prints, read from the .pc file itself (pkg-config is not a build dep).
     pc_version = testbed.ssh(rec, "sed -n 's/^Version: //p' $(dpkg -L libvulkan-dev | grep '/vulkan[.]pc$')").strip()
-    assert pins.version_tuple(pc_version) >= pins.VULKAN_MIN_HEADERS
-    assert pc_version == pins.VULKAN_HEADERS[("debian", "13")], "the Debian 13 Vulkan pin is stale"
+    assert version_tuple(pc_version) >= VULKAN_MIN_HEADERS
+    assert pc_version == RELEASES[("debian", "13")].vulkan_headers, "the Debian 13 Vulkan pin is stale"
     # ggml-vulkan's CMakeLists.txt: find_package(SPIRV-Headers CONFIG REQUIRED).
     testbed.ssh(rec, "test -f /usr/include/spirv/unified1/spirv.hpp")
     testbed.ssh(rec, "test -f /usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake")
@@ -205,7 +209,7 @@ def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: P
     assert not drivers.kernel_packages and not drivers.files and not drivers.reboot_may_be_needed, drivers.describe()
 
     assert set(drivers.packages) <= installed(rec, *drivers.packages)
-    toolkit = pins.DISTRO_CUDA_TOOLKIT[("debian", RELEASES[suite])]
+    toolkit = RELEASES[DEBIAN[suite]].cuda_toolkit
     assert f"release {toolkit}," in testbed.ssh(rec, "nvcc --version"), "the Debian CUDA toolkit pin is stale"
     testbed.ssh(rec, f"{CUDA_HOST_CXX[suite]} --version")  # pulled in by nvidia-cuda-toolkit itself
     assert not installed(rec, "*-dkms", "linux-headers-*", "linux-image-*")
@@ -236,7 +240,7 @@ def test_debian_12_cuda_cannot_build_ggml_cuda_for_hopper(
 ) -> None:
     """Why the pins stop Debian 12's CUDA 11.8 at compute capability 8.9: told to build for sm_90, the build fails."""
     prepared = prepared_for_cuda("bookworm")
-    assert pins.toolkit_cc_range(pins.DISTRO_CUDA_TOOLKIT[("debian", "12")])[1] < (9, 0)
+    assert toolkit_cc_range(RELEASES[("debian", "12")].cuda_toolkit)[1] < (9, 0)
     run = deploy(prepared, 'gpu_targets=["90"]', model=tiny_model)
     assert run.returncode != 0, run.output[-6000:]
     assert 'identifier "cudaGridDependencySynchronize" is undefined' in run.output, run.output[-6000:]
@@ -252,9 +256,10 @@ def test_hip_sdk_installs_from_debian_sid(hip_host: Prepared) -> None:
     assert drivers.source == "debian" and set(drivers.service_groups) == {"render", "video"}
     assert set(drivers.packages) <= installed(rec, *drivers.packages)
     packaged = testbed.ssh(rec, "dpkg-query -W -f='${Version}' libamdhip64-dev")
-    assert packaged.startswith(pins.DEBIAN_HIP["sid"] + "-"), f"the Debian sid HIP pin is stale: {packaged}"
+    hip = RELEASES[("debian", "sid")].hip
+    assert hip and packaged.startswith(hip + "-"), f"the Debian sid HIP pin is stale: {packaged}"
     # ggml-hip refuses HIP below 6.1; hipconfig is what the build script asks for the compiler and root.
-    assert pins.version_tuple(testbed.ssh(rec, "hipconfig --version").split("-")[0]) >= (6, 1)
+    assert version_tuple(testbed.ssh(rec, "hipconfig --version").split("-")[0]) >= HIP_MIN
     testbed.ssh(
         rec,
         'test -x "$(hipconfig -l)/clang" && test -f "$(hipconfig -R)/lib/cmake/hip/hip-config.cmake" '

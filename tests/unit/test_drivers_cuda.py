@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from lemfleet.roles.drivers import DriverPlanError, DriverTarget, pins, plan_drivers
+from lemfleet.roles import platform_pins as pins
+from lemfleet.roles.drivers import DriverPlanError, DriverTarget, plan_drivers
 from lemfleet.roles.drivers.plan_data import NOUVEAU_BLACKLIST, KeyringDeb
+from lemfleet.roles.platforms import RELEASES
 
 KERNEL = "6.12.48+deb13-amd64"
 DISTRO = {"drivers_cuda_source": "distro"}
@@ -260,4 +262,4 @@ def test_every_keyring_pin_is_a_sha256_with_its_source(distro: str, arch: str) -
     pin = pins.CUDA_KEYRING_SHA256[(distro, arch)]
     assert len(pin.value) == 64 and int(pin.value, 16) >= 0
     assert pin.source and pin.reviewed
-    assert distro in pins.NVIDIA_REPO_DISTROS.values() and arch in pins.NVIDIA_REPO_ARCHES.values()
+    assert distro in {row.nvidia_repo for row in RELEASES.values()} and arch in pins.NVIDIA_REPO_ARCHES.values()

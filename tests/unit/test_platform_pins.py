@@ -1,5 +1,5 @@
-"""The drivers step's pins: each carries its review date and source, and the URL forms and version
-rules built from them.
+"""The platform table's pins (roles/platform_pins.py): each carries its review date and source, and the
+URL forms and version rules built from them.
 
 When a vendor moves a repository, a URL form fails and says which. The pinned values themselves are
 not restated here: a test that repeats a constant proves nothing about it.
@@ -12,7 +12,11 @@ from datetime import date
 
 import pytest
 
-from lemfleet.roles.drivers import DEFAULTS, SETTINGS, pins
+from lemfleet.roles import platform_pins as pins
+from lemfleet.roles.drivers import DEFAULTS, SETTINGS
+from lemfleet.roles.platform_amd import HIP_MIN
+from lemfleet.roles.platform_nvidia import toolkit_cc_range
+from lemfleet.roles.platforms import RELEASES
 
 
 def test_pins_carry_the_review_date() -> None:
@@ -81,7 +85,7 @@ def test_amdgpu_driver_release_for_rocm(rocm: str, amdgpu: str | None) -> None:
     ],
 )
 def test_cuda_keyring_url_form(os_id: str, release: str, distro: str) -> None:
-    assert pins.NVIDIA_REPO_DISTROS[(os_id, release)] == distro
+    assert RELEASES[(os_id, release)].nvidia_repo == distro
     url = pins.cuda_keyring_url(distro)
     assert url == (
         f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/cuda-keyring_1.1-1_all.deb"
@@ -97,9 +101,9 @@ def test_cuda_keyring_arm64_uses_sbsa() -> None:
 
 
 def test_nvidia_repo_knows_only_checked_distros() -> None:
-    for distro in pins.NVIDIA_REPO_DISTROS.values():
-        assert re.fullmatch(r"(ubuntu\d{4}|debian\d{2})", distro)
-    assert ("debian", "sid") not in pins.NVIDIA_REPO_DISTROS
+    for row in RELEASES.values():
+        assert row.nvidia_repo is None or re.fullmatch(r"(ubuntu\d{4}|debian\d{2})", row.nvidia_repo)
+    assert RELEASES[("debian", "sid")].nvidia_repo is None
 
 
 @pytest.mark.parametrize(
@@ -115,12 +119,12 @@ def test_nvidia_repo_knows_only_checked_distros() -> None:
     ],
 )
 def test_toolkit_compute_capability_ranges(toolkit: str, low: tuple[int, int], high: tuple[int, int]) -> None:
-    assert pins.toolkit_cc_range(toolkit) == (low, high)
+    assert toolkit_cc_range(toolkit) == (low, high)
 
 
 def test_version_tuple() -> None:
     assert pins.version_tuple("7.2.3") == (7, 2, 3)
     assert pins.version_tuple("13-1") == (13, 1)
     assert pins.version_tuple("12.4.131~12.4.1-2") == (12, 4, 131)
-    assert pins.version_tuple("6.1") >= pins.HIP_MIN
-    assert pins.version_tuple("5.7.1") < pins.HIP_MIN
+    assert pins.version_tuple("6.1") >= HIP_MIN
+    assert pins.version_tuple("5.7.1") < HIP_MIN

@@ -1,9 +1,13 @@
-"""Pinned driver versions, repository URLs and per-release package facts.
+"""The pins of the platform table: vendor repositories, their URLs and keys, each with its review date.
 
-Everything that goes stale lives here, as data, each with the date it was last
-checked and where. ``tests/unit/test_drivers_pins.py`` asserts every pin and
-URL form, so a pin that moves shows up as a failing test, not on a fleet
-(cf. NVIDIA/ansible-role-nvidia-driver#81: a ``cuda-keyring_1.0-1`` URL that
+Part of the one platform table (:mod:`lemfleet.roles.platforms` says where
+every platform fact lives). What goes stale upstream lives here, as data, each
+with the date it was last checked and where: the ROCm release and AMD's
+repositories, the NVIDIA driver branch, the CUDA toolkits and NVIDIA's
+repository. What a release's own archive ships is the platform table's, not
+this module's. ``tests/unit/test_drivers_pins.py`` asserts every pin and URL
+form, so a pin that moves shows up as a failing test, not on a fleet (cf.
+NVIDIA/ansible-role-nvidia-driver#81: a ``cuda-keyring_1.0-1`` URL that
 started to answer 404).
 """
 
@@ -44,9 +48,6 @@ ROCM_KEY_FINGERPRINT = Pin(
     "2026-11-30",
     "https://github.com/ROCm/legacy-rocm-build/issues/1538",
 )
-# ggml/src/ggml-hip/CMakeLists.txt: "At least ROCM/HIP V6.1 is required".
-HIP_MIN = (6, 1)
-
 # Since ROCm 7.0 the amdgpu kernel driver (amdgpu-dkms) has its own numbering:
 # 7.0 -> 30.10, 7.1 -> 30.20, 7.2 -> 30.30 (point releases follow, 7.2.3 ->
 # 30.30.3). Before 7.0 the driver repo used the ROCm number itself.
@@ -95,20 +96,12 @@ NVIDIA_BRANCH = Pin(
 # so older GPUs get the last 12.x instead.
 CUDA_TOOLKIT = Pin("13-1", REVIEWED, "https://developer.nvidia.com/cuda-toolkit-archive")
 CUDA_TOOLKIT_PRE_TURING = Pin("12-9", REVIEWED, "https://developer.nvidia.com/cuda-toolkit-archive")
-CUDA_KEYRING_DEB = "cuda-keyring_1.1-1_all.deb"
 # The cuda-keyring package writes the key to /usr/share/keyrings/ and the source
 # to /etc/apt/sources.list.d/cuda-<distro>-<arch>.list itself.
-CUDA_KEYRING_FILE = "/usr/share/keyrings/cuda-archive-keyring.gpg"
+CUDA_KEYRING_DEB = "cuda-keyring_1.1-1_all.deb"
 # Release "Label" of NVIDIA's CUDA repos, as in NVIDIA's own cuda-<distro>.pin.
 NVIDIA_REPO_LABEL = "NVIDIA CUDA"
 
-# (os_id, release) -> NVIDIA's repo directory name.
-NVIDIA_REPO_DISTROS: dict[tuple[str, str], str] = {
-    ("ubuntu", "22.04"): "ubuntu2204",
-    ("ubuntu", "24.04"): "ubuntu2404",
-    ("debian", "12"): "debian12",
-    ("debian", "13"): "debian13",
-}
 # uname -m -> NVIDIA's repo architecture directory (arm64 servers are "sbsa").
 NVIDIA_REPO_ARCHES = {"x86_64": "x86_64", "aarch64": "sbsa"}
 
@@ -117,7 +110,7 @@ def cuda_keyring_url(distro: str, arch: str = "x86_64") -> str:
     return f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/{arch}/{CUDA_KEYRING_DEB}"
 
 
-# sha256 of cuda-keyring_1.1-1_all.deb per repo directory. dpkg runs the package's maintainer scripts as
+# sha256 of CUDA_KEYRING_DEB per repo directory. dpkg runs the package's maintainer scripts as
 # root, so only a file with exactly this hash is installed. NVIDIA publishes the hash in each repo's
 # Packages index, which cannot be reached from where this was written (2026-11-30); the values below are
 # the ones independent public install scripts check (sha256sum -c) against NVIDIA's file, cited by what
@@ -160,72 +153,9 @@ def cuda_keyring_sha256(distro: str, arch: str) -> str | None:
     return pin.value if pin else None
 
 
-# Debian's non-free NVIDIA driver branch per release (apt-cache madison
-# nvidia-kernel-dkms, 2026-11-29). Ubuntu's archive carries every server branch
-# (nvidia-headless-<branch>-server), so there the branch setting applies.
-DEBIAN_NVIDIA_DRIVER: dict[str, str] = {"12": "535", "13": "550", "sid": "550"}
-# nvidia-cuda-toolkit per release: Debian from apt-cache madison, Ubuntu from
-# packages.ubuntu.com (jammy 11.5.1, noble 12.0.140).
-DISTRO_CUDA_TOOLKIT: dict[tuple[str, str], str] = {
-    ("debian", "12"): "11.8",
-    ("debian", "13"): "12.4",
-    ("debian", "sid"): "12.4",
-    ("ubuntu", "22.04"): "11.5",
-    ("ubuntu", "24.04"): "12.0",
-}
 DEBIAN_ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-
-# Compute capabilities a toolkit can build the pinned llama.cpp for (nvcc
-# --list-gpu-arch per release; llama.cpp ggml-cuda/CMakeLists.txt: 89 needs
-# 11.8, 120 needs 12.8). nvcc 11.8 lists sm_90, but ggml-cuda's Hopper code
-# (programmatic dependent launch, common.cuh) does not compile with it:
-# "cudaGridDependencySynchronize is undefined", measured with Debian 12's
-# nvidia-cuda-toolkit 11.8 on 2026-11-29 (tests/testbed/test_gpu_builds.py).
-# Rows: (first toolkit version, lowest cc, highest cc).
-CUDA_CC_RANGES: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
-    ((11, 0), (3, 5), (8, 6)),
-    ((11, 8), (3, 5), (8, 9)),
-    ((12, 0), (5, 0), (9, 0)),
-    ((12, 8), (5, 0), (12, 0)),
-    ((12, 9), (5, 0), (12, 1)),
-    ((13, 0), (7, 5), (12, 1)),
-)
-# Drivers by branch: Blackwell (cc 10.x/12.x) needs 570 or later; the open
-# kernel modules need Turing (cc 7.5) or later, and Blackwell needs them.
-BLACKWELL_MIN_BRANCH = 570
-OPEN_MODULES_MIN_CC = (7, 5)
-OPEN_ONLY_MIN_CC = (10, 0)
-
-# -- Debian's own ROCm and Vulkan -------------------------------------------------
-
-# libamdhip64-dev per release, apt-cache madison 2026-11-29.
-DEBIAN_HIP: dict[str, str] = {"12": "5.2.3", "13": "5.7.1", "sid": "6.4.3"}
-
-# libvulkan-dev per release. ggml-vulkan uses vk::LayerSettingEXT, which needs
-# headers >= 1.3.261: Debian 12's 1.3.239 fails to compile (measured).
-VULKAN_MIN_HEADERS = (1, 3, 261)
-VULKAN_HEADERS: dict[tuple[str, str], str] = {
-    ("debian", "12"): "1.3.239",
-    ("debian", "13"): "1.4.309",
-    ("debian", "sid"): "1.4.363",
-    ("ubuntu", "22.04"): "1.3.204",
-    ("ubuntu", "24.04"): "1.3.275",
-}
-
-UBUNTU_CODENAMES = {"22.04": "jammy", "24.04": "noble"}
-DEBIAN_CODENAMES = {"12": "bookworm", "13": "trixie", "sid": "sid"}
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
     """'7.2.3' -> (7, 2, 3); '13-1' -> (13, 1); '12.4.131~12.4.1' -> (12, 4, 131)."""
     return tuple(int(part) for part in re.findall(r"\d+", text.split("~")[0]))
-
-
-def toolkit_cc_range(toolkit: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(lowest, highest) compute capability that CUDA ``toolkit`` ('12.4', '13-1') builds for."""
-    version = version_tuple(toolkit)[:2]
-    low, high = CUDA_CC_RANGES[0][1], CUDA_CC_RANGES[0][2]
-    for first, row_low, row_high in CUDA_CC_RANGES:
-        if version >= first:
-            low, high = row_low, row_high
-    return low, high

@@ -1,17 +1,19 @@
-"""Reviewed tables that GPU detection and the GPU plan rely on.
+"""The AMD part of the platform table: device ids, gfx targets, ROCm's targets and HSA overrides.
 
-Each table is data, not logic, so that a reviewer can check it against its
-source in one place. Every table carries the date it was last reviewed.
+Part of the one platform table (:mod:`lemfleet.roles.platforms` says where
+every platform fact lives; ROCm's pins and repositories are in
+``platform_pins``, the OS releases where HIP can be installed in
+``platforms``). Each table is data, not logic, so that a reviewer can check it
+against its source in one place; ``REVIEWED`` is when they were last checked.
 
 - PCI device ids -> gfx target, so that a GPU seen only by ``lspci`` (no driver
   yet) still gets an architecture, and so that a runtime's gfx name can be
-  checked (the NVIDIA tables are in ``gpu_tables_nvidia``).
+  checked.
 - The gfx names LLVM knows, and the physical memory of partitionable parts.
 - The AMD gfx targets that are integrated GPUs (APUs).
-- The gfx targets ROCm's libraries ship kernels for, and the OS releases where
-  a new enough HIP can be installed.
+- The gfx targets ROCm's libraries ship kernels for, and the HIP that
+  llama.cpp needs.
 - Known-good ``HSA_OVERRIDE_GFX_VERSION`` values.
-- Vulkan header versions per OS release.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import re
 from typing import NamedTuple
 
 REVIEWED = "2026-11"
-
-# -- AMD ------------------------------------------------------------------------
 
 
 class AmdPart(NamedTuple):
@@ -158,6 +158,9 @@ def gfx_from_override(version: str) -> str | None:
     return gfx_from_target_version(major * 10000 + minor * 100 + stepping)
 
 
+# ggml/src/ggml-hip/CMakeLists.txt: "At least ROCM/HIP V6.1 is required".
+HIP_MIN = (6, 1)
+
 # gfx targets that ROCm's math libraries (rocBLAS/hipBLAS, which ggml-hip links)
 # ship kernels for in ROCm 6.4 to 7.x, following the ROCm "System requirements
 # (Linux)" matrix and llama.cpp's .devops/rocm.Dockerfile ROCM_DOCKER_ARCH list
@@ -191,76 +194,3 @@ HSA_OVERRIDE_KNOWN_GOOD: dict[str, str] = {
     "gfx1036": "10.3.0",
     "gfx1103": "11.0.0",
 }
-
-
-class RocmRoute(NamedTuple):
-    """How (or why not) HIP >= 6.1, which ggml-hip needs, gets onto an OS release."""
-
-    ok: bool
-    how: str
-
-
-# Keyed by (os_id, release) where release is the Ubuntu version, the Debian
-# major version, or "sid". ggml/src/ggml-hip/CMakeLists.txt stops below HIP 6.1.
-ROCM_ROUTES: dict[tuple[str, str], RocmRoute] = {
-    ("ubuntu", "22.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, jammy)"),
-    ("ubuntu", "24.04"): RocmRoute(True, "ROCm from AMD's repository (repo.radeon.com, noble)"),
-    ("debian", "sid"): RocmRoute(True, "Debian's own ROCm packages (HIP >= 7.0 in sid)"),
-    ("debian", "12"): RocmRoute(False, "Debian 12 packages HIP 5.2.3, too old for ggml-hip (>= 6.1)"),
-    ("debian", "13"): RocmRoute(False, "Debian 13 packages HIP 5.7.1, too old for ggml-hip (>= 6.1)"),
-}
-
-# Vulkan headers shipped per release. ggml-vulkan uses vk::LayerSettingEXT
-# (VK_EXT_layer_settings), which needs headers >= 1.3.261 (measured: Debian 12's
-# 1.3.239 fails to compile, Debian 13's 1.4.309 works).
-VULKAN_MIN_HEADERS = (1, 3, 261)
-VULKAN_HEADERS: dict[tuple[str, str], str] = {
-    ("debian", "12"): "1.3.239",
-    ("debian", "13"): "1.4.309",
-    ("ubuntu", "22.04"): "1.3.204",
-    ("ubuntu", "24.04"): "1.3.275",
-}
-
-# -- OS releases ------------------------------------------------------------------
-
-
-def os_release(os_id: str, version: str, codename: str) -> tuple[str, str]:
-    """The key the tables above use: ("ubuntu", "24.04"), ("debian", "12"), ("debian", "sid")."""
-    if os_id == "debian":
-        if codename == "sid" or version in ("", "unstable", "sid"):
-            return ("debian", "sid")
-        return ("debian", version.split(".")[0])
-    return (os_id, version)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text))
-
-
-def vulkan_headers_ok(release: tuple[str, str]) -> tuple[bool | None, str]:
-    """Whether ggml-vulkan compiles with the release's packaged Vulkan headers.
-
-    None means unknown (a release not in the table)."""
-    minimum = ".".join(map(str, VULKAN_MIN_HEADERS))
-    label = " ".join(release).capitalize()
-    if release in VULKAN_HEADERS:
-        have = VULKAN_HEADERS[release]
-        ok = _version(have) >= VULKAN_MIN_HEADERS
-        verdict = "new enough" if ok else "too old"
-        return ok, f"{label} ships Vulkan headers {have}, {verdict} for ggml-vulkan (>= {minimum})"
-    os_id, version = release
-    newer = (os_id == "debian" and (version == "sid" or _version(version) > (13,))) or (
-        os_id == "ubuntu" and _version(version) > (24, 4)
-    )
-    if newer:
-        return True, f"{label} ships Vulkan headers newer than {minimum}"
-    return (
-        None,
-        f"the Vulkan headers version of {label} is not known (ggml-vulkan needs >= {minimum})",
-    )
-
-
-def cuda_installable(release: tuple[str, str]) -> bool:
-    """Ubuntu (nvidia-driver-*-server, or NVIDIA's CUDA repository) and Debian
-    (non-free nvidia-driver, or NVIDIA's CUDA repository) both have a route."""
-    return release[0] in ("ubuntu", "debian")

@@ -1,4 +1,9 @@
-"""Reviewed NVIDIA tables: PCI device id or product name -> compute capability.
+"""The NVIDIA part of the platform table: compute capability by device, and what each CUDA toolkit builds for.
+
+Part of the one platform table (:mod:`lemfleet.roles.platforms` says where
+every platform fact lives; the driver branch, toolkit and repository pins are
+in ``platform_pins``, the CUDA toolkit each OS release packages in
+``platforms``).
 
 nvidia-smi reports ``compute_cap`` only from release 510 on, and GPUs seen by
 ``lspci`` alone (no driver yet) report nothing, so the compute capability comes
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
+from lemfleet.roles.platform_pins import version_tuple
 
 REVIEWED = "2026-11"
 
@@ -132,6 +139,38 @@ UNSUPPORTED_WHY = (
     "CUDA 12 dropped compute capability below 5.0 (CUDA 11.x with the 470 driver was "
     "the last for Kepler) and llama.cpp's CUDA backend builds for 5.0 and newer"
 )
+
+
+# Compute capabilities a toolkit can build the pinned llama.cpp for (nvcc
+# --list-gpu-arch per release; llama.cpp ggml-cuda/CMakeLists.txt: 89 needs
+# 11.8, 120 needs 12.8). nvcc 11.8 lists sm_90, but ggml-cuda's Hopper code
+# (programmatic dependent launch, common.cuh) does not compile with it:
+# "cudaGridDependencySynchronize is undefined", measured with Debian 12's
+# nvidia-cuda-toolkit 11.8 on 2026-11-29 (tests/testbed/test_gpu_builds.py).
+# Rows: (first toolkit version, lowest cc, highest cc).
+CUDA_CC_RANGES: tuple[tuple[tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
+    ((11, 0), (3, 5), (8, 6)),
+    ((11, 8), (3, 5), (8, 9)),
+    ((12, 0), (5, 0), (9, 0)),
+    ((12, 8), (5, 0), (12, 0)),
+    ((12, 9), (5, 0), (12, 1)),
+    ((13, 0), (7, 5), (12, 1)),
+)
+# Drivers by branch: Blackwell (cc 10.x/12.x) needs 570 or later; the open
+# kernel modules need Turing (cc 7.5) or later, and Blackwell needs them.
+BLACKWELL_MIN_BRANCH = 570
+OPEN_MODULES_MIN_CC = (7, 5)
+OPEN_ONLY_MIN_CC = (10, 0)
+
+
+def toolkit_cc_range(toolkit: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(lowest, highest) compute capability that CUDA ``toolkit`` ('12.4', '13-1') builds for."""
+    version = version_tuple(toolkit)[:2]
+    low, high = CUDA_CC_RANGES[0][1], CUDA_CC_RANGES[0][2]
+    for first, row_low, row_high in CUDA_CC_RANGES:
+        if version >= first:
+            low, high = row_low, row_high
+    return low, high
 
 
 def cc_tuple(cc: str) -> tuple[int, int]:
