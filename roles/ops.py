@@ -25,7 +25,8 @@ from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
-from lemfleet.roles.hoststate import SIDECAR, path_state
+from lemfleet.roles import push_stream
+from lemfleet.roles.hoststate import path_state
 from lemfleet.sshtunnel import SshOptions
 
 
@@ -152,13 +153,13 @@ def atomic_link(path: str, target: str, previous: str | None = None):
 def place_verified(tmp: str, dest: str, sha256: str, what: str) -> str:
     """Shell that checks ``tmp`` against ``sha256``, renames it to ``dest`` and records the check.
 
-    On a mismatch ``tmp`` is removed and ``dest`` is left as it was.
+    On a mismatch ``tmp`` is removed and ``dest`` is left as it was. This reads ``tmp`` once more;
+    a push from the controller hashes the bytes as they arrive instead (roles/push_stream.py).
     """
     return (
-        f"echo {quote(sha256 + '  ' + tmp)} | sha256sum --check --status "
+        push_stream.HASHER + f'got=$($h < {quote(tmp)}); [ "${{got%% *}}" = {quote(sha256)} ] '
         f"|| {{ rm -f {quote(tmp)}; echo {quote(f'sha256 mismatch for {what}: rejected, {dest} left as it was')} >&2; "
-        f"exit 1; }}; mv -f {quote(tmp)} {quote(dest)} && "
-        f'echo "{sha256} $(stat -c "%s %Y" {quote(dest)})" > {quote(dest + SIDECAR)}'
+        f"exit 1; }}; " + push_stream.place_command(tmp, dest, sha256)
     )
 
 
@@ -169,16 +170,21 @@ def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644
     The file goes to a temporary name beside ``dest`` and is renamed into
     place only after its sha256 on the host matches, so a truncated or
     corrupt transfer never reaches ``dest`` and whatever was there stays.
+    A large file from a path is hashed on the host as it arrives, under the
+    operation's sudo/doas too (roles/push_stream.py); anything else goes
+    through pyinfra's upload and is hashed after it arrived.
     """
     if path_state(dest).verified_sha256() == sha256:
         host.noop(f"{dest} already has sha256 {sha256[:12]}")
         return
     tmp = f"{dest}.partial"
-    if isinstance(src, str) and _stream_over_openssh(src):
-        yield FunctionCommand(_openssh_upload, (src, tmp), {})
-    else:
-        yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
-    yield f"chmod {quote(mode)} {quote(tmp)} && " + place_verified(tmp, dest, sha256, f"the copy of {dest}")
+    what = f"the copy of {dest}"
+    if isinstance(src, str) and push_stream.can_stream(src):
+        script = push_stream.stream_script(tmp, dest, sha256, mode, what)
+        yield FunctionCommand(push_stream.push, (src, push_stream.remote_command(script, push_stream.escalation())), {})
+        return
+    yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
+    yield f"chmod {quote(mode)} {quote(tmp)} && " + place_verified(tmp, dest, sha256, what)
 
 
 # Above this size a file goes through OpenSSH rather than paramiko's SFTP, which
