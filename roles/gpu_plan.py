@@ -3,11 +3,12 @@
 ``choose_gpu(facts, settings)`` turns the detected GPUs into a ``GpuChoice``:
 
 - ``hip`` for AMD GPUs whose gfx target ROCm's libraries support, on an OS
-  release where HIP >= 6.1 can be installed (Ubuntu 22.04/24.04 from AMD's
-  repository, Debian sid from Debian);
+  release where a HIP that llama.cpp accepts can be installed (AMD's
+  repository or the release's own packages: the ROCm routes of the platform
+  table, ``roles/platforms.py``);
 - ``cuda`` for NVIDIA GPUs with a working driver, or one the OS can install;
 - ``vulkan`` as the explicit fallback for AMD parts or releases ROCm does not
-  cover, where the packaged Vulkan headers are new enough (not Debian 12);
+  cover, where the packaged Vulkan headers are new enough (the same table);
 - ``cpu`` otherwise. A GPU host that ends on the CPU is a warning, and an error
   unless ``gpu_allow_cpu_fallback`` is set.
 

@@ -131,9 +131,9 @@ GENERATIONS: tuple[tuple[tuple[int, int], str], ...] = (
     ((0, 0), "Fermi or older"),
 )
 
-# CUDA 12.x builds for compute capability 5.0 and later (CUDA 13 raises that to
-# 7.5; the drivers step picks the toolkit by capability). llama.cpp's CUDA
-# backend builds for 5.0 and newer too, so older parts cannot be served.
+# The oldest compute capability llama.cpp's CUDA backend builds for, which is
+# also CUDA 12's floor (CUDA_CC_RANGES below; the drivers step picks the
+# toolkit by capability): older parts cannot be served.
 CUDA_MIN_CC = (5, 0)
 UNSUPPORTED_WHY = (
     "CUDA 12 dropped compute capability below 5.0 (CUDA 11.x with the 470 driver was "

@@ -27,9 +27,9 @@ class Pin(NamedTuple):
 
 # -- AMD ROCm (Ubuntu, from AMD's apt repository) --------------------------------
 
-# The ROCm release installed from repo.radeon.com. 7.2.3 is documented for
-# Ubuntu 22.04 (jammy) and 24.04 (noble); its sources are rocm/apt/<ver>,
-# graphics/<ver>/ubuntu and the matching amdgpu driver repo.
+# The ROCm release installed from repo.radeon.com, documented for the Ubuntu
+# releases the platform table marks ``amd_repo``; its sources are
+# rocm/apt/<ver>, graphics/<ver>/ubuntu and the matching amdgpu driver repo.
 ROCM_VERSION = Pin(
     "7.2.3",
     REVIEWED,
