@@ -21,14 +21,12 @@ gets: after pyinfra has connected, before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from fnmatch import fnmatch
+from collections.abc import Mapping
 from typing import Any
 
 import click
-from pyinfra.api.exceptions import NoGroupError
 
-from lemfleet.plan_fleet import PlanRequest, PlanSetupError, load_inventory
+from lemfleet.inventory_loader import InventoryError, load_inventory, matching
 from lemfleet.roles.controller import validate_hosts
 
 
@@ -44,27 +42,12 @@ def check_run(params: Mapping[str, Any]) -> None:
     """The check, given pyinfra's command-line parameters (names as pyinfra's ``cli`` takes them)."""
     if not params.get("inventory") or not any(str(op).endswith(".py") for op in params.get("operations") or ()):
         return
-    request = PlanRequest(
-        inventory=params["inventory"],
-        data=tuple(params.get("data") or ()),
-        group_data=tuple(params.get("group_data") or ()),
-    )
     try:
-        inventory = load_inventory(request)
-    except PlanSetupError:
+        inventory = load_inventory(
+            params["inventory"], tuple(params.get("data") or ()), tuple(params.get("group_data") or ())
+        )
+    except InventoryError:
         return  # pyinfra loads the inventory next and reports the problem in its own words
-    hosts = _matching(inventory, params.get("limit") or ()) if params.get("limit") else list(inventory)
-    excluded = set(_matching(inventory, params.get("exclude") or ()))
+    hosts = matching(inventory, params.get("limit") or ()) if params.get("limit") else list(inventory)
+    excluded = set(matching(inventory, params.get("exclude") or ()))
     validate_hosts([h for h in hosts if h not in excluded])
-
-
-def _matching(inventory: Any, patterns: Iterable[str]) -> list[Any]:
-    """The hosts pyinfra's ``--limit`` and ``--exclude`` select: a group name, or a glob over host names."""
-    found: list[Any] = []
-    for pattern in patterns:
-        try:
-            hosts = inventory.get_group(pattern)
-        except NoGroupError:
-            hosts = [h for h in inventory if fnmatch(h.name, pattern)]
-        found += [h for h in hosts if h not in found]
-    return found

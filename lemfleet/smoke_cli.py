@@ -15,15 +15,11 @@ from typing import Any
 
 from lemfleet.api.checks import smoke_target
 from lemfleet.api_keys import KEY, first_key
+from lemfleet.inventory_loader import inventory_targets
 from lemfleet.junit import write_junit
 from lemfleet.report import render_table, results_document
 from lemfleet.smoke import CHECKS, CheckFailed, SmokeResult, Step, run_bounded, smoke_check
-from lemfleet.sshtunnel import (
-    InventoryTarget,
-    TunnelError,
-    forward,
-    load_inventory_targets,
-)
+from lemfleet.sshtunnel import InventoryTarget, TunnelError, forward
 from lemfleet.tls_client import client_verify, normalise
 
 HELP = "check llama-server endpoints: health, models, chat, streamed chat"
@@ -122,7 +118,7 @@ Target = str | InventoryTarget
 def _targets(args: argparse.Namespace) -> list[Target]:
     targets: list[Target] = list(args.urls)
     if args.inventory:
-        targets += load_inventory_targets(args.inventory)
+        targets += inventory_targets(args.inventory)
     if not targets:
         raise ValueError("give at least one URL or --inventory INV.py")
     return targets

@@ -38,11 +38,11 @@ from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 from lemfleet.api_keys import first_key
-from lemfleet.forward import forward
 from lemfleet.roles.server_tls import fingerprint
 from lemfleet.roles.smoke import DEFAULTS, LOAD_LINES, MODEL_BUFFER, OFFLOADED, offload_problem, smoke_key
 from lemfleet.roles.transaction import Fallback, Layout, restore_script
 from lemfleet.smoke import CHECKS, SmokeResult, Step, smoke_check
+from lemfleet.sshtunnel import InventoryTarget, forward
 from lemfleet.tls_client import pinned_context
 
 JOURNAL_LINES = 20
@@ -175,10 +175,10 @@ def check(target: Target, restored_key_file: str | None = None) -> Verdict:
     passed when it became the last good one.
     """
     data = host.data
-    remote = "127.0.0.1" if target.listen_host in ("0.0.0.0", "::") else target.listen_host
     watch = UnitWatch(target.unit)
     pin = _fingerprint_on_host(restored_key_file) if restored_key_file else target.tls_fingerprint
-    with forward(host, remote, target.port) as plain:
+    server = InventoryTarget(host.name, None, target.listen_host, target.port)
+    with forward(server, via=host) as plain:  # over the deploy's own SSH connection
         base = "https://" + plain.removeprefix("http://") if pin else plain
         problem = _wait_for_start(base, watch, float(data.get("smoke_health_timeout")))
         if problem:

@@ -30,6 +30,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, git, server
 
+from lemfleet.paths import LAST_GOOD_DIR, PREVIOUS_DIR
 from lemfleet.roles import build_cache, server_tls
 from lemfleet.roles.build_ops import BUILD_USER, BuildRole, build_role, bundle_path, publish_build, receive_build
 from lemfleet.roles.distro_builds import versions_setting
@@ -45,8 +46,8 @@ ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
 CURRENT = f"{BUILDS}/current"
 # The build link of the last state that passed the health gate (roles/transaction.py writes it).
-LAST_GOOD_BUILD = "/var/lib/lemfleet/last-good/build"
-PREVIOUS_BUILD = "/var/lib/lemfleet/previous/build"  # the state before it, for lemfleet rollback
+LAST_GOOD_BUILD = f"{LAST_GOOD_DIR}/build"
+PREVIOUS_BUILD = f"{PREVIOUS_DIR}/build"  # the state before it, for lemfleet rollback
 BINARY = f"{CURRENT}/bin/llama-server"
 
 SETTINGS = (

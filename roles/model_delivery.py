@@ -25,6 +25,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import server
 
+from lemfleet.paths import LAST_GOOD_DIR, PREVIOUS_DIR
 from lemfleet.quants import AUTO, KNOWN_QUANTS, parse_gguf_name
 from lemfleet.roles.hoststate import SIDECAR, path_state
 from lemfleet.roles.model_fetch import host_download
@@ -109,9 +110,9 @@ DEFAULTS = defaults(SETTINGS)
 # Room kept free beyond the file itself, for the temporary copy's metadata and logs.
 DISK_MARGIN = 64 * 1024**2
 # The model link of the last state that passed the health gate (roles/transaction.py writes it).
-LAST_GOOD_MODEL = "/var/lib/lemfleet/last-good/model"
+LAST_GOOD_MODEL = f"{LAST_GOOD_DIR}/model"
 # And of the state before it, which lemfleet rollback may put back.
-PREVIOUS_MODEL = "/var/lib/lemfleet/previous/model"
+PREVIOUS_MODEL = f"{PREVIOUS_DIR}/model"
 
 
 @dataclass(frozen=True)

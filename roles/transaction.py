@@ -41,6 +41,7 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 
+from lemfleet.paths import LAST_GOOD_DIR, PREVIOUS_DIR
 from lemfleet.roles import server_tls
 from lemfleet.roles.distro_release import reinstall_script
 from lemfleet.roles.hoststate import path_state
@@ -50,8 +51,8 @@ from lemfleet.roles.ops import put_text
 from lemfleet.roles.server import API_KEY_FILE, RECORD_FILE, env_path, unit_path
 from lemfleet.roles.server_units import dropin_path, instance_env_path, template_path
 
-LAST_GOOD = "/var/lib/lemfleet/last-good"
-PREVIOUS = "/var/lib/lemfleet/previous"
+LAST_GOOD = LAST_GOOD_DIR
+PREVIOUS = PREVIOUS_DIR
 # The build and model links are read by the prune steps of roles/llama_cpp.py and roles/model_delivery.py.
 assert f"{LAST_GOOD}/build" == LAST_GOOD_BUILD and f"{LAST_GOOD}/model" == LAST_GOOD_MODEL
 assert f"{PREVIOUS}/build" == PREVIOUS_BUILD and f"{PREVIOUS}/model" == PREVIOUS_MODEL

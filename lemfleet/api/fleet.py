@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -10,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lemfleet.sshtunnel import InventoryTarget, load_inventory_targets
+from lemfleet.inventory_loader import InventoryError, inventory_targets
+from lemfleet.sshtunnel import InventoryTarget
 
 ANSIBLE_INVENTORY = Path(__file__).with_name("ansible_fleet.py")
 """A pyinfra inventory file that reads the Ansible inventory named by LEMFLEET_ANSIBLE_INVENTORY."""
@@ -78,8 +78,15 @@ class Fleet:
 
 
 def fleet_targets(fleet: Fleet, limit: str | Iterable[str] | None = None) -> list[InventoryTarget]:
-    """The fleet's hosts as SSH targets, in inventory order, narrowed as pyinfra's ``--limit`` narrows:
-    each pattern is a group name or a glob over host names."""
+    """The fleet's hosts as SSH targets, in inventory order, with the fleet's ``data`` and ``group_data``,
+    narrowed as pyinfra's ``--limit`` narrows (each pattern a group name or a glob over host names).
+
+    Raises :class:`FleetSetupError` when the inventory cannot be read or a pattern matches nothing.
+    """
     patterns = [limit] if isinstance(limit, str) else list(limit or ())
-    found = load_inventory_targets(fleet.inventory, env=dict(fleet.env))
-    return [t for t in found if not patterns or any(p in t.groups or fnmatch.fnmatch(t.name, p) for p in patterns)]
+    try:
+        return inventory_targets(
+            fleet.inventory, data=fleet.data, group_data=fleet.group_data, limit=patterns, env=fleet.env
+        )
+    except InventoryError as err:
+        raise FleetSetupError(str(err)) from err

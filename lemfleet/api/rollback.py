@@ -39,10 +39,10 @@ from lemfleet.api.results import Event
 from lemfleet.api.rollout import RECORDS, RolloutResult, host_outcome, parse_record, records_of
 from lemfleet.api.rollout_record import Batch, HostOutcome, RolloutRecord, state_of
 from lemfleet.api.run import EventCallback, deploy
-from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.paths import DEPLOY_RECORD, PREVIOUS_DIR
 from lemfleet.sshtunnel import InventoryTarget
 
-PREVIOUS_RECORD = "/var/lib/lemfleet/previous/deployed.json"
+PREVIOUS_RECORD = f"{PREVIOUS_DIR}/deployed.json"
 NO_PREVIOUS = "no previous state to roll back to"
 
 

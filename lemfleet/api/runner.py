@@ -37,7 +37,7 @@ from pyinfra_cli.log import setup_logging
 from pyinfra_cli.prints import pretty_op_name
 from pyinfra_cli.util import load_deploy_file
 
-from lemfleet.plan_fleet import PlanRequest, PlanSetupError, limit_hosts, load_inventory
+from lemfleet.inventory_loader import InventoryError, limit_hosts, load_inventory
 from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 
 SETUP_ERROR = 2
@@ -184,11 +184,11 @@ def run(request: RunRequest, emit: Emitter) -> int:
     ctx_state.set(state)
     ctx_config.set(config)
     try:
-        inventory = load_inventory(PlanRequest(request.inventory, data=request.data, group_data=request.group_data))
+        inventory = load_inventory(request.inventory, request.data, request.group_data)
         ctx_inventory.set(inventory)
         hosts = limit_hosts(inventory, request.limit)
         settings = validate_hosts(hosts)
-    except (PlanSetupError, FleetSettingsError) as err:
+    except (InventoryError, FleetSettingsError) as err:
         emit("setup_failed", message=str(err))
         return SETUP_ERROR
     names = [h.name for h in hosts]

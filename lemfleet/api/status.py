@@ -35,7 +35,7 @@ from typing import Any
 from lemfleet.api.display import html_table, text_table
 from lemfleet.api.fleet import Fleet, fleet_targets
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
-from lemfleet.paths import DEPLOY_RECORD
+from lemfleet.paths import DEPLOY_RECORD, reach_address, url_host
 from lemfleet.sshtunnel import InventoryTarget, run_on
 from lemfleet.tls_client import curl_pin, normalise, recorded_fingerprint, recorded_spki, same_certificate
 
@@ -127,8 +127,7 @@ def status_command(record: dict[str, Any]) -> str:
     """One shell command printing, in marked sections, what the row needs (read-only)."""
     service, model = record["service"], record["model"]
     unit, path = shlex.quote(service["unit"]), shlex.quote(model["path"])
-    address = service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
-    address = f"[{address}]" if ":" in address else address
+    address = url_host(reach_address(service["host"]))
     base, tls = f"{address}:{int(service['port'])}", ""
     if recorded_fingerprint(record):  # server_tls: https, to the pinned public key only
         try:
@@ -143,7 +142,7 @@ def status_command(record: dict[str, Any]) -> str:
         "current": f"readlink -f {CURRENT}",
         "model": f"cat {path}.verified 2>/dev/null; stat -c '%s %Y' {path} 2>/dev/null || echo missing",
         "metrics": f"{METRICS_AUTH} | curl -s -m 10{tls} -K - -w '\\n{CODE}%{{http_code}}\\n' {url}/metrics",
-        "health": f"curl -s -o /dev/null -m 10{tls} -w '%{{http_code}}' {url}/health",
+        "health": f"curl -s -o /dev/null -m 10{tls} -w '%{{http_code}}\\n' {url}/health",
     }
     if tls:
         sections["tls"] = (

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from lemfleet.cli import main
+from lemfleet.inventory_loader import inventory_targets
 from lemfleet.smoke import CHECKS
-from lemfleet.sshtunnel import TunnelError, forward, free_local_port, load_inventory_targets
+from lemfleet.sshtunnel import TunnelError, forward, free_local_port
 from tests.integration.conftest import Sshd
 from tests.integration.test_smoke_live import (
     LiveServer,
@@ -59,7 +60,7 @@ def test_forward_reaches_a_loopback_server(sshd: Sshd, loopback_llama: LiveServe
     inventory = tmp_path / "fleet.py"
     data = {**_ssh_data(sshd), "server_port": _server_port(loopback_llama)}
     inventory.write_text(f"gpu = [('gpu-01', {data!r})]\n")
-    [target] = load_inventory_targets(str(inventory))
+    [target] = inventory_targets(str(inventory))
     assert target.ssh is not None and target.ssh.port == sshd.port
     with forward(target) as url:
         assert url.startswith("http://127.0.0.1:") and url != loopback_llama.url
@@ -71,7 +72,7 @@ def test_forward_reaches_a_loopback_server(sshd: Sshd, loopback_llama: LiveServe
 def test_a_refused_ssh_connection_says_why(sshd: Sshd, tmp_path: Path) -> None:
     inventory = tmp_path / "fleet.py"
     inventory.write_text(f"gpu = [('gpu-02', {_ssh_data(sshd, free_local_port())!r})]\n")
-    [target] = load_inventory_targets(str(inventory))
+    [target] = inventory_targets(str(inventory))
     refused = r"ssh to gpu-02 exited with 255: .*Connection refused"
     with pytest.raises(TunnelError, match=refused), forward(target):
         pass

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lemfleet.ansible_inventory import ENV_VAR, inventory_path_from_env, load_ansible_inventory
-from lemfleet.sshtunnel import load_inventory_targets
+from lemfleet.inventory_loader import inventory_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "ansible"
@@ -150,7 +150,7 @@ def test_smoke_targets_take_the_server_port_from_group_vars(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(ENV_VAR, str(INI))
-    targets = {t.name: t for t in load_inventory_targets(str(PYINFRA_INVENTORY))}
+    targets = {t.name: t for t in inventory_targets(str(PYINFRA_INVENTORY))}
     assert (targets["bed-01"].server_host, targets["bed-01"].server_port) == ("0.0.0.0", 9000)
     assert targets["bed-02"].server_port == 8081
     assert targets["bed-03"].server_port == 8080  # lemfleet's default

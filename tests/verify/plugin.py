@@ -30,8 +30,7 @@ import pytest
 
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
 from lemfleet.paths import DEPLOY_RECORD as RECORD
-
-TLS_KEY_FILE = "/etc/lemfleet/tls.key"  # roles/server_tls.py (server_tls)
+from lemfleet.paths import TLS_KEY_FILE, reach_address, url_host
 
 MARK = "@@lemfleet-verify:"
 UNIT_PROPERTIES = (
@@ -51,8 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _address(record: dict[str, Any]) -> str:
-    service = record["service"]
-    return service["host"] if service["host"] not in ("0.0.0.0", "::") else "127.0.0.1"
+    """Where the server is reached on the host itself, as a URL's host part (``[::1]`` for IPv6)."""
+    return url_host(reach_address(record["service"]["host"]))
 
 
 def _curl(record: dict[str, Any], path: str, body: dict[str, Any] | None = None, *, key: bool = True) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lemfleet.paths import LOOPBACK
+from lemfleet.paths import API_KEY_FILE, LOOPBACK, TLS_KEY_FILE
 
 HARDENING = {
     "ProtectSystem": "strict",
@@ -94,8 +94,8 @@ def test_api_key_file(host, seen):
         assert service["host"] in LOOPBACK
         return
     mode, owner = seen["key"].split()
-    assert mode == "640", f"{name(host)}: /etc/lemfleet/api-key has mode 0o{mode}, expected 0o640"
-    assert owner == "root", f"{name(host)}: /etc/lemfleet/api-key is owned by {owner}"
+    assert mode == "640", f"{name(host)}: {API_KEY_FILE} has mode 0o{mode}, expected 0o640"
+    assert owner == "root", f"{name(host)}: {API_KEY_FILE} is owned by {owner}"
 
 
 def test_tls_key_file(host, seen):
@@ -105,7 +105,7 @@ def test_tls_key_file(host, seen):
         assert seen.get("tls_key", "missing") == "missing", f"{name(host)}: a TLS key file but no TLS in the record"
         return
     assert seen.get("tls_key") == f"640 root {service['user']}", (
-        f"{name(host)}: /etc/lemfleet/tls.key is {seen.get('tls_key')}, expected 640 root {service['user']}"
+        f"{name(host)}: {TLS_KEY_FILE} is {seen.get('tls_key')}, expected 640 root {service['user']}"
     )
 
 
