@@ -7,8 +7,9 @@ at once) and writes ``DIR/targets.json`` (file_sd, labelled with host, group, ba
 build id and model sha256), ``DIR/prometheus.yml`` and ``DIR/lemfleet-rules.yml``. ``--key-file``
 is where the scrape config reads the scrape key (``server_metrics_key``) on the Prometheus host;
 lemfleet never writes that key anywhere but the hosts' key files. Hosts that cannot be scraped
-(loopback only, not deployed) are listed with the reason. Exit status 0, or 1 when no host is a
-target.
+(loopback only, not deployed) are listed with the reason. A host with TLS (``server_tls``) gets an
+https scrape job of its own whose ``ca_file``, ``DIR/tls/HOST.crt``, is the certificate its
+``deployed.json`` pins (lemfleet/prometheus_tls.py). Exit status 0, or 1 when no host is a target.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     files = prometheus_files(Fleet.from_inventory(args.inventory), limit=args.limit)
     for path in files.write(Path(args.out), key_file=args.key_file):
         print(f"wrote {path}")
+    for job in files.tls:
+        print(f"{job.host}: https, certificate sha256 {job.fingerprint} pinned" + (
+            f", checked as {job.server_name}" if job.server_name else ""))  # fmt: skip
     for host, why in files.skipped.items():
         print(f"{host}: not a target: {why}")
-    print(f"{len(files.targets)} target(s); place the scrape key (server_metrics_key) at {args.key_file}")
-    return 0 if files.targets else 1
+    count = len(files.targets) + sum(len(job.targets) for job in files.tls)
+    print(f"{count} target(s); place the scrape key (server_metrics_key) at {args.key_file}")
+    return 0 if count else 1

@@ -8,6 +8,11 @@ on the Prometheus host.
 
 A server that listens on loopback only cannot be scraped from another machine: it is left out of
 the targets, with the reason (``lemfleet status`` reads such a host over SSH instead).
+
+A server with TLS (``server_tls``) is scraped over https with its certificate pinned: Prometheus's
+``tls_config`` is per scrape job, so each such host gets a job of its own (``scheme: https``, its
+targets inline, ``job`` relabelled to ``lemfleet`` so that the alert rules cover it) whose ``ca_file``
+is the host's certificate alone, written beside the config (lemfleet/prometheus_tls.py).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lemfleet.api.fleet import Fleet, fleet_targets
 from lemfleet.paths import LOOPBACK
+from lemfleet.prometheus_tls import TlsJob, read_certificate, tls_job, tls_scrape_config
 from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
+from lemfleet.tls_client import recorded_fingerprint
 
 JOB = "lemfleet"
 
@@ -71,17 +78,24 @@ RULES: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class PrometheusFiles:
-    targets: list[dict[str, Any]]
+    targets: list[dict[str, Any]]  # plain HTTP, in targets.json
     skipped: dict[str, str]  # host -> why it is not a target
+    tls: list[TlsJob] = field(default_factory=list)  # https, one scrape job per host
 
     def write(self, out: Path, *, key_file: str) -> list[Path]:
-        """``targets.json``, ``prometheus.yml`` and ``lemfleet-rules.yml`` in ``out``."""
+        """``targets.json``, ``prometheus.yml``, ``lemfleet-rules.yml`` and each TLS host's certificate in ``out``."""
         out.mkdir(parents=True, exist_ok=True)
         targets, config, rules = out / "targets.json", out / "prometheus.yml", out / "lemfleet-rules.yml"
         targets.write_text(json.dumps(self.targets, indent=2) + "\n")
-        config.write_text(json.dumps(scrape_config(targets.resolve(), rules.resolve(), key_file), indent=2) + "\n")
+        written = []
+        document = scrape_config(targets.resolve(), rules.resolve(), key_file)
+        for job in self.tls:
+            ca_file = job.write_ca(out)
+            written.append(ca_file)
+            document["scrape_configs"].append(tls_scrape_config(job, ca_file.resolve(), key_file, JOB))
+        config.write_text(json.dumps(document, indent=2) + "\n")
         rules.write_text(json.dumps(RULES, indent=2) + "\n")
-        return [targets, config, rules]
+        return [targets, config, rules, *written]
 
 
 def scrape_config(targets: Path, rules: Path, key_file: str) -> dict[str, Any]:
@@ -129,14 +143,26 @@ def prometheus_files(fleet: Fleet, *, limit: Iterable[str] | None = None) -> Pro
     """Read every host's deploy record (all at once) and make the Prometheus files' content."""
     targets = fleet_targets(fleet, limit)
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        records = list(pool.map(read_deploy_record, targets))
-    entries, skipped = [], {}
-    for target, record in zip(targets, records, strict=True):
+        read = list(pool.map(_read, targets))
+    entries, skipped, jobs = [], {}, []
+    for target, (record, certificate) in zip(targets, read, strict=True):
         # One target per instance (server_instances), each labelled with its unit as instance_name.
-        for one in instance_records(record) if record and record.get("service") else [record]:
-            entry, why = target_for(target, one)
-            if entry:
-                entries.append(entry)
-            else:
-                skipped[target.name] = why or ""
-    return PrometheusFiles(entries, skipped)
+        ones = instance_records(record) if record and record.get("service") else [record]
+        found = [target_for(target, one) for one in ones]
+        ready = [entry for entry, _ in found if entry]
+        whys = [why for _, why in found if why]
+        if ready and recorded_fingerprint(record):  # server_tls: https, with the recorded certificate pinned
+            job, why = tls_job(target.name, record or {}, certificate, ready)
+            jobs += [job] if job else []
+            whys += [why] if why else []
+        else:
+            entries += ready
+        if whys:
+            skipped[target.name] = whys[-1]
+    return PrometheusFiles(entries, skipped, jobs)
+
+
+def _read(target: InventoryTarget) -> tuple[dict[str, Any] | None, str | None]:
+    """The host's deploy record and, for a TLS host, the certificate it serves with (its tls.crt)."""
+    record = read_deploy_record(target)
+    return record, read_certificate(target) if recorded_fingerprint(record) else None

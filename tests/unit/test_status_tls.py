@@ -30,7 +30,7 @@ def tls_output(line: str) -> str:
 def test_a_tls_host_is_probed_over_https_only_to_its_recorded_key() -> None:
     command = status_command(tls_record())
     pin = f"-k --pinnedpubkey sha256//{SERVED.spki_sha256}"
-    assert f"curl -s -o /dev/null -m 10 {pin} -w '%{{http_code}}' https://127.0.0.1:8080/health" in command
+    assert f"curl -s -o /dev/null -m 10 {pin} -w '%{{http_code}}\\n' https://127.0.0.1:8080/health" in command
     assert f"curl -s -m 10 {pin} -K - " in command and "https://127.0.0.1:8080/metrics" in command
     assert "http://" not in command and f"{MARK}tls; openssl s_client -connect 127.0.0.1:8080 " in command
     plain = status_command(RECORD)
