@@ -22,18 +22,18 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import gevent
 from pyinfra.api import Config, State
 from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import NoGroupError, PyinfraError
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
 from lemfleet.errors import SettingsError
+from lemfleet.inventory_loader import InventoryError, limit_hosts, load_inventory
 from lemfleet.plan_tls import tls_entry
 from lemfleet.quants import parse_gguf_name
 from lemfleet.roles import detect
@@ -51,7 +51,7 @@ SETUP_ERROR = 2
 
 
 class PlanSetupError(Exception):
-    """The inventory cannot be read or a setting is invalid: nothing was contacted."""
+    """A setting is invalid: nothing was contacted (an unreadable inventory is an ``InventoryError``)."""
 
 
 @dataclass(frozen=True)
@@ -192,50 +192,7 @@ def plan_row(
     return row
 
 
-# -- the inventory (in a child process: pyinfra's loader patches it for gevent) -------
-
-
-def limit_hosts(inventory: Any, patterns: Sequence[str]) -> list[Any]:
-    """pyinfra's --limit: each pattern is a group name or a glob over host names."""
-    if not patterns:
-        return list(inventory)
-    chosen: list[Any] = []
-    for pattern in patterns:
-        try:
-            hosts = inventory.get_group(pattern)
-        except NoGroupError:
-            hosts = [h for h in inventory if fnmatch(h.name, pattern)]
-        if not hosts:
-            raise PlanSetupError(f"--limit {pattern!r} matches no group or host in the inventory")
-        chosen += [h for h in hosts if h not in chosen]
-    return [h for h in inventory if h in chosen]
-
-
-def load_inventory(request: PlanRequest) -> Any:
-    # pyinfra_cli patches the whole process for gevent when imported (see main); only the process
-    # that loads an inventory imports it, not every importer of this module.
-    from pyinfra_cli.exceptions import CliError, UnexpectedExternalError
-    from pyinfra_cli.inventory import make_inventory
-    from pyinfra_cli.util import parse_cli_arg
-
-    override = {}
-    for pair in request.data:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise PlanSetupError(f"--data {pair!r} is not valid; accepted: KEY=VALUE")
-        override[key] = parse_cli_arg(value)
-    try:
-        return make_inventory(
-            request.inventory,
-            cwd=os.getcwd(),
-            override_data=override,
-            group_data_directories=list(request.group_data) or None,
-        )
-    except UnexpectedExternalError as err:
-        cause = err.exception
-        raise PlanSetupError(f"inventory {request.inventory}: {type(cause).__name__}: {cause}") from err
-    except (PyinfraError, CliError) as err:
-        raise PlanSetupError(f"inventory {request.inventory}: {err}") from err
+# -- the fleet (in a child process: pyinfra's loader patches it for gevent) ----------
 
 
 def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
@@ -248,7 +205,7 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
     config = Config(CONNECT_TIMEOUT=request.connect_timeout)
     ctx_state.set(state)
     ctx_config.set(config)
-    inventory = load_inventory(request)
+    inventory = load_inventory(request.inventory, request.data, request.group_data)
     ctx_inventory.set(inventory)
     hosts = limit_hosts(inventory, request.limit)
     try:
@@ -308,7 +265,7 @@ def main() -> int:
     try:
         document: dict[str, Any] = {"rows": plan_inventory(PlanRequest(**json.load(sys.stdin)))}
         status = 0
-    except PlanSetupError as err:
+    except (InventoryError, PlanSetupError) as err:
         document, status = {"error": str(err)}, SETUP_ERROR
     out.write(json.dumps(document))
     out.flush()

@@ -204,16 +204,7 @@ def _stream_over_openssh(src: str) -> bool:
 def _openssh_upload(state: Any, host: Any, src: str, tmp: str) -> bool:  # pyinfra passes state and host by name
     """``ssh host 'cat > tmp' < src`` with the host's own SSH settings; True when it arrived."""
     current = host
-    data = current.data
-    options = SshOptions(
-        hostname=data.get("ssh_hostname") or current.name,
-        port=data.get("ssh_port"),
-        user=data.get("ssh_user"),
-        key=data.get("ssh_key"),
-        known_hosts_file=data.get("ssh_known_hosts_file"),
-        strict_host_key_checking=data.get("ssh_strict_host_key_checking") or "accept-new",
-        config_file=data.get("ssh_config_file"),
-    )
+    options = SshOptions.from_host_data(current.name, current.data)
     with open(src, "rb") as source:
         proc = subprocess.run(
             options.command(remote=[f"cat > {quote(tmp)}"]), stdin=source, capture_output=True, check=False

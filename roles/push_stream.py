@@ -106,16 +106,7 @@ def push(state: Any, host: Any, src: str, command: str) -> bool:  # pyinfra pass
 
     The remote command's own words (a mismatch, a failed write, sudo's refusal) end the host's log line.
     """
-    data = host.data
-    options = SshOptions(
-        hostname=str(data.get("ssh_hostname") or host.name),
-        port=int(data.get("ssh_port")) if data.get("ssh_port") else None,
-        user=data.get("ssh_user"),
-        key=data.get("ssh_key"),
-        known_hosts_file=data.get("ssh_known_hosts_file"),
-        strict_host_key_checking=data.get("ssh_strict_host_key_checking") or "accept-new",
-        config_file=data.get("ssh_config_file"),
-    )
+    options = SshOptions.from_host_data(host.name, host.data)
     with open(src, "rb") as source:
         proc = subprocess.run(options.command(remote=[command]), stdin=source, capture_output=True, check=False)
     if proc.returncode != 0:
