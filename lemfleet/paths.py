@@ -34,6 +34,12 @@ PREVIOUS_DIR = f"{STATE_DIR}/previous"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 """Listen addresses that only the host itself can reach."""
 
+SERVER_HOST = LOOPBACK[0]
+"""The address llama-server listens on unless ``server_host`` says otherwise: the host itself only."""
+
+SERVER_PORT = 8080
+"""The port llama-server listens on unless ``server_port`` says otherwise."""
+
 WILDCARD = ("0.0.0.0", "::", "")
 """Listen addresses that mean every address of the host."""
 

@@ -36,10 +36,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lemfleet.paths import DEPLOY_RECORD, LOOPBACK, reach_address, url_host
+from lemfleet.paths import DEPLOY_RECORD, LOOPBACK, SERVER_HOST, SERVER_PORT, reach_address, url_host
 
-DEFAULT_SERVER_HOST = LOOPBACK[0]
-DEFAULT_SERVER_PORT = 8080
+DEFAULT_SERVER_HOST = SERVER_HOST  # where a host's data does not say (server_host, server_port)
+DEFAULT_SERVER_PORT = SERVER_PORT
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lemfleet.paths import LOOPBACK
+from lemfleet.paths import LOOPBACK, SERVER_HOST, SERVER_PORT
 from lemfleet.roles import server_tls
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import HostFacts
@@ -190,7 +190,7 @@ def plan_host(
     run_env = dict(gpu.env)
     if gpu.tensor_split:
         reasons["tensor_split"] = "split across GPUs by VRAM: " + ",".join(f"{s:g}" for s in gpu.tensor_split)
-    port = settings.get("server_port", 8080)
+    port = settings.get("server_port", SERVER_PORT)
     layout = choose_layout(
         settings.get("server_instances"),
         gpu=gpu,
@@ -224,7 +224,7 @@ def plan_host(
         parallel=parallel,
         n_gpu_layers=ngl,
         flash_attn=settings.get("server_flash_attn", "auto"),
-        listen_host=settings.get("server_host", "127.0.0.1"),
+        listen_host=settings.get("server_host", SERVER_HOST),
         port=port,
         alias=model.alias,
         tensor_split=tuple(gpu.tensor_split),

@@ -24,7 +24,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import systemd
 
 from lemfleet.api_keys import check_key_setting
-from lemfleet.paths import API_KEY_FILE, CONFIG_DIR
+from lemfleet.paths import API_KEY_FILE, CONFIG_DIR, SERVER_HOST, SERVER_PORT
 from lemfleet.paths import DEPLOY_RECORD as RECORD_FILE
 from lemfleet.roles import server_tls, values
 from lemfleet.roles.instances import Instance
@@ -52,11 +52,11 @@ def extra_args(name: str, value: Any) -> list[str]:
 SETTINGS = (
     Setting(
         "server_host",
-        "127.0.0.1",
+        SERVER_HOST,
         "Address llama-server listens on. Anything but loopback needs server_api_key or server_api_key_file.",
         text(r"[\w.:-]+", "an IP address or host name"),
     ),
-    Setting("server_port", 8080, "TCP port llama-server listens on.", integer(1, 65535)),
+    Setting("server_port", SERVER_PORT, "TCP port llama-server listens on.", integer(1, 65535)),
     Setting(
         "server_allow_from",
         None,

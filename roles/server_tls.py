@@ -35,14 +35,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from lemfleet.paths import LOOPBACK
+from lemfleet.paths import LOOPBACK, TLS_CERT_FILE, TLS_KEY_FILE, WILDCARD
 from lemfleet.roles.settings import Setting, one_of, text
 
 MODES = ("off", "generate", "files")
 VALID_DAYS = 825
 RENEW_DAYS = 30
-CERT_FILE = "/etc/lemfleet/tls.crt"
-KEY_FILE = "/etc/lemfleet/tls.key"
+CERT_FILE = TLS_CERT_FILE
+KEY_FILE = TLS_KEY_FILE
 OPENSSL_ON = "-DLLAMA_OPENSSL=ON"
 OPENSSL_OFF = "-DLLAMA_OPENSSL=OFF"
 BUILD_PACKAGES = ["libssl-dev"]
@@ -173,7 +173,7 @@ def host_names(name: str, *addresses: str | None) -> list[str]:
     """The names the certificate is for: the inventory name and every address clients may use, no wildcards."""
     names: list[str] = []
     for item in (name, *addresses):
-        if item and item not in names and item not in ("0.0.0.0", "::", "@local"):
+        if item and item not in names and item not in (*WILDCARD, "@local"):
             names.append(item)
     return names
 
