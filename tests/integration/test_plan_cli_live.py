@@ -58,7 +58,7 @@ def test_local_host_is_planned_from_its_own_facts(tmp_path: Path, capfd: pytest.
     printed = capfd.readouterr().out
     cells = table_rows(printed)["@local"]
     flags = f"-ngl 0 -c {row['ctx_size']} -np {row['parallel']} -t {row['threads']}"
-    assert cells[1:] == ["-", "cpu", "-", "Q4_K_M", flags, "-", "pypi-sdist"]
+    assert cells[1:] == ["-", "cpu", "-", "Q4_K_M", flags, "-", "pypi-sdist", "-"]  # TLS: plain HTTP
     assert "  backend: detected: no AMD or NVIDIA GPU" in printed
     assert printed.rstrip().endswith("1 host(s): 1 planned, 0 with errors")
 
