@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lemfleet.api.fleet import Fleet, fleet_targets
-from lemfleet.paths import LOOPBACK
+from lemfleet.paths import LOOPBACK, WILDCARD, reach_address, url_host
 from lemfleet.prometheus_tls import TlsJob, read_certificate, tls_job, tls_scrape_config
 from lemfleet.roles.record import instance_records
 from lemfleet.sshtunnel import InventoryTarget, read_deploy_record
@@ -123,8 +123,8 @@ def target_for(target: InventoryTarget, record: dict[str, Any] | None) -> tuple[
     if listen in LOOPBACK:
         return None, (f"listens on {listen} only, so Prometheus on another machine cannot scrape it "
                       "(lemfleet status reads it over SSH)")  # fmt: skip
-    address = (target.ssh.hostname if target.ssh else "127.0.0.1") if listen in ("0.0.0.0", "::") else listen
-    address = f"[{address}]" if ":" in address else address
+    # A wildcard server is scraped at the name the controller reaches the host by; @local on loopback.
+    address = url_host(target.ssh.hostname if target.ssh and listen in WILDCARD else reach_address(listen))
     build, model = record.get("build") or {}, record.get("model") or {}
     gpus = [*build.get("gpu_targets", []), *build.get("cuda_architectures", [])]
     labels = {
