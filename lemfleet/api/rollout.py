@@ -1,10 +1,12 @@
 """``rollout``: a deploy over health-gated batches that stops before it can take the fleet down.
 
-1. The fleet's lock is taken on the controller; the fleet is read (no host contacted) and split
-   into batches (:mod:`lemfleet.api.batches`), canaries first.
-2. At the same time, one pre-pass, a dry deploy over every host, checks every host's settings
-   before any is contacted and finds the hosts already in the wanted state: they pass as no-ops,
-   and only batches with work run. A rollout with nothing to do starts no batch run at all.
+1. The fleet's lock is taken on the controller. One pre-pass, a dry deploy over every host, reads
+   the fleet and checks every host's settings before any is contacted, then hands the hosts over
+   (its own read of the inventory: the rollout reads none of its own), which are split into
+   batches (:mod:`lemfleet.api.batches`), canaries first. A resumed rollout reads its hosts first,
+   so that its pre-pass covers only the batches it planned.
+2. The pre-pass goes on to find the hosts already in the wanted state: they pass as no-ops, and
+   only batches with work run. A rollout with nothing to do starts no batch run at all.
 3. Once the settings passed, each host is locked (``/var/lib/lemfleet/rollout.lock``, so a second
    controller is refused too) and its deploy record read, in one SSH session per host, while the
    pre-pass goes on; those records are the "before" of every host, so batches without work read
@@ -26,12 +28,13 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from lemfleet.api.batches import DEFAULT_BATCHES, BatchError, allowed_failures, order_hosts, parse_max_fail, split
+from lemfleet.api.child import ChildFailed
 from lemfleet.api.display import TableView, html_table, text_table
 from lemfleet.api.fleet import Fleet, FleetSetupError, data_items, fleet_targets
 from lemfleet.api.locks import (
@@ -130,22 +133,24 @@ def host_outcome(host: HostDeploy, before: dict[str, Any] | None, after: dict[st
 
 
 def _targets(
-    fleet: Fleet, patterns: list[str], earlier: RolloutRecord | None, batches: str
+    found: list[InventoryTarget], patterns: list[str], earlier: RolloutRecord | None, batches: str, inventory: str
 ) -> tuple[list[InventoryTarget], list[list[str]]]:
-    """The hosts (inventory order) and their batches: split anew, or as the resumed rollout had them."""
+    """The hosts (inventory order) and their batches: split anew, or as the resumed rollout had them.
+
+    ``found`` are the hosts ``patterns`` select, in inventory order.
+    """
     try:
-        targets = fleet_targets(fleet, patterns)
-        if not targets:
-            raise FleetSetupError(f"--limit {patterns} matches no host of {fleet.inventory}")
+        if not found:
+            raise FleetSetupError(f"--limit {patterns} matches no host of {inventory}")
         if earlier is not None:
             planned = [b.hosts for b in earlier.batches]
-            known = {t.name for t in targets}
-            targets = [t for t in targets if any(t.name in b for b in planned)]
+            known = {t.name for t in found}
+            targets = [t for t in found if any(t.name in b for b in planned)]
             if missing := [h for b in planned for h in b if h not in known]:
                 raise FleetSetupError(f"--resume {earlier.id}: hosts {missing} are no longer in the inventory")
             return targets, planned
-        order = order_hosts([t.name for t in targets], [t.name for t in targets if t.canary])
-        return targets, split(order, batches)
+        order = order_hosts([t.name for t in found], [t.name for t in found if t.canary])
+        return found, split(order, batches)
     except BatchError as err:
         raise FleetSetupError(str(err)) from err
 
@@ -184,30 +189,38 @@ def rollout(
         take_controller_lock(lock, owner, break_lock=break_lock)
     held: HeldLocks | None = None
     try:
-        # The pre-pass (a pyinfra child) runs while this process reads the inventory (another child)
-        # and then, once the pre-pass has checked every host's settings, locks every host and reads
-        # its deploy record in one SSH session each.
-        checked, settings_ok = threading.Event(), threading.Event()
+        # The pre-pass (a pyinfra child) reads the inventory and checks every host's settings before
+        # it contacts any; then it hands the hosts over (no inventory read of this process's own), and
+        # each host is locked and its deploy record read, in one SSH session each, while it goes on.
+        # A resumed rollout reads its hosts first: the pre-pass covers only the batches it planned.
+        checked = threading.Event()
+        found: list[list[InventoryTarget]] = []
 
-        def prepass_event(event: Event) -> None:
-            if event.kind == "run_started":
-                settings_ok.set()
-                checked.set()
+        def take_targets(targets: list[InventoryTarget]) -> None:
+            found.append(targets)
+            checked.set()
 
         def run_prepass(hosts: list[str]) -> FleetDeploy:
             try:
-                return deploy(fleet, limit=hosts, data=items, dry=True, on_event=prepass_event, echo=echo)
+                return deploy(fleet, limit=hosts, data=items, dry=True, on_targets=take_targets, echo=echo)
             finally:
                 checked.set()
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            prepass_run = pool.submit(run_prepass, patterns) if earlier is None else None
-            targets, planned = _targets(fleet, patterns, earlier, batches)
-            if prepass_run is None:
-                prepass_run = pool.submit(run_prepass, [t.name for t in targets])
+        def settings_passed(prepass_run: Future[FleetDeploy]) -> list[InventoryTarget]:
             checked.wait()
-            if not settings_ok.is_set():
+            if not found:
                 prepass_run.result()  # settings that do not pass: FleetSetupError, no host contacted
+                raise ChildFailed("the pre-pass ended before its run started")
+            return found[0]
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            if earlier is None:
+                prepass_run = pool.submit(run_prepass, patterns)
+                targets, planned = _targets(settings_passed(prepass_run), patterns, None, batches, fleet.inventory)
+            else:
+                targets, planned = _targets(fleet_targets(fleet, patterns), patterns, earlier, batches, fleet.inventory)
+                prepass_run = pool.submit(run_prepass, [t.name for t in targets])
+                settings_passed(prepass_run)
             if dry:
                 sessions = read_files(targets, [DEPLOY_RECORD])
             else:  # each host's session stays open, holding its lock, and releases it at the end

@@ -12,6 +12,7 @@ from typing import IO, Any
 from lemfleet.api.child import Child, ChildFailed
 from lemfleet.api.fleet import Fleet, FleetSetupError, data_items
 from lemfleet.api.results import Event, FleetDeploy, FleetPlan, HostDeploy, HostPlan
+from lemfleet.sshtunnel import InventoryTarget
 
 EventCallback = Callable[[Event], None]
 
@@ -73,6 +74,7 @@ def deploy(
     deploy_file: str | os.PathLike[str] | None = None,
     echo: IO[str] | None = None,
     timeout: float | None = None,
+    on_targets: Callable[[list[InventoryTarget]], None] | None = None,
 ) -> FleetDeploy:
     """Run the deploy on the fleet (or ``limit``) and return each host's result.
 
@@ -81,7 +83,8 @@ def deploy(
     and finishing on each host, and each host's warnings and errors. ``dry`` runs detection and
     the plan of operations on the hosts and changes nothing; the result then says which operations
     would change. ``echo`` receives pyinfra's own output (e.g. ``sys.stderr``); it is also kept in
-    :attr:`FleetDeploy.log`.
+    :attr:`FleetDeploy.log`. ``on_targets`` gets the run's hosts as SSH targets once their settings
+    passed, before any is contacted (the child read the inventory: no second read is needed).
     """
     deploy_path = Path(deploy_file) if deploy_file is not None else default_deploy_file()
     if not deploy_path.is_file():
@@ -95,6 +98,7 @@ def deploy(
         "dry": dry,
         "serial": serial,
         "parallel": parallel,
+        "targets": on_targets is not None,
     }
     child = Child("lemfleet.api.runner", request, env=dict(fleet.env), echo=echo, timeout=timeout)
     final: dict[str, Any] | None = None
@@ -104,6 +108,8 @@ def deploy(
             raise FleetSetupError(event.message or "invalid settings; no host was contacted")
         if event.kind == "result":
             final = document
+        if event.kind == "run_started" and on_targets is not None:
+            on_targets([InventoryTarget.from_dict(t) for t in document["targets"]])
         if on_event is not None:
             on_event(event)
     if final is None:

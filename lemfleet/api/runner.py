@@ -18,7 +18,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +37,7 @@ from pyinfra_cli.log import setup_logging
 from pyinfra_cli.prints import pretty_op_name
 from pyinfra_cli.util import load_deploy_file
 
-from lemfleet.inventory_loader import InventoryError, limit_hosts, load_inventory
+from lemfleet.inventory_loader import InventoryError, limit_hosts, load_inventory, target_of
 from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 
 SETUP_ERROR = 2
@@ -54,6 +54,7 @@ class RunRequest:
     serial: bool = False
     parallel: int = 0  # 0: pyinfra's default
     connect_timeout: int = 10
+    targets: bool = False  # run_started also lists each host as an SSH target (the rollout's locks)
 
 
 @dataclass
@@ -188,11 +189,13 @@ def run(request: RunRequest, emit: Emitter) -> int:
         ctx_inventory.set(inventory)
         hosts = limit_hosts(inventory, request.limit)
         settings = validate_hosts(hosts)
+        # The rollout takes its host list from here rather than from an inventory child of its own.
+        targets = {"targets": [asdict(target_of(h)) for h in hosts]} if request.targets else {}
     except (InventoryError, FleetSettingsError) as err:
         emit("setup_failed", message=str(err))
         return SETUP_ERROR
     names = [h.name for h in hosts]
-    emit("run_started", hosts=names, dry=request.dry)
+    emit("run_started", hosts=names, dry=request.dry, **targets)
     messages = HostMessages(names, emit)
     logging.getLogger("pyinfra").addHandler(messages)
     state.init(inventory, config, initial_limit=hosts)
