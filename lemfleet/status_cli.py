@@ -5,7 +5,10 @@
 A thin layer over :func:`lemfleet.api.status`. Columns: state, backend, build id, model and
 sha256, uptime, restarts, ``/health``, requests running and waiting and tokens predicted (from
 ``/metrics``, read on the host over SSH, since a loopback server cannot be scraped from here), the
-last smoke test's tokens/s, and drift. Every host is read at the same time. Exit status: 0 when
+last smoke test's tokens/s, and drift. A host with TLS (``server_tls``) is probed over https with
+curl pinned to the public key its ``deployed.json`` records; its health shows as ``200 https``, the
+JSON adds ``scheme`` and ``tls_sha256`` (the certificate it serves), and a certificate other than the
+recorded one is drift. Every host is read at the same time. Exit status: 0 when
 every host is active, healthy and matches its ``deployed.json``; 1 otherwise (an unreachable host
 included); 2 for an unreadable inventory.
 """
