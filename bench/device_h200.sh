@@ -19,8 +19,10 @@
 # server command line to use should lemfleet not import there.
 #
 # As run on 2026-11-30, from a `git archive HEAD` copy of the repo carried with the wheels and the tarball:
-#   WHEELS=../whl bash bench/device_h200.sh ../llama.cpp-src.tar.gz "$OUT" --deadline 500 --jobs 16 \
+#   WHEELS=../whl bash bench/device_h200.sh ../llama.cpp-src.tar.gz "$OUT" --deadline 480 --jobs 16 \
 #       --source-id llama-cpp-python-0.3.36-832db0699007 --bundle ../bundle.json
+# (314 s: build 287 s, smoke passed, decode 1018 tokens/s, offload check passed; lemfleet's imports lacked
+# httpx2 there, so the bundle's plan ran; README "Hardware and what is proven where").
 # OUT gets run.log, tools.txt (raw probe and tool outputs), plan.json, build.sh, build.log, server.log,
 # smoke.json and summary.json. Exit status: 0 when the smoke test and the offload check passed.
 set -uo pipefail
