@@ -36,6 +36,7 @@ from lemfleet.roles import (
 )
 from lemfleet.roles import model_delivery as model_step
 from lemfleet.roles.controller import once, settings_for, source_for
+from lemfleet.roles.distro_index import host_index
 from lemfleet.roles.distro_install import DistroState, install_distro
 from lemfleet.roles.drivers import install_drivers, plan_for_host
 from lemfleet.roles.gate import Target, gate, passed_on
@@ -63,7 +64,8 @@ def deploy_lemfleet() -> None:
     drivers = plan_for_host(facts, plan.backend, settings)
     # llama_cpp_source: compiled, or the distribution's packages (roles/distro_install.py); refused here, before
     # anything changes, where the distribution's build cannot serve the plan.
-    choice = choose_for_host(settings, facts, plan.backend, plan.gpu_targets).check(host.name)
+    # A release lemfleet's table does not know (Ubuntu) is decided from the host's own indexes (roles/distro_index.py).
+    choice = choose_for_host(settings, facts, plan.backend, plan.gpu_targets, host_index(facts)).check(host.name)
     distro = DistroState.of(choice.distro, plan) if choice.distro else None
     source = distro.source if distro else source_for({**settings, "llama_cpp_source": choice.method})
     templated = plan.instances[0].index is not None

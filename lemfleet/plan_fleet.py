@@ -38,6 +38,8 @@ from lemfleet.plan_tls import tls_entry
 from lemfleet.quants import parse_gguf_name
 from lemfleet.roles import detect
 from lemfleet.roles.controller import FleetSettingsError, validate_hosts
+from lemfleet.roles.distro_index import host_index
+from lemfleet.roles.facts.apt_index import AptIndex
 from lemfleet.roles.gpu_plan import choose_gpu
 from lemfleet.roles.hostinfo import Gpu, HostFacts
 from lemfleet.roles.model_delivery import default_alias
@@ -162,12 +164,14 @@ def plan_row(
     settings: Mapping[str, Any],
     recorded: Mapping[str, Any] | None = None,
     ssh_hostname: str | None = None,
+    apt_index: AptIndex | None = None,
 ) -> dict[str, Any]:
     """The row for one host: its plan, GPUs, model and quant, or the errors that stop its plan.
 
     ``recorded`` is the host's deploy record, as the deploy reads it (a host deployed before
     ``server_instances`` keeps its one server until the setting is set for it). ``ssh_hostname``
-    is among the names of a certificate ``server_tls='generate'`` makes (lemfleet.plan_tls).
+    is among the names of a certificate ``server_tls='generate'`` makes (lemfleet.plan_tls). ``apt_index``
+    is the host's own package indexes, read where lemfleet's table does not know the release (Ubuntu).
     """
     row = empty_row(name, facts=facts)
     row["tls"] = tls_entry(name, settings, recorded, ssh_hostname)
@@ -184,7 +188,7 @@ def plan_row(
     row.update(planned)
     row["tensor_split"] = list(plan.tensor_split)
     # Where llama-server would come from, and what each source would give (roles/source_plan.py).
-    source = choose_for_host(settings, facts, plan.backend, plan.gpu_targets)
+    source = choose_for_host(settings, facts, plan.backend, plan.gpu_targets, apt_index)
     row.update(llama_cpp_source=source.method, sources=source.offers)
     row["reasons"] = {**row["reasons"], "llama_cpp_source": source.reason}
     if source.refusal:
@@ -227,10 +231,11 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
         connect_all(state)
     state.set_stage(StateStage.Prepare)
 
-    def gather(host: Any) -> tuple[HostFacts, dict[str, Any] | None]:
+    def gather(host: Any) -> tuple[HostFacts, dict[str, Any] | None, AptIndex | None]:
         with ctx_host.use(host):
             unit_name = settings[host.name]["server_unit_name"]
-            return detect.gather(), host.get_fact(InstanceUnits, unit_name=unit_name).record
+            facts = detect.gather()
+            return facts, host.get_fact(InstanceUnits, unit_name=unit_name).record, host_index(facts)
 
     reached = [h for h in hosts if h in state.active_hosts]
     greenlets = {h: state.pool.spawn(gather, h) for h in reached}
@@ -244,8 +249,8 @@ def plan_inventory(request: PlanRequest) -> list[dict[str, Any]]:
             why = f": {type(greenlet.exception).__name__}: {greenlet.exception}" if greenlet.exception else ""
             rows.append(empty_row(host.name, [f"facts could not be gathered{why}"]))
         else:
-            facts, recorded = greenlet.value
-            rows.append(plan_row(host.name, facts, settings[host.name], recorded, host.data.get("ssh_hostname")))
+            facts, recorded, index = greenlet.value
+            rows.append(plan_row(host.name, facts, settings[host.name], recorded, host.data.get("ssh_hostname"), index))
     disconnect_all(state)
     return rows
 

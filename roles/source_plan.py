@@ -10,6 +10,10 @@ the build from the controller's cache): ``pypi-sdist`` (the default),
   backend has no code for) and the sources that would work.
 - ``auto``: ``distro`` where it serves the plan, else ``pypi-sdist``.
 
+On a release the table does not know (Ubuntu, a later Debian), what the
+distribution ships is decided on the host from its own package indexes
+(roles/distro_index.py).
+
 :func:`choose_source` also describes every source for the plan (``lemfleet
 plan``, the API's plan result): available or not, the targets covered, the
 version, and the expected time to serving.
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lemfleet.roles.distro_builds import DistroOffer, distro_offer, with_versions
+from lemfleet.roles.distro_index import index_offer
+from lemfleet.roles.facts.apt_index import AptIndex
 from lemfleet.roles.hostinfo import HostFacts
 from lemfleet.roles.settings import SettingsError
 
@@ -132,13 +138,17 @@ def choose_source(
     backend: str,
     gpu_targets: tuple[str, ...],
     cores: int,
+    host_index: AptIndex | None = None,
 ) -> SourceChoice:
-    """The source for this host's plan, with every source's offer (and the refusal, when distro cannot serve it)."""
+    """The source for this host's plan, with every source's offer (and the refusal, when distro cannot serve it).
+
+    ``host_index``: the host's own package indexes, which decide for a release the table does not know.
+    """
     setting = settings.get("llama_cpp_source", AUTO_FALLBACK)
-    offer = with_versions(
-        distro_offer(os_id, os_version, codename, arch, backend, gpu_targets),
-        settings.get("llama_cpp_distro_versions") or {},
-    )
+    offer = distro_offer(os_id, os_version, codename, arch, backend, gpu_targets)
+    if not offer.known and host_index is not None:
+        offer = index_offer(host_index, offer.release, arch, backend, gpu_targets)
+    offer = with_versions(offer, settings.get("llama_cpp_distro_versions") or {})
     compile_method = setting if setting in COMPILE_METHODS else AUTO_FALLBACK
     offers = {
         "compile": compile_offer(compile_method, backend, gpu_targets, cores, settings),
@@ -164,9 +174,14 @@ def choose_source(
 
 
 def choose_for_host(
-    settings: Mapping[str, Any], facts: HostFacts, backend: str, targets: tuple[str, ...]
+    settings: Mapping[str, Any],
+    facts: HostFacts,
+    backend: str,
+    targets: tuple[str, ...],
+    host_index: AptIndex | None = None,
 ) -> SourceChoice:
-    """:func:`choose_source` from a host's facts and its plan's backend and targets."""
+    """:func:`choose_source` from a host's facts and its plan's backend and targets (and, for a release the
+    table does not know, its package indexes: roles/distro_index.py)."""
     return choose_source(
         settings,
         os_id=facts.os_id,
@@ -176,4 +191,5 @@ def choose_for_host(
         backend=backend,
         gpu_targets=targets,
         cores=facts.cpu_logical_cores,
+        host_index=host_index,
     )
