@@ -5,7 +5,7 @@ the GPU facts) reads it to decide which backend a host can have; the drivers
 plan (``roles/drivers``) reads the same rows to decide how to install that
 backend there. A release's HIP or Vulkan headers therefore cannot say one thing
 to one plan and another to the other, as two tables once did (one said "HIP >=
-7.0 in sid", the other 6.4.3; the test bed measured sid's HIP 6.4.3).
+7.0 in sid", the other the HIP the test bed measured there, now sid's row).
 
 Where each fact lives, once:
 
@@ -63,7 +63,7 @@ class Release(NamedTuple):
 RELEASES: dict[tuple[str, str], Release] = {
     ("debian", "12"): Release("bookworm", "1.3.239", "11.8", hip="5.2.3", nvidia_repo="debian12", nvidia_driver="535"),
     ("debian", "13"): Release("trixie", "1.4.309", "12.4", hip="5.7.1", nvidia_repo="debian13", nvidia_driver="550"),
-    # HIP 6.4.3: installed and hipconfig'd on a sid test-bed host (tests/testbed/test_gpu_builds.py).
+    # sid's HIP as measured: installed and run (hipconfig) on a sid test-bed host (tests/testbed/test_gpu_builds.py).
     ("debian", "sid"): Release("sid", "1.4.363", "12.4", hip="6.4.3", nvidia_driver="550"),
     ("ubuntu", "22.04"): Release("jammy", "1.3.204", "11.5", amd_repo=True, nvidia_repo="ubuntu2204"),
     ("ubuntu", "24.04"): Release("noble", "1.3.275", "12.0", amd_repo=True, nvidia_repo="ubuntu2404"),
