@@ -12,17 +12,19 @@
 #    find models -type f ! -name ggml-vocab-llama-spm.gguf -delete && tar -czf "$OLDPWD/src.tar.gz" .)
 # ID: the pinned sdist's source id, llama-cpp-python-0.3.36-<sha256[:12] of the sdist> (what the build id
 # hashes; roles/llama_sources.py). WHEELS=DIR installs the wheels in DIR into /tmp/site first: pyinfra and
-# what it imports that the machine's Python 3.12 lacks (made with `pip download --no-deps --only-binary=:all:
-# --python-version 3.12 --platform manylinux_2_28_x86_64 ...`: pyinfra gevent greenlet zope.event
-# zope.interface paramiko bcrypt cryptography cffi pycparser pynacl invoke typeguard distro gguf).
+# what lemfleet imports that the machine's Python 3.12 lacks (made with `pip download --no-deps
+# --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`: pyinfra gevent greenlet
+# zope.event zope.interface paramiko bcrypt cryptography cffi pycparser pynacl invoke typeguard distro gguf
+# huggingface_hub httpx2 httpcore2 truststore, at the versions of .venv).
 # --bundle FILE (made here with --gpu-probe recorded.txt --emit-bundle FILE) is the plan, build shell and
 # server command line to use should lemfleet not import there.
 #
 # As run on 2026-11-30, from a `git archive HEAD` copy of the repo carried with the wheels and the tarball:
-#   WHEELS=../whl bash bench/device_h200.sh ../llama.cpp-src.tar.gz "$OUT" --deadline 480 --jobs 16 \
+#   WHEELS=../whl bash bench/device_h200.sh ../llama.cpp-src.tar.gz "$OUT" --deadline 410 --jobs 16 \
 #       --source-id llama-cpp-python-0.3.36-832db0699007 --bundle ../bundle.json
-# (314 s: build 287 s, smoke passed, decode 1018 tokens/s, offload check passed; lemfleet's imports lacked
-# httpx2 there, so the bundle's plan ran; README "Hardware and what is proven where").
+# (283 s: plan made there, build b0e17c792b8caadc in 256 s, smoke passed at 1085 tokens/s, offload check
+# passed; README "Hardware and what is proven where". A first run without the last four wheels used the
+# bundle: 287 s build, 1018 tokens/s.)
 # OUT gets run.log, tools.txt (raw probe and tool outputs), plan.json, build.sh, build.log, server.log,
 # smoke.json and summary.json. Exit status: 0 when the smoke test and the offload check passed.
 set -uo pipefail
