@@ -19,8 +19,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.facts.gpu_faults import tool_faults
 from lemfleet.roles.facts.gpu_pci import GpuReport, slot_from_location, table_name, unrecognised
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
@@ -102,37 +100,6 @@ def parse_kfd_topology(lines: Iterable[str]) -> GpuReport:
     gpus.sort(key=lambda g: -1 if g.kfd_node is None else g.kfd_node)
     indexed = tuple(replace(gpu, index=i) for i, gpu in enumerate(gpus))
     return indexed, GpuRuntime()
-
-
-class KfdTopology(FactBase[GpuReport]):
-    """AMD GPUs from the KFD topology in sysfs; needs the amdgpu driver, not ROCm.
-
-    Sample output (one GPU node, shortened)::
-
-        kfd-node 1
-        name ip discovery
-        cpu_cores_count 0
-        simd_count 192
-        gfx_target_version 110000
-        vendor_id 4098
-        device_id 29772
-        location_id 768
-        domain 0
-        drm_render_minor 128
-        kfd-mem-bank 0
-        heap_type 1
-        size_in_bytes 25753026560
-    """
-
-    def command(self) -> str:
-        return KFD_COMMAND
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_kfd_topology(output)
 
 
 # -- rocminfo ---------------------------------------------------------------------
@@ -227,38 +194,3 @@ def parse_rocminfo(lines: Iterable[str]) -> GpuReport:
     elif not recognised:
         facts = (unrecognised("rocminfo", text),)
     return tuple(gpus), GpuRuntime(rocminfo_ok=bool(gpus), probe_errors=errors, fact_errors=facts, faults=faults)
-
-
-class Rocminfo(FactBase[GpuReport]):
-    """AMD GPUs as the ROCm runtime sees them (``rocminfo``).
-
-    Sample output (one GPU agent, shortened)::
-
-        *******
-        Agent 2
-        *******
-          Name:                    gfx1100
-          Marketing Name:          Radeon RX 7900 XTX
-          Node:                    1
-          Device Type:             GPU
-          Chip ID:                 29772(0x744c)
-          BDFID:                   768
-          Memory Properties:
-          Pool Info:
-            Pool 1
-              Segment:                 GLOBAL; FLAGS: COARSE GRAINED
-              Size:                    25149440(0x17fc000) KB
-    """
-
-    def requires_command(self) -> str:
-        return "rocminfo"
-
-    def command(self) -> str:
-        return "timeout 30 rocminfo 2>&1; true"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_rocminfo(output)

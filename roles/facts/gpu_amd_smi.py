@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, unrecognised
 from lemfleet.roles.facts.gpu_rocm_smi import amd_gpu, device_id, hip_order, json_document
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
@@ -157,33 +155,3 @@ AMD_SMI_COMMAND = (
     "timeout 30 amd-smi static --asic --bus --vram --partition 2>&1 "
     "|| timeout 30 amd-smi static --asic --bus --vram 2>&1"
 )
-
-
-class AmdSmi(FactBase[GpuReport]):
-    """AMD GPUs from ``amd-smi static --asic --bus --vram --partition``.
-
-    Sample output (shortened)::
-
-        GPU: 0
-            ASIC:
-                MARKET_NAME: MI308X
-                DEVICE_ID: 0x74a2
-                TARGET_GRAPHICS_VERSION: gfx942
-            BUS:
-                BDF: 0000:01:00.0
-            VRAM:
-                SIZE: 64289 MB
-    """
-
-    def requires_command(self) -> str:
-        return "amd-smi"
-
-    def command(self) -> str:
-        return f"{AMD_SMI_COMMAND}; true"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_amd_smi(output)

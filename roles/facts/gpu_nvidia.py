@@ -15,8 +15,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.facts.gpu_faults import tool_faults
 from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, unrecognised
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime, MigDevice
@@ -206,31 +204,3 @@ def parse_nvidia_smi(lines: Iterable[str]) -> GpuReport:
         faults=faults,
     )
     return tuple(gpus), runtime
-
-
-class NvidiaSmi(FactBase[GpuReport]):
-    """NVIDIA GPUs and driver state from ``nvidia-smi``; the plain table is read
-    when the query form fails.
-
-    Sample output::
-
-        0, NVIDIA H100 80GB HBM3, 81559, 9.0, 550.90.07, 00000000:53:00.0, GPU-5f3c..., Disabled
-        1, NVIDIA H100 80GB HBM3, 81559, 9.0, 550.90.07, 00000000:64:00.0, GPU-8a01..., Disabled
-
-    or, when the driver is not loaded::
-
-        NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. ...
-    """
-
-    def requires_command(self) -> str:
-        return "nvidia-smi"
-
-    def command(self) -> str:
-        return f"{QUERY_COMMAND} || nvidia-smi 2>&1; nvidia-smi -L 2>&1; true"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_nvidia_smi(output)

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime, Vendor
 from lemfleet.roles.platform_amd import AMD_PCI, KNOWN_GFX, gfx_from_decimal_name
 from lemfleet.roles.platform_nvidia import NVIDIA_PCI
@@ -216,30 +214,6 @@ PCI_SYSFS_COMMAND = (
 )
 
 
-class LspciGpus(FactBase[GpuReport]):
-    """AMD and NVIDIA display controllers on the PCI bus, with or without a driver.
-
-    Sample ``lspci -Dnnk`` output::
-
-        0000:04:00.0 VGA compatible controller [0300]: ASPEED Technology, Inc. ASPEED Graphics Family [1a03:2000] (rev 52)
-        0000:1b:00.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 SXM5 80GB] [10de:2330] (rev a1)
-        \tKernel driver in use: nvidia
-    """  # noqa: E501
-
-    def requires_command(self) -> str:
-        return "lspci"
-
-    def command(self) -> str:
-        return "lspci -Dnnk 2>/dev/null"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_lspci(output)
-
-
 # -- device nodes -----------------------------------------------------------------
 
 DEVICE_NODES_COMMAND = (
@@ -256,23 +230,3 @@ def parse_device_nodes(lines: Iterable[str]) -> GpuReport:
     nodes = tuple(sorted({entry.split()[0] for entry in entries}))
     modes = tuple(entry for entry in entries if len(entry.split()) == 3)
     return (), GpuRuntime(device_nodes=nodes, device_node_modes=modes)
-
-
-class GpuDeviceNodes(FactBase[GpuReport]):
-    """The GPU device nodes present: ``/dev/kfd``, ``/dev/dri/renderD*``, ``/dev/nvidia*``.
-
-    Sample output::
-
-        /dev/dri/renderD128
-        /dev/kfd
-    """
-
-    def command(self) -> str:
-        return DEVICE_NODES_COMMAND
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_device_nodes(output)

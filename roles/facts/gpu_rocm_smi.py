@@ -21,8 +21,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.facts.gpu_pci import GpuReport, normalize_slot, unrecognised, with_table_facts
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 from lemfleet.roles.platform_amd import AMD_PCI, APU_GFX, GFX_RE
@@ -213,26 +211,3 @@ def parse_rocm_smi(lines: Iterable[str]) -> GpuReport:
     if gpus is None:
         return (), GpuRuntime(fact_errors=(unrecognised("rocm-smi", text),))
     return hip_order(gpus), GpuRuntime()
-
-
-class RocmSmi(FactBase[GpuReport]):
-    """AMD GPUs from ``rocm-smi --showproductname --showmeminfo vram --csv``.
-
-    Sample output::
-
-        device,VRAM Total Memory (B),VRAM Total Used Memory (B),Card Series,Card Model,...,Node ID,GUID,GFX Version
-        card0,21458059264,27856896,Radeon RX 7900 XT,0x744c,...,1,26967,gfx1100
-    """
-
-    def requires_command(self) -> str:
-        return "rocm-smi"
-
-    def command(self) -> str:
-        return "timeout 30 rocm-smi --showproductname --showmeminfo vram --csv 2>&1; true"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_rocm_smi(output)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from pyinfra.api import FactBase
-
 from lemfleet.roles.facts.gpu_pci import GPU_VENDORS, GpuReport, normalize_slot, with_table_facts
 from lemfleet.roles.hostinfo import Gpu, GpuRuntime
 
@@ -96,29 +94,3 @@ def parse_vulkaninfo(lines: Iterable[str]) -> GpuReport:
     text = [line.rstrip() for line in lines]
     gpus = _summary_devices(text) or _select_list(text)
     return tuple(gpus), GpuRuntime(vulkan_ok=bool(gpus))
-
-
-class VulkanInfo(FactBase[GpuReport]):
-    """GPUs the Vulkan loader can use, in Vulkan's device order.
-
-    Sample output (Devices section)::
-
-        GPU0:
-            vendorID           = 0x10de
-            deviceID           = 0x1f08
-            deviceType         = PHYSICAL_DEVICE_TYPE_DISCRETE_GPU
-            deviceName         = NVIDIA GeForce RTX 2060
-    """
-
-    def requires_command(self) -> str:
-        return "vulkaninfo"
-
-    def command(self) -> str:
-        return "timeout 30 vulkaninfo --summary 2>/dev/null; true"
-
-    @staticmethod
-    def default() -> GpuReport:
-        return (), GpuRuntime()
-
-    def process(self, output: list[str]) -> GpuReport:
-        return parse_vulkaninfo(output)
