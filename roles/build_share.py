@@ -89,9 +89,6 @@ class BuildShare:
         """The leader's build is in the controller's cache, with its manifest."""
         self._build(bid).published.set()
 
-    def is_published(self, bid: str) -> bool:
-        return self._build(bid).published.is_set()
-
     def wait(self, bid: str, failed: Callable[[str], bool], limit_s: float = WAIT_LIMIT_S, poll_s: float = 2.0) -> str:
         """Block until ``bid`` is published; return its leader. Raise when the leader failed or time is up."""
         leader = self.leader(bid, failed)
@@ -107,11 +104,6 @@ class BuildShare:
             if time.monotonic() > deadline:
                 raise BuildShareError(f"build {bid}: {leader} did not publish it within {limit_s:.0f} s")
         return leader
-
-    def reset(self) -> None:
-        """Forget every build (tests, and a process that runs pyinfra more than once)."""
-        with self._guard:
-            self._builds.clear()
 
 
 SHARE = BuildShare()

@@ -95,10 +95,6 @@ class Layout:
         """The previous state, beside the last good one (``PREVIOUS`` on a host)."""
         return str(PurePosixPath(self.last_good).with_name("previous"))
 
-    @property
-    def previous_digest_file(self) -> str:
-        return f"{self.previous}/digest"
-
     def copies(self) -> list[tuple[str, str]]:
         """(name in the last good directory, live path) of each file kept by copy."""
         return [("unit", self.unit), ("env", self.env), *self.instance_files, ("api-key", self.api_key),

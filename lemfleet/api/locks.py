@@ -333,11 +333,6 @@ def hold_host_locks(
     return held
 
 
-def take_host_locks(targets: Sequence[InventoryTarget], owner: Owner, *, break_lock: bool = False) -> list[str]:
-    """Lock every host (in parallel); return the problems (held by another rollout, unreachable)."""
-    return [s.problem for s in lock_hosts(targets, owner, break_lock=break_lock).values() if s.problem]
-
-
 def release_host_locks(
     targets: Sequence[InventoryTarget], owner: Owner, *, read: Sequence[str] = ()
 ) -> dict[str, HostSession]:
