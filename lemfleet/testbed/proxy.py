@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import httpx
 
@@ -124,7 +123,3 @@ def stop() -> None:
 
 def running() -> bool:
     return _pid() is not None
-
-
-def cache_size() -> int:
-    return sum(p.stat().st_size for p in Path(ACNG_CACHE).rglob("*") if p.is_file())

@@ -101,7 +101,3 @@ def _customise(root: Path, suite: str) -> None:
     run(["chroot", str(root), "systemctl", "mask", "console-getty.service"], check=False)
     run(["chroot", str(root), "systemctl", "enable", "ssh.service"], check=False)
     run(["chroot", str(root), "apt-get", "clean"], check=False)
-
-
-def remove_all() -> None:
-    shutil.rmtree(CACHE_DIR / "rootfs", ignore_errors=True)
