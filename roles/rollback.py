@@ -46,11 +46,10 @@ from lemfleet.roles.transaction import LAST_GOOD, Layout, restore_script, swap_s
 
 @dataclass(frozen=True)
 class KeptStates:
-    """What the host keeps: the previous state's digest and record, and the last good state's digest."""
+    """What the host keeps of its previous state: its digest and its record."""
 
     previous_digest: str | None
     previous_record: dict[str, Any] | None
-    last_good_digest: str | None
 
     def targets(self, unit_name: str, defaults: dict[str, Any]) -> list[Target]:
         """What the gate checks: every llama-server the previous record names (its instances, or its one unit)."""
@@ -88,7 +87,6 @@ def kept_command(layout: Layout) -> str:
     parts = [
         ("previous-digest", f"{layout.previous}/digest"),
         ("previous-record", f"{layout.previous}/deployed.json"),
-        ("last-good-digest", layout.digest_file),
     ]
     return "; ".join(f"echo {quote(MARK + name)}; cat {quote(path)} 2>/dev/null" for name, path in parts) + "; true"
 
@@ -106,7 +104,7 @@ def parse_kept(lines: Iterable[str]) -> KeptStates:
         record = json.loads(record_text) if record_text else None
     except json.JSONDecodeError:
         record = None
-    return KeptStates(text("previous-digest"), record if isinstance(record, dict) else None, text("last-good-digest"))
+    return KeptStates(text("previous-digest"), record if isinstance(record, dict) else None)
 
 
 class Kept(FactBase[KeptStates]):
@@ -116,8 +114,6 @@ class Kept(FactBase[KeptStates]):
     5f0c...
     @@lemfleet:previous-record
     {"schema_version": 2, ...}
-    @@lemfleet:last-good-digest
-    9a1b...
     """
 
     def command(self, last_good: str) -> str:

@@ -131,10 +131,8 @@ def test_the_kept_states_fact_reads_each_section() -> None:
 
     record = '{"backend": "cpu", "service": {"unit": "u.service", "port": 8081, "host": "127.0.0.1"}}'
     # A record over several lines, as deployed.json is written.
-    kept = parse_kept(
-        [f"{MARK}previous-digest", "dp", f"{MARK}previous-record", *record.split(" "), f"{MARK}last-good-digest"]
-    )
-    assert (kept.previous_digest, kept.last_good_digest) == ("dp", None)
+    kept = parse_kept([f"{MARK}previous-digest", "dp", f"{MARK}previous-record", *record.split(" ")])
+    assert kept.previous_digest == "dp"
     assert kept.previous_record is not None and kept.previous_record["service"]["port"] == 8081
     assert parse_kept([f"{MARK}previous-record", "{not json"]).previous_record is None
     assert parse_kept([]).previous_digest is None
@@ -149,7 +147,7 @@ def test_the_gate_checks_every_llama_server_the_previous_record_names() -> None:
     assert (target.unit, target.port, target.listen_host, target.alias) == ("u.service", 8081, "0.0.0.0", "a")
     two = {**one, "instances": [{"unit": "u@0.service", "port": 8080}, {"unit": "u@1.service", "port": 8081}]}
     assert [(t.unit, t.port) for t in targets_of(two, "u", defaults)] == [("u@0.service", 8080), ("u@1.service", 8081)]
-    assert KeptStates("d", two, None).instance_count() == 2 and KeptStates("d", one, None).instance_count() == 0
+    assert KeptStates("d", two).instance_count() == 2 and KeptStates("d", one).instance_count() == 0
     (bare,) = targets_of(None, "u", defaults)
     assert (bare.unit, bare.port) == ("u.service", 8080)
 
