@@ -111,15 +111,6 @@ class AptSource:
         lines.append(f"Signed-By: {self.signed_by}")
         return "\n".join(lines) + "\n"
 
-    def one_line(self) -> list[str]:
-        """The same source in the one-line ``.list`` form vendors document."""
-        options = [f"signed-by={self.signed_by}"]
-        if self.architectures:
-            options.insert(0, "arch=" + ",".join(self.architectures))
-        option_text = " ".join(options)
-        components = " ".join(self.components)
-        return [f"deb [{option_text}] {uri} {suite} {components}" for uri in self.uris for suite in self.suites]
-
 
 @dataclass(frozen=True)
 class AptPin:
@@ -192,10 +183,6 @@ class DriverPlan:
     @property
     def needs_kernel_release(self) -> bool:
         return any(KERNEL_RELEASE in name for name in self.kernel_packages)
-
-    @property
-    def blacklists_nouveau(self) -> bool:
-        return NOUVEAU_BLACKLIST in self.files
 
     def for_kernel(self, kernel_release: str) -> DriverPlan:
         """This plan with ``{kernel_release}`` in package names replaced by ``uname -r``."""

@@ -205,7 +205,7 @@ def test_cuda_toolkit_installs_without_kernel_driver_in_a_container(cuda_host: P
     target = target_from_facts(cuda_host.facts, "cuda")
     bare_metal = dataclasses.replace(target, container=False, runtime_working=False, kernel_driver_loaded=False)
     outside = plan_drivers(bare_metal, cuda_host.settings)
-    assert any(name.endswith("kernel-dkms") for name in outside.kernel_packages) and outside.blacklists_nouveau
+    assert any(name.endswith("kernel-dkms") for name in outside.kernel_packages) and NOUVEAU_BLACKLIST in outside.files
     assert not drivers.kernel_packages and not drivers.files and not drivers.reboot_may_be_needed, drivers.describe()
 
     assert set(drivers.packages) <= installed(rec, *drivers.packages)

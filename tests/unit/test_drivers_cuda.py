@@ -46,7 +46,6 @@ def test_nvidia_repo(os_id: str, version: str, codename: str, distro: str) -> No
     assert plan.kernel_packages == ("nvidia-open-580", f"linux-headers-{KERNEL}")
     assert plan.packages == ("cuda-toolkit-13-1",)
     assert plan.files == (NOUVEAU_BLACKLIST,)
-    assert plan.blacklists_nouveau
     assert plan.service_groups == ("video",)
     assert plan.reboot
 

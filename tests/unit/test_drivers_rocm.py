@@ -24,12 +24,13 @@ def test_ubuntu_from_amds_repository(version: str, suite: str) -> None:
         ("https://repo.radeon.com/rocm/rocm.gpg.key", "/etc/apt/keyrings/rocm.gpg")
     ]
     assert [s.name for s in plan.sources] == ["amdgpu", "rocm", "amdgraphics"]
-    lines = [line for source in plan.sources for line in source.one_line()]
-    signed = "[arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg]"
-    assert lines == [
-        f"deb {signed} https://repo.radeon.com/amdgpu/30.30.3/ubuntu {suite} main",
-        f"deb {signed} https://repo.radeon.com/rocm/apt/7.2.3 {suite} main",
-        f"deb {signed} https://repo.radeon.com/graphics/7.2.3/ubuntu {suite} main",
+    assert [(s.uris, s.suites, s.components, s.architectures, s.signed_by) for s in plan.sources] == [
+        ((uri,), (suite,), ("main",), ("amd64",), "/etc/apt/keyrings/rocm.gpg")
+        for uri in (
+            "https://repo.radeon.com/amdgpu/30.30.3/ubuntu",
+            "https://repo.radeon.com/rocm/apt/7.2.3",
+            "https://repo.radeon.com/graphics/7.2.3/ubuntu",
+        )
     ]
     rocm = plan.sources[1]
     assert rocm.path == "/etc/apt/sources.list.d/rocm.sources"
