@@ -37,16 +37,13 @@ def facts_from_sections(
     model, flags = parse_cpuinfo(sections.get("cpuinfo", []))
     mem = parse_meminfo(sections.get("meminfo", []))
     systemd = (sections.get("systemd") or ["offline"])[0].strip()
-    virt = (sections.get("virt") or ["none"])[0].strip()
     container = (sections.get("container") or ["none"])[0].strip()
-    id_like = os_release.get("ID_LIKE", "").split()
     os_id = os_release.get("ID", "unknown")
     return HostFacts(
         hostname=(sections.get("hostname") or ["unknown"])[0].strip(),
         os_id=os_id,
         os_version=os_release.get("VERSION_ID", ""),
         os_codename=os_release.get("VERSION_CODENAME", ""),
-        os_family=id_like[0] if id_like else os_id,
         arch=(sections.get("arch") or ["unknown"])[0].strip(),
         cpu_model=model,
         # lscpu can be missing in minimal images; fall back to one core per CPU.
@@ -54,11 +51,9 @@ def facts_from_sections(
         cpu_logical_cores=logical or physical or 1,
         cpu_flags=flags,
         mem_total_bytes=mem.get("MemTotal", 0),
-        mem_available_bytes=mem.get("MemAvailable", mem.get("MemTotal", 0)),
         disk_free_bytes=parse_df(sections.get("disk", [])),
         # "running" and "degraded" both mean a booted systemd that manages units.
         systemd_running=systemd in ("running", "degraded", "starting", "initializing"),
-        virtualization=virt,
         container=container != "none",
         gpus=gpus,
         gpu_runtime=gpu_runtime or GpuRuntime(),

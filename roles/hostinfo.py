@@ -110,17 +110,14 @@ class HostFacts:
     os_id: str  # "debian", "ubuntu"
     os_version: str  # "12", "24.04"
     os_codename: str  # "bookworm", "noble"
-    os_family: str  # "debian"
     arch: str  # "x86_64"
     cpu_model: str
     cpu_physical_cores: int
     cpu_logical_cores: int
     cpu_flags: frozenset[str]
     mem_total_bytes: int
-    mem_available_bytes: int
     disk_free_bytes: dict[str, int]  # path -> bytes free on its filesystem
     systemd_running: bool
-    virtualization: str  # systemd-detect-virt: "none", "kvm", "systemd-nspawn", ...
     container: bool
     gpus: tuple[Gpu, ...] = ()
     gpu_runtime: GpuRuntime = field(default_factory=GpuRuntime)

@@ -1,4 +1,4 @@
-"""The non-GPU host facts: OS, CPU, memory, disk, systemd and virtualisation, in one round trip.
+"""The non-GPU host facts: OS, CPU, memory, disk, systemd and whether it is a container, in one round trip.
 
 ``HostProbe`` runs one shell command that prints marked sections, and its
 ``process()`` parses them with the small pure parsers below, each of which is
@@ -97,13 +97,12 @@ def probe_command(paths: Iterable[str]) -> str:
             f"echo {MARK}arch; uname -m",
             f"echo {MARK}lscpu; lscpu -p=CORE,SOCKET 2>/dev/null",
             f"echo {MARK}cpuinfo; grep -m2 -E '^(model name|flags)' /proc/cpuinfo",
-            f"echo {MARK}meminfo; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo",
+            f"echo {MARK}meminfo; grep -E '^MemTotal:' /proc/meminfo",
             f"echo {MARK}disk; for p in {disk}; do d=$p; "
             'while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
             'echo "$p $(df -PB1 "$d" | awk \'NR==2 {print $4}\')"; done',
             f"echo {MARK}systemd; [ -d /run/systemd/system ] && systemctl is-system-running 2>/dev/null"
             " || echo offline",
-            f"echo {MARK}virt; systemd-detect-virt 2>/dev/null || echo none",
             f"echo {MARK}container; systemd-detect-virt --container 2>/dev/null || echo none",
             "true",
         ]
@@ -111,7 +110,7 @@ def probe_command(paths: Iterable[str]) -> str:
 
 
 class HostProbe(FactBase):
-    """OS, CPU, memory, free disk on the given paths, systemd state and virtualisation.
+    """OS, CPU, memory, free disk on the given paths, systemd state and whether it is a container.
 
     Sample output (sections shortened)::
 
@@ -123,7 +122,7 @@ class HostProbe(FactBase):
         1,0
         @@lemfleet:systemd
         running
-        @@lemfleet:virt
+        @@lemfleet:container
         systemd-nspawn
     """
 
