@@ -66,7 +66,6 @@ class ResolvedModel:
     url: str
     sha256: str
     size: int
-    quants_available: tuple[str, ...]
     files: tuple[tuple[str, int], ...] = ()  # the repo's model GGUFs and sizes, for quant=auto
     ref: str = "main"  # the branch, tag or commit asked for
     reason: str = ""  # why this file, in words for the plan
@@ -136,9 +135,8 @@ def _resolved(
     reason: str,
 ) -> ResolvedModel:
     models = model_files(repo, files)
-    quants = tuple(dict.fromkeys(f.quant for f in models))
     pairs = tuple((f.filename, f.size) for f in models)
-    return ResolvedModel(repo, commit, chosen, url, sha256, size, quants, pairs, ref, reason)
+    return ResolvedModel(repo, commit, chosen, url, sha256, size, pairs, ref, reason)
 
 
 def _resolve_cached(

@@ -47,7 +47,6 @@ def test_resolve_defaults_to_lem_q4_k_m(local_hub: LocalHub) -> None:
         url=f"{local_hub.url}/{DEFAULT_REPO}/resolve/{commit}/{DEFAULT_FILE}",
         sha256=local_hub.sha256(DEFAULT_REPO, DEFAULT_FILE),
         size=1_000_003,
-        quants_available=("Q4_K_M", "Q8_0", "BF16"),
         files=(
             ("LEM-Gemma3-1B-Q4_K_M.gguf", 1_000_003),
             ("LEM-Gemma3-1B-Q8_0.gguf", 1_500_007),
