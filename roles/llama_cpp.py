@@ -161,7 +161,7 @@ BACKEND_LIBRARY = {"vulkan": "libvulkan.so", "cuda": "libcudart.so", "hip": "lib
 HIP_CONFIGURE_ENV = 'HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)"'
 
 
-def _backend_check(backend: str, binary: str, bid: str, as_user: str = "") -> list[str]:
+def _backend_check(backend: str, binary: str, bid: str, as_user: str) -> list[str]:
     library = BACKEND_LIBRARY.get(backend)
     if library is None:
         return []
@@ -187,10 +187,10 @@ def _packages(plan: HostPlan, packages: list[str], tls: list[str]) -> list[str]:
     return packages + (tls if server_tls.OPENSSL_ON in plan.cmake_flags else [])
 
 
-def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, user: str = BUILD_USER) -> str:
+def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int) -> str:
     """The shell that configures, builds, checks and installs one build (pure, unit-tested).
 
-    cmake and the build run as ``user``, an unprivileged account that owns only
+    cmake and the build run as ``BUILD_USER``, an unprivileged account that owns only
     this build's tree; the binary's ``--version`` and the backend check run as
     that user too, never as root. Root then installs the binary and records
     the sha256 of every file of the build in ``SHA256SUMS`` beside it: what the
@@ -212,7 +212,8 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, 
         + [f"{quote(k)}={quote(v)}" for k, v in plan.build_env.items()]
         + ([HIP_CONFIGURE_ENV] if plan.backend == "hip" else [])
     )
-    as_user = f"runuser -u {quote(user)} --"
+    user = quote(BUILD_USER)
+    as_user = f"runuser -u {user} --"
     record = json.dumps(
         {
             "build_id": bid,
@@ -229,7 +230,7 @@ def build_script(bid: str, src: str, plan: HostPlan, source: Source, jobs: int, 
     return "\n".join(
         [
             "set -u",
-            f"rm -rf {build_dir} {dest}.new && install -d -o {quote(user)} -g {quote(user)} -m 755 {build_dir} "
+            f"rm -rf {build_dir} {dest}.new && install -d -o {user} -g {user} -m 755 {build_dir} "
             f"&& mkdir -p {dest}.new/bin",
             f"( {as_user} env {env} cmake -S {quote(src)} -B {build_dir} "
             f"{' '.join(quote(f) for f in plan.cmake_flags)} "
