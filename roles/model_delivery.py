@@ -177,8 +177,7 @@ def check_on_host(path: str, sha256: str):
     yield f"echo {quote(f'lemfleet: {path} is missing or its sha256 is not model_sha256 ({sha256})')} >&2; exit 1"
 
 
-def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[], bool]],
-                 last_good_model: str = LAST_GOOD_MODEL) -> None:  # fmt: skip
+def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[], bool]]) -> None:
     """Keep the serving model, the last good and previous states' and the ``keep - 1`` most recent; remove the rest.
 
     Runs only once the new state passed the health gate (``when``: all must
@@ -186,7 +185,7 @@ def prune_models(model_dir: str, serving: str, keep: int, when: list[Callable[[]
     check record, touched whenever the file becomes the serving one (the
     model's own mtime is part of that record, so it is never touched).
     """
-    server.shell(name="Prune old models", commands=[prune_script(model_dir, serving, keep, last_good_model)], _if=when)
+    server.shell(name="Prune old models", commands=[prune_script(model_dir, serving, keep)], _if=when)
 
 
 def prune_script(model_dir: str, serving: str, keep: int, last_good_model: str = LAST_GOOD_MODEL,
