@@ -60,7 +60,7 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
     if settings["model_delivery"] == "host":
         with httpx.Client(follow_redirects=True, timeout=60) as client:
             size = int(client.head(url).raise_for_status().headers.get("content-length", 0))
-            _check_remote_header(client, url, "model_url")
+            _check_remote_header(client, url)
         return ModelArtifact(alias, name, expected, size, url=url)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -84,8 +84,8 @@ def _url(settings: Mapping[str, Any]) -> ModelArtifact:
     return ModelArtifact(alias, name, expected, dest.stat().st_size, local_path=dest)
 
 
-def _check_remote_header(client: httpx.Client, url: str, setting: str) -> None:
-    """The first bytes of a model the hosts will download, read with a range request and checked here."""
+def _check_remote_header(client: httpx.Client, url: str) -> None:
+    """The first bytes of the model_url the hosts will download, read with a range request and checked here."""
     head = b""
     try:
         with client.stream("GET", url, headers={"Range": f"bytes=0-{len(gguf_header.LFS_POINTER) - 1}"}) as resp:
@@ -95,8 +95,8 @@ def _check_remote_header(client: httpx.Client, url: str, setting: str) -> None:
                 if len(head) >= len(gguf_header.LFS_POINTER):
                     break
     except httpx.HTTPError as err:
-        raise SettingsError([f"{setting}: the start of {url} could not be read to check it is a GGUF: {err}"]) from err
-    problem = gguf_header.header_problem(head, f"{setting}: {url}")
+        raise SettingsError([f"model_url: the start of {url} could not be read to check it is a GGUF: {err}"]) from err
+    problem = gguf_header.header_problem(head, f"model_url: {url}")
     if problem:
         raise SettingsError([problem])
 

@@ -28,13 +28,15 @@ GPU_VENDORS: dict[str, Vendor] = {"1002": "amd", "10de": "nvidia"}
 _SLOT_RE = re.compile(r"(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 
 
-def unrecognised(tool: str, lines: Iterable[str], what: str = "output in a layout the parser does not know") -> str:
+def unrecognised(tool: str, lines: Iterable[str]) -> str:
     """The fact error for output no parser recognised: the tool, and its first
     line that is not a table border, quoted."""
     text = [t.strip() for t in lines if t.strip() and not set(t.strip()) <= set("+-=|:*. ")]
     # The line naming a device the parser could not read explains it best; else the first.
     line = next((t for t in text if _SLOT_RE.search(t)), text[0] if text else "")
-    return f"{tool} printed {what}: {line!r}" if line else f"{tool} printed nothing"
+    if not line:
+        return f"{tool} printed nothing"
+    return f"{tool} printed output in a layout the parser does not know: {line!r}"
 
 
 def normalize_slot(text: str) -> str | None:
