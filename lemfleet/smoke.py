@@ -5,7 +5,7 @@ GGUF loads), then, when it was given a key, that requests without a key or with 
 refused (a key list llama-server loaded empty turns auth off), then checks ``GET /v1/models``, a
 chat completion and a streamed chat completion, recording time to first token and decode
 tokens/s. Each check is a named :class:`Step`, so a pipeline can say exactly which one failed on
-which host. :func:`smoke_many` runs many endpoints in parallel with a concurrency bound, because
+which host. :func:`run_bounded` runs many endpoints in parallel with a concurrency bound, because
 verifying a fleet should take about as long as verifying its slowest host.
 
 The API key is sent as a bearer token and never stored in a result or a message.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -32,7 +32,6 @@ __all__ = [
     "Step",
     "run_bounded",
     "smoke_check",
-    "smoke_many",
     "wait_for_health",
 ]
 
@@ -290,8 +289,3 @@ def run_bounded(func: Callable[[T], R], items: Iterable[T], concurrency: int) ->
         raise ValueError(f"concurrency={concurrency!r} is not valid; accepted: an integer of 1 or more")
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lemfleet-smoke") as pool:
         return list(pool.map(func, items))
-
-
-def smoke_many(urls: Sequence[str], *, concurrency: int = 8, **kwargs: Any) -> list[SmokeResult]:
-    """:func:`smoke_check` every URL, ``concurrency`` at a time; results keep the URLs' order."""
-    return run_bounded(lambda url: smoke_check(url, **kwargs), urls, concurrency)

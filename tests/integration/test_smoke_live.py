@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from lemfleet.cli import main
-from lemfleet.smoke import CHECKS, SmokeResult, smoke_check, smoke_many
+from lemfleet.smoke import CHECKS, SmokeResult, smoke_check
 from lemfleet.smoke_load import load_test
 from lemfleet.sshtunnel import free_local_port
 from tests.integration import llama_bin
@@ -191,14 +191,6 @@ def test_an_endpoint_that_never_answers_fails_health_with_the_reason() -> None:
     assert result.steps[0].status == "failed"
     assert "last answer: ConnectError" in result.steps[0].message
     assert not result.ok
-
-
-def test_smoke_many_keeps_order_and_reports_each(llama: LiveServer) -> None:
-    dead = f"http://127.0.0.1:{free_local_port()}"
-    urls = [llama.url, dead, llama.url + "/", llama.url]
-    results = smoke_many(urls, concurrency=2, api_key=KEY, health_timeout=1.0)
-    assert [r.url for r in results] == [llama.url, dead, llama.url, llama.url]
-    assert [r.ok for r in results] == [True, False, True, True]
 
 
 def test_load_of_50_concurrent_chats_ends_cleanly(llama: LiveServer) -> None:
