@@ -50,13 +50,6 @@ def test_nvidia_repo(os_id: str, version: str, codename: str, distro: str) -> No
     assert plan.reboot
 
 
-def test_nouveau_blacklist_file() -> None:
-    assert NOUVEAU_BLACKLIST.path == "/etc/modprobe.d/blacklist-nouveau.conf"
-    assert NOUVEAU_BLACKLIST.content == (
-        "# Managed by lemfleet (drivers).\nblacklist nouveau\noptions nouveau modeset=0\n"
-    )
-
-
 def test_pre_turing_gets_proprietary_modules_and_cuda_12() -> None:
     plan = plan_drivers(cuda("ubuntu", "24.04", "noble", compute_capabilities=("6.1",)), {})
     assert plan.kernel_packages[0] == "cuda-drivers-580"
