@@ -12,7 +12,7 @@ The hosts have no GPU. What a GPU host's detection reads is put in place instead
   does. The other tools are called once by the facts and print their recording whatever the arguments.
   ``/usr/local/bin`` comes before ``/usr/bin`` on PATH, so packages the drivers step installs later (Debian's
   ``rocminfo``, ``vulkan-tools``) do not replace them.
-- ``/sys/class/kfd/kfd/topology`` for AMD GPUs (``kfd=True``): the facts read real sysfs, so the host's
+- ``/sys/class/kfd/kfd/topology`` for AMD GPUs: the facts read real sysfs, so the host's
   ``/sys/class`` is a read-only bind mount of a mirror of the controller's (every class entry keeps its relative
   link into the host's own ``/sys/devices``) plus a ``kfd`` tree in the layout of the amdgpu driver's
   ``kfd_topology.c``. No KFD dump of verifiable origin was recorded, so its values are *derived* from the
@@ -221,7 +221,6 @@ def add_gpu_host(
     recordings: Mapping[str, Recording],
     rc: Mapping[str, int] | None = None,
     suite: str = rootfs.DEFAULT_SUITE,
-    kfd: bool = True,
 ) -> HostRecord:
     """Boot one more host that presents the recorded GPU(s); see the module docstring for what is presented.
 
@@ -231,7 +230,7 @@ def add_gpu_host(
     amd = [g for g in gpus if g.vendor == "amd"]
     binds: list[str] = []
     number = _next_number()
-    if kfd and amd:
+    if amd:
         mirror = write_kfd(HOSTS_DIR / f"tb{number}" / "sys-class", amd)
         binds.append(f"{mirror}:/sys/class")
     (rec,) = add(1, suite=suite, binds=binds)

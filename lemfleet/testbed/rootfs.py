@@ -38,8 +38,8 @@ COMPONENTS = ("main", "contrib", "non-free", "non-free-firmware")
 ROOTFS_FORMAT = 1  # bump when the customisation below changes
 
 
-def cache_key(suite: str, packages: tuple[str, ...] = PACKAGES) -> str:
-    text = "\n".join([str(ROOTFS_FORMAT), suite, *sorted(packages), *COMPONENTS])
+def cache_key(suite: str) -> str:
+    text = "\n".join([str(ROOTFS_FORMAT), suite, *sorted(PACKAGES), *COMPONENTS])
     return f"{suite}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
