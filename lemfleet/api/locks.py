@@ -137,17 +137,16 @@ def _sessions(
     script: str,
     paths: Sequence[str],
     answer: Callable[[InventoryTarget, str], str | None],
-    timeout: float = SESSION_TIMEOUT,
 ) -> dict[str, HostSession]:
     """``script`` then a read of ``paths``, in one SSH session per host (in parallel).
 
-    A host that cannot be reached, or does not answer within ``timeout``, gives no problem and no
+    A host that cannot be reached, or does not answer within ``SESSION_TIMEOUT``, gives no problem and no
     files: nothing can change on it either, and the run that would change it reports it.
     """
 
     def one(target: InventoryTarget) -> HostSession:
         try:
-            done = run_on(target, f"{script}; rc=$?{_read_script(paths)}; exit $rc", timeout=timeout)
+            done = run_on(target, f"{script}; rc=$?{_read_script(paths)}; exit $rc", timeout=SESSION_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired):
             return HostSession(None, dict.fromkeys(paths))  # as unreachable: its batch reports the host
         if done.returncode == SSH_FAILED:
@@ -228,7 +227,7 @@ class HeldLocks:
     sessions: dict[str, HostSession]  # as :func:`lock_hosts` answers
     waiting: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # host -> its open session
 
-    def release(self, *, read: Sequence[str] = (), timeout: float = SESSION_TIMEOUT) -> dict[str, HostSession]:
+    def release(self, *, read: Sequence[str] = ()) -> dict[str, HostSession]:
         """Release every lock this rollout took, reading ``read`` after it; each host's files."""
         assert not any("\n" in path for path in read), "one path a line"
         words = ("release\n" + "".join(f"{path}\n" for path in read)).encode()
@@ -237,7 +236,7 @@ class HeldLocks:
             process = self.waiting.pop(target.name, None)
             if process is None:
                 return None
-            timer = threading.Timer(timeout, process.kill)
+            timer = threading.Timer(SESSION_TIMEOUT, process.kill)
             timer.start()
             try:
                 assert process.stdin and process.stdout
@@ -280,7 +279,6 @@ def hold_host_locks(
     *,
     break_lock: bool = False,
     read: Sequence[str] = (),
-    timeout: float = SESSION_TIMEOUT,
 ) -> HeldLocks:
     """:func:`lock_hosts`, with each session kept open until :meth:`HeldLocks.release` (in parallel)."""
     lock, rollout = shlex.quote(HOST_LOCK), shlex.quote(f'"rollout": "{owner.rollout}"')
@@ -300,7 +298,7 @@ def hold_host_locks(
         except OSError:
             return HostSession(None, dict.fromkeys(read))
         assert process.stdout and process.stderr
-        timer = threading.Timer(timeout, process.kill)
+        timer = threading.Timer(SESSION_TIMEOUT, process.kill)
         timer.start()
         lines: list[bytes] = []
         rc: int | None = None
