@@ -47,10 +47,10 @@ class TlsJob:
         return path
 
 
-def read_certificate(target: InventoryTarget, *, timeout: float = 30.0) -> str | None:
+def read_certificate(target: InventoryTarget) -> str | None:
     """The certificate a TLS host serves with (:data:`CERT_FILE`, PEM), or None when it cannot be read."""
     try:
-        done = run_on(target, f"cat {CERT_FILE}", timeout=timeout)
+        done = run_on(target, f"cat {CERT_FILE}", timeout=30.0)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 and done.stdout.strip() else None

@@ -299,12 +299,12 @@ def run_on(
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def read_deploy_record(target: InventoryTarget, *, timeout: float = 30.0) -> dict[str, Any] | None:
+def read_deploy_record(target: InventoryTarget) -> dict[str, Any] | None:
     """The host's deploy record (:data:`lemfleet.paths.DEPLOY_RECORD`), or None when it is not there."""
     read = ["cat", DEPLOY_RECORD]
     command = read if target.ssh is None else target.ssh.command(remote=read)
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(command, capture_output=True, timeout=30.0, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:

@@ -36,7 +36,7 @@ def normalise(fingerprint: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
-def peer_certificate(url: str, timeout: float = 10.0) -> bytes:
+def peer_certificate(url: str) -> bytes:
     """The DER certificate the server at ``url`` presents (nothing is sent but the TLS handshake)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
@@ -44,7 +44,7 @@ def peer_certificate(url: str, timeout: float = 10.0) -> bytes:
     probe.check_hostname = False
     probe.verify_mode = ssl.CERT_NONE
     with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
+        socket.create_connection((host, port), timeout=10.0) as raw,
         probe.wrap_socket(raw, server_hostname=host) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
@@ -53,10 +53,10 @@ def peer_certificate(url: str, timeout: float = 10.0) -> bytes:
     return der
 
 
-def pinned_context(url: str, fingerprint: str, timeout: float = 10.0) -> ssl.SSLContext:
+def pinned_context(url: str, fingerprint: str) -> ssl.SSLContext:
     """A context that trusts only the certificate of ``url`` whose sha256 is ``fingerprint``."""
     wanted = normalise(fingerprint)
-    der = peer_certificate(url, timeout)
+    der = peer_certificate(url)
     got = der_fingerprint(der)
     if got != wanted:
         raise PinMismatch(f"{url} presents the certificate {got}, not the recorded {wanted}: refusing to send to it")
