@@ -52,12 +52,12 @@ class LoadResult:
         return {**asdict(self), "ok": self.ok}
 
 
-def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float]:
-    """Nearest-rank percentiles plus the maximum; empty input gives an empty mapping."""
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank p50, p90 and p99 plus the maximum; empty input gives an empty mapping."""
     if not values:
         return {}
     ordered = sorted(values)
-    out = {f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in points}
+    out = {f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in (50, 90, 99)}
     out["max"] = ordered[-1]
     return {k: round(v, 3) for k, v in out.items()}
 
