@@ -56,7 +56,7 @@ def index_offer(index: AptIndex, release: str, arch: str, backend: str, gpu_targ
     server = [index.candidate(SERVER_PACKAGE), index.candidate(SERVER_LIBRARY)]
     if None in server:
         old = index.candidate(OLD_PACKAGE)
-        also = f"; it has {OLD_PACKAGE} {old.candidate}, an older packaging lemfleet does not install" if old else ""
+        also = f"; it has {OLD_PACKAGE} {old.candidate}, which lemfleet does not install" if old else ""
         return refuse(f"{release} has no {SERVER_PACKAGE} and {SERVER_LIBRARY} (llama-server){also}")
     ggml = index.candidate(GGML_PACKAGE)
     if ggml is None:

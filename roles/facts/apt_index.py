@@ -22,8 +22,8 @@ from pyinfra.api import FactBase
 from lemfleet.roles.distro_builds import SERVER_PACKAGE, known_packages
 from lemfleet.roles.facts.host import MARK, split_sections
 
-# The packages asked about: those the distro source installs, and ``llama.cpp``, the older packaging (one package,
-# versions like 5882+dfsg-3), which a release may still ship instead and which lemfleet does not install.
+# The packages asked about: those the distro source installs, and ``llama.cpp``, which lemfleet does not install: one
+# package holding everything before 5882+dfsg-3 (what an older release may still ship), a metapackage since.
 OLD_PACKAGE = "llama.cpp"
 INDEX_PACKAGES = (*known_packages(), OLD_PACKAGE)
 GPU_FIELD = "X-Rocm-Gpu-Architecture"
