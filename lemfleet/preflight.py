@@ -12,7 +12,10 @@ this repo's ``config.py`` calls :func:`check_cli_run`, which
 2. loads the inventory with pyinfra's own loader, as ``lemfleet plan`` does;
 3. validates the settings of every host the run will touch.
 
-One bad value stops the run with every problem listed and no host contacted.
+One bad value stops the run with every problem listed and no host contacted. So
+does a ``--limit`` that matches no host or group: pyinfra would warn, deploy to
+no host and exit 0, and ``--limit a,b`` (one pattern per ``--limit`` in pyinfra)
+looks like a run over two hosts while it changes nothing.
 Commands other than a deploy (``exec``, ``fact``) use no settings and are not
 checked. The packaged deploy (``lemfleet.deploy``) checks each host's settings
 again when it is called, which is the check another project's ``deploy.py``
@@ -27,7 +30,7 @@ from typing import Any
 import click
 
 from lemfleet.inventory_loader import InventoryError, load_inventory, matching
-from lemfleet.roles.controller import validate_hosts
+from lemfleet.roles.controller import FleetSettingsError, validate_hosts
 
 
 def check_cli_run() -> None:
@@ -48,6 +51,22 @@ def check_run(params: Mapping[str, Any]) -> None:
         )
     except InventoryError:
         return  # pyinfra loads the inventory next and reports the problem in its own words
+    if unmatched := [pattern for pattern in params.get("limit") or () if not matching(inventory, [pattern])]:
+        raise FleetSettingsError(unmatched_limits(unmatched))
     hosts = matching(inventory, params.get("limit") or ()) if params.get("limit") else list(inventory)
     excluded = set(matching(inventory, params.get("exclude") or ()))
     validate_hosts([h for h in hosts if h not in excluded])
+
+
+def unmatched_limits(patterns: list[str]) -> str:
+    """Why a run whose ``--limit`` patterns match no host stops (pyinfra would deploy to none, exit 0)."""
+    lines = []
+    for pattern in patterns:
+        split = [part for part in pattern.split(",") if part]
+        hint = (
+            f"; pyinfra takes one pattern per --limit: {' '.join(f'--limit {p}' for p in split)}"
+            if len(split) > 1
+            else ""
+        )
+        lines.append(f"--limit {pattern!r} matches no host or group of the inventory{hint}")
+    return "\n".join(lines) + "\nNo host was contacted."
