@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -118,10 +117,10 @@ def deploy(
     return FleetDeploy(hosts, dry=bool(final["dry"]), seconds=float(final["seconds"]), log=child.log)
 
 
-def print_events(event: Event, out: IO[str] = sys.stdout) -> None:
+def print_events(event: Event) -> None:
     """An ``on_event`` that prints one plain line per host event (notebooks use tqdm instead)."""
     if event.kind in ("operation_done", "operation_failed"):
         mark = "failed" if event.kind == "operation_failed" else ("changed" if event.changed else "ok")
-        print(f"[{event.host}] {event.operation}: {mark}", file=out)
+        print(f"[{event.host}] {event.operation}: {mark}")
     elif event.kind in ("host_unreachable", "host_message"):
-        print(f"[{event.host}] {event.level or 'error'}: {event.message}", file=out)
+        print(f"[{event.host}] {event.level or 'error'}: {event.message}")
