@@ -64,8 +64,9 @@ def reinstall_script(build_link: str) -> str:
             'if [ "$#" -gt 0 ]; then',
             "apt-mark unhold $names >/dev/null",
             f"echo {quote(DEBCONF)} | debconf-set-selections",
-            # dpkg -i needs no archive; apt only when a dependency went missing meanwhile.
-            'dpkg -i "$@" || apt-get install -y -q --no-install-recommends --allow-downgrades '
+            # dpkg -i needs no archive; apt (-f: over what dpkg left unconfigured) only when a dependency went
+            # missing meanwhile, e.g. purged with the packages by a switch to a compiled source.
+            'dpkg -i "$@" || apt-get -f install -y -q --no-install-recommends --allow-downgrades '
             '--allow-change-held-packages "$@"',
             "fi",
             "apt-mark hold $names >/dev/null",
