@@ -108,6 +108,17 @@ def test_a_rerun_changes_nothing(sid_host, served, tiny_model):
     assert changed(run) == 0, run.output[-3000:]
 
 
+def test_the_hosts_own_index_names_the_installed_packages(sid_host, served):
+    """The fact a release outside lemfleet's table is decided from (roles/facts/apt_index.py), read live."""
+    from lemfleet.roles.facts.apt_index import index_command, parse_index
+
+    index = parse_index(testbed.ssh(sid_host, index_command()).splitlines())
+    assert index.lists > 0
+    for name, version in OFFER.versions.items():
+        entry = index.entries[name]
+        assert entry.installed == version and entry.candidate, entry
+
+
 def installed(rec: testbed.HostRecord) -> dict[str, tuple[str, str]]:
     """``{package: (version, Status-Abbrev)}`` of the distro source's packages dpkg knows, removed ones included."""
     names = " ".join(known_packages())
@@ -157,8 +168,9 @@ done
 rm -rf work
 for f in *.deb; do dpkg-deb -f "$f"; echo "Filename: ./$f"; echo "Size: $(stat -c %s "$f")"
   echo "SHA256: $(sha256sum "$f" | cut -d' ' -f1)"; echo; done > Packages
-printf 'Origin: lemfleet-test\nLabel: lemfleet-test\nSHA256:\n %s %s Packages\n' \
-  "$(sha256sum Packages | cut -d' ' -f1)" "$(stat -c %s Packages)" > Release
+printf 'Origin: lemfleet-test\nLabel: lemfleet-test\nDate: %s\nSHA256:\n %s %s Packages\n' \
+  "$(LC_ALL=C date -u '+%a, %d %b %Y %H:%M:%S UTC')" "$(sha256sum Packages | cut -d' ' -f1)" \
+  "$(stat -c %s Packages)" > Release
 echo 'deb [trusted=yes] copy:{REPO} ./' > /etc/apt/sources.list.d/lemfleet-upgrade.list
 """
     testbed.ssh(sid_host, script, timeout=300)
@@ -186,3 +198,29 @@ def test_lemfleet_rollback_after_an_upgrade_reinstalls_the_old_packages(sid_host
     assert rollback(sid_host, tmp_path) == 0
     assert installed(sid_host) == held_at(OFFER.versions)
     assert recorded_packages(sid_host) == OFFER.versions and chat_answers(sid_host)
+
+
+@pytest.mark.slow
+def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(sid_host, served, tiny_model, tmp_path):
+    """distro -> pypi-sdist: the packages are unheld with the switch and purged after the gate; their .debs stay
+    only with the previous state, from which ``lemfleet rollback`` reinstalls and holds them; forward again purges
+    them again. Slow: a sid CPU compile (about 13 min on 2 cores) unless the controller's build cache has it."""
+    distro_versions = recorded_packages(sid_host)
+    run = deploy(sid_host.name, "model_source=local", f"model_path={tiny_model}")
+    assert run.returncode == 0, run.output[-4000:]
+    assert json.loads(testbed.ssh(sid_host, "cat /etc/lemfleet/deployed.json"))["build"]["source"] != "distro"
+    assert installed(sid_host) == {}  # not in dpkg -l at all: purged, not only removed
+    assert not set(known_packages()) & set(testbed.ssh(sid_host, "apt-mark showhold").split())
+    previous = testbed.ssh(sid_host, "readlink -f /var/lib/lemfleet/previous/build").strip()
+    every = testbed.ssh(sid_host, "ls -d /opt/lemfleet/llama.cpp/*/debs/*.deb /var/cache/apt/archives/*.deb "
+                                  "2>/dev/null || true").split()  # fmt: skip
+    debs = [d for d in every if d.rsplit("/", 1)[-1].split("_")[0] in known_packages()]
+    assert debs and all(d.startswith(f"{previous}/debs/") for d in debs), (previous, debs)
+    assert chat_answers(sid_host)
+    rerun = deploy(sid_host.name, "model_source=local", f"model_path={tiny_model}")
+    assert rerun.returncode == 0 and changed(rerun) == 0, rerun.output[-3000:]
+
+    assert rollback(sid_host, tmp_path) == 0  # back to the distro state, from its kept .debs
+    assert installed(sid_host) == held_at(distro_versions) and chat_answers(sid_host)
+    assert rollback(sid_host, tmp_path) == 0  # forward to the compiled state: the packages go again
+    assert installed(sid_host) == {} and chat_answers(sid_host)
