@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from shlex import quote
 
 from pyinfra.api import FactBase
 
@@ -65,7 +66,7 @@ class AptIndex:
 
 
 def index_command() -> str:
-    names = " ".join(INDEX_PACKAGES)
+    names = " ".join(quote(p) for p in INDEX_PACKAGES)
     return "; ".join(
         [
             f"echo {MARK}policy; LC_ALL=C apt-cache policy {names} 2>&1",
