@@ -25,9 +25,8 @@ from pyinfra import host
 from pyinfra.api import FileDownloadCommand, FileUploadCommand, FunctionCommand, operation
 from pyinfra.context import state as pyinfra_state
 
-from lemfleet.roles import build_cache
+from lemfleet.roles import build_cache, push_stream
 from lemfleet.roles.build_share import SHARE, BuildShareError
-from lemfleet.roles.ops import _openssh_upload, _stream_over_openssh
 
 ROOT = "/opt/lemfleet"
 BUILDS = f"{ROOT}/llama.cpp"
@@ -153,8 +152,9 @@ def receive_build(role: BuildRole):
         yield _failing(f"build {bid} is not in the controller's cache {role.cache}; nothing was installed")
         return
     tmp = f"{bundle_path(bid)}.partial"
-    if _stream_over_openssh(str(entry.bundle)):
-        yield FunctionCommand(_openssh_upload, (str(entry.bundle), tmp), {})
+    if push_stream.can_stream(str(entry.bundle)):  # under the operation's sudo, as the model push
+        receive = push_stream.remote_command(f"cat > {quote(tmp)}", push_stream.escalation())
+        yield FunctionCommand(push_stream.push, (str(entry.bundle), receive), {})
     else:
         yield FileUploadCommand(str(entry.bundle), tmp, remote_temp_filename=host.get_temp_filename(tmp))
     yield install_script(bid, tmp, entry)

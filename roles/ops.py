@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterable, Mapping
 from io import StringIO
 from shlex import quote
@@ -21,13 +19,11 @@ from typing import IO, Any
 from pyinfra import host, logger
 from pyinfra import state as pyinfra_state
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, operation
-from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
 from lemfleet.roles import push_stream
 from lemfleet.roles.hoststate import path_state
-from lemfleet.sshtunnel import SshOptions
 
 
 def _owned(path: str, mode: str, user: str, group: str) -> str:
@@ -185,34 +181,6 @@ def verified_upload(src: str | IO[Any], dest: str, sha256: str, mode: str = "644
         return
     yield FileUploadCommand(src, tmp, remote_temp_filename=host.get_temp_filename(dest))
     yield f"chmod {quote(mode)} {quote(tmp)} && " + place_verified(tmp, dest, sha256, what)
-
-
-# Above this size a file goes through OpenSSH rather than paramiko's SFTP, which
-# moves bulk data at about half the rate of scp (bench/model_push.py).
-STREAM_THRESHOLD = 64 * 1024**2
-
-
-def _stream_over_openssh(src: str) -> bool:
-    return (
-        isinstance(host.connector, SSHConnector)
-        and not host.data.get("ssh_password")
-        and shutil.which("ssh") is not None
-        and os.path.getsize(src) >= STREAM_THRESHOLD
-    )
-
-
-def _openssh_upload(state: Any, host: Any, src: str, tmp: str) -> bool:  # pyinfra passes state and host by name
-    """``ssh host 'cat > tmp' < src`` with the host's own SSH settings; True when it arrived."""
-    current = host
-    options = SshOptions.from_host_data(current.name, current.data)
-    with open(src, "rb") as source:
-        proc = subprocess.run(
-            options.command(remote=[f"cat > {quote(tmp)}"]), stdin=source, capture_output=True, check=False
-        )
-    if proc.returncode != 0:
-        current.log_styled(f"upload of {src} failed: {proc.stderr.decode(errors='replace').strip()[-300:]}", fg="red")
-        return False
-    return True
 
 
 @operation()
