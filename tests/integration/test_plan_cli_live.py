@@ -117,7 +117,7 @@ def test_unreachable_hosts_are_error_rows_and_exit_1(
     tmp_path: Path, silent_port: tuple[int, socket.socket], capfd: pytest.CaptureFixture[str]
 ) -> None:
     port, _ = silent_port
-    silent = [f"silent{i}" for i in range(4)]
+    silent = [f"silent{i}" for i in range(12)]
     inventory = write(
         tmp_path / "fleet.py",
         'local = ["@local"]\n'
@@ -127,9 +127,10 @@ def test_unreachable_hosts_are_error_rows_and_exit_1(
     out = tmp_path / "plan.json"
     started = time.monotonic()
     assert main(["plan", inventory, "--connect-timeout", "2", "--json", str(out)]) == 1
-    # Each silent host is given up after the 2 s connect timeout, all at once: one after the
-    # other would take 8 s.
-    assert time.monotonic() - started < 8
+    # Each silent host is given up after the 2 s connect timeout, all at once. One after the other
+    # would wait 2 s per host, 24 s at least: a bound on the order, not a speed target.
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * len(silent), f"the {len(silent)} silent hosts took {elapsed:.1f} s: connected one by one?"
     rows = {row["host"]: row for row in json.loads(out.read_text())}
     assert list(rows) == ["@local", "refused", *silent]
     assert rows["@local"]["ok"] and rows["@local"]["backend"] == "cpu"
@@ -143,7 +144,7 @@ def test_unreachable_hosts_are_error_rows_and_exit_1(
     cells = table_rows(printed)
     assert {cells[name][2] for name in ("refused", *silent)} == {"ERROR"}
     assert "refused: no plan\n  error: cannot reach the host: Could not connect" in printed
-    assert printed.rstrip().endswith("6 host(s): 1 planned, 5 with errors")
+    assert printed.rstrip().endswith(f"{len(silent) + 2} host(s): 1 planned, {len(silent) + 1} with errors")
 
 
 def test_limit_takes_groups_and_globs_and_skips_the_rest(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
