@@ -5,18 +5,27 @@ llama-server reads its key file only at start, so each step that changes the fil
 service exactly once, through the gate; a rerun restarts nothing.
 
 server_tls needs a llama-server built with OpenSSL, a build id of its own: the first run compiles it
-(~13-25 min on the test bed), so that test is ``slow``.
+(~13-25 min on the test bed; 50 min when another compile shares the two cores), so that test is ``slow``.
+Besides the deploy, the gate and the verify suite, it checks ``lemfleet status`` (https, pinned) and
+Debian's Prometheus scraping the host with the config ``lemfleet prometheus`` writes (certificate pinned).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from lemfleet import testbed
+from lemfleet import api, testbed
+from lemfleet.api.prometheus import prometheus_files
+from lemfleet.sshtunnel import free_local_port
 from tests.testbed.conftest import PROJECT, deploy
 
 UNIT = "lemfleet-llama.service"
@@ -94,7 +103,48 @@ def test_generated_tls_serves_https_pinned_by_every_client(host, tiny_model, tmp
     from tests.testbed.test_verify_suite import verify
 
     assert (checked := verify(host)).returncode == 0, checked.stdout[-3000:]
+    status_and_prometheus_pin(host, tls, tmp_path)
     # A rerun keeps the certificate: nothing changes, nothing restarts.
     again = deploy(host.name, *settings)
     assert again.returncode == 0 and restarts(again) == [], restarts(again)
     print(f"TLS build {record['build']['id']}", file=sys.stderr)
+
+
+def status_and_prometheus_pin(host: testbed.HostRecord, tls: dict[str, Any], tmp_path: Path) -> None:
+    """``lemfleet status`` probes the TLS server over https, pinned; Debian's Prometheus scrapes it, pinned."""
+    from tests.testbed.test_prometheus import promtool, query
+
+    fleet = api.Fleet.from_inventory(PROJECT / "inventories" / "testbed.py")
+    [row] = api.status(fleet, limit=[host.name]).hosts
+    assert row.ok and (row.scheme, row.health, row.tls_sha256) == ("https", 200, tls["sha256_fingerprint"]), row
+    assert row.processing is not None  # /metrics, over https with the key
+    files = prometheus_files(fleet, limit=[host.name])
+    [job] = files.tls
+    assert files.targets == [] and job.fingerprint == tls["sha256_fingerprint"] and job.server_name is None
+    key = tmp_path / "scrape-key"
+    key.write_text(NEW + "\n")
+    paths = files.write(tmp_path / "prometheus", key_file=str(key))
+    checked = subprocess.run([promtool(), "check", "config", str(paths[1])], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = json.loads(paths[1].read_text())
+    config["global"]["scrape_interval"] = "2s"
+    paths[1].write_text(json.dumps(config))
+    port, log = free_local_port(), tmp_path / "prometheus.log"
+    server = subprocess.Popen(
+        [shutil.which("prometheus") or "/usr/bin/prometheus", f"--config.file={paths[1]}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    try:
+        deadline, up = time.monotonic() + 90, list[dict[str, Any]]()
+        while time.monotonic() < deadline and not (up and up[0]["value"][1] == "1"):
+            time.sleep(2)
+            try:
+                up = query(f"http://127.0.0.1:{port}", 'up{job="lemfleet"}')
+            except httpx.HTTPError:  # not listening yet
+                up = []
+        assert up and up[0]["value"][1] == "1" and up[0]["metric"]["host"] == host.name, (up, log.read_text()[-2000:])
+        print(f"prometheus scraped {up[0]['metric']['instance']} over https, pinned", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
