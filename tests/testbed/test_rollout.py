@@ -17,7 +17,7 @@ import pytest
 from lemfleet import api, testbed
 from lemfleet.api.locks import HOST_LOCK, LockHeld
 from lemfleet.testbed.hosts import HostRecord
-from tests.testbed.conftest import deploy
+from tests.testbed.conftest import PROJECT, deploy, pyinfra
 
 UNIT = "lemfleet-llama.service"
 
@@ -71,6 +71,26 @@ def test_a_rollout_with_nothing_to_do_passes_as_no_ops(three, tiny_model, tmp_pa
     assert {r.outcome for b in result.record.batches for r in b.results} == {"unchanged"}
     assert not [e for e in events if e.kind == "batch_started"]  # no batch had work: none ran
     assert result.path is not None and json.loads(result.path.read_text())["status"] == "completed"
+
+
+def test_a_rollout_right_after_a_plain_deploy_of_the_fleet_finds_every_host_unchanged(three, tiny_model, tmp_path):
+    """One plain ``pyinfra ... deploy.py`` over all three hosts (one ``--limit`` each: pyinfra takes one
+    pattern per ``--limit``, and ``--limit tb1,tb2,tb3`` would match no host and deploy to none), then
+    ``lemfleet rollout`` with the same settings: nothing to do, no batch runs, every host unchanged."""
+    names = [rec.name for rec in three]
+    data = ["model_source=local", f"model_path={tiny_model}"]
+    run = pyinfra("inventories/testbed.py", "deploy.py", "-y", "--json",
+                  *[a for n in names for a in ("--limit", n)], *[a for d in data for a in ("--data", d)])  # fmt: skip
+    assert run.returncode == 0, run.output[-3000:]
+    reached = {h for op in run.json["results"]["operations"] for h in op["success"] + op["no_change"]}
+    assert reached == set(names), run.output[-3000:]  # the deploy reached every host
+    events: list[api.Event] = []
+    fleet = api.Fleet.from_inventory(PROJECT / "inventories" / "testbed.py", data=data)
+    result = api.rollout(fleet, limit=names, records=tmp_path / "rollouts", on_event=events.append)
+    assert result.ok, result
+    assert {r.host: r.outcome for b in result.record.batches for r in b.results} == dict.fromkeys(names, "unchanged")
+    assert not [e for e in events if e.kind == "batch_started"]
+    assert on_host(three[0], f"test -e {HOST_LOCK} && echo held || echo free") == "free"  # released
 
 
 def test_a_model_that_does_not_load_stops_the_rollout_and_resume_finishes_it(three, tiny_model, tmp_path):
