@@ -27,8 +27,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jinja2 import Environment
 
 from lemfleet.paths import API_KEY_FILE as KEY_FILE
+from lemfleet.roles import values
 from lemfleet.roles.detect import facts_from_sections
 from lemfleet.roles.facts.host import split_sections
 from lemfleet.roles.model_delivery import ModelArtifact, default_alias
@@ -37,6 +39,7 @@ from lemfleet.roles.server import render_env, render_unit
 from lemfleet.roles.settings import SettingsError
 from lemfleet.roles.settings_check import all_settings, validate
 from lemfleet.roles.value_rules import model_file_name
+from lemfleet.roles.values import MAX_BYTES
 from tests.unit.systemd_syntax import exec_words, parse_env_file, substitute, unit_directives
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "host" / "debian12-nspawn-probe.txt"
@@ -247,3 +250,21 @@ def test_derived_values_given_straight_to_the_renderer(model_path, alias, node, 
     assert argv == expected_argv(plan, model_path, [], None)
     assert parse_env_file(env)["GGML_VK_VISIBLE"] == env_value
     assert [k for k, _ in unit_directives(unit) if k == "DeviceAllow"] == ["DeviceAllow"]
+
+
+def test_a_two_megabyte_alias_is_refused_by_name_before_any_host():
+    """The case that once made a unit systemd could not load: refused by the settings check, with the cap."""
+    with pytest.raises(SettingsError) as caught:
+        validate({"model_alias": "a" * 2 * 1024 * 1024})
+    text = str(caught.value)
+    assert "model_alias=" in text and f"accepted: at most {MAX_BYTES} bytes" in text, text
+    assert len(text) < 2000, "the message shows the value shortened, not 2 MB of it"
+
+
+def test_a_template_value_that_skipped_the_escaping_filters_is_refused():
+    """The template guard itself: a ``{{ }}`` that did not pass through roles/values.py does not render."""
+    env = Environment(finalize=values.require_escaped)
+    env.filters.update(values.FILTERS)
+    with pytest.raises(TypeError, match=r"did not pass through lemfleet\.roles\.values"):
+        env.from_string("ExecStart=/bin/x {{ raw }}").render(raw="; rm -rf /")
+    assert env.from_string('A={{ v | env("x") }}').render(v="ok") == 'A="ok"'

@@ -36,6 +36,27 @@ def test_command_builders_quote_every_interpolation():
     assert not new, "unquoted values in shell commands (wrap them in quote(...)):\n" + "\n".join(new)
 
 
+LEMFLEET = ROLES.parent / "lemfleet"
+# The controller's own command builders (status's probe, the test bed's recorded tools): section names and
+# commands lemfleet writes itself, and a recorded exit status.
+KNOWN_CONTROLLER: Counter[tuple[str, str]] = Counter(
+    {
+        ("lemfleet/api/status.py", "name"): 1,
+        ("lemfleet/api/status.py", "cmd"): 1,
+        ("lemfleet/testbed/recorded_gpu.py", "found[kind][1]"): 1,
+        ("lemfleet/testbed/recorded_gpu.py", "tool"): 1,
+    }
+)
+
+
+def test_controller_command_builders_quote_every_interpolation():
+    """The same rule for the commands the controller builds (status, Prometheus, the test bed), not only the steps."""
+    findings = scan(LEMFLEET, LEMFLEET, "lemfleet")
+    found = Counter((f.path, f.expression) for f in findings)
+    new = [str(f) for f in findings if found[(f.path, f.expression)] > KNOWN_CONTROLLER[(f.path, f.expression)]]
+    assert not new, "unquoted values in shell commands (wrap them in quote(...)):\n" + "\n".join(new)
+
+
 def test_the_scan_finds_an_unquoted_value(tmp_path):
     """The scanner itself: an unquoted value is reported, a quoted one is not."""
     (tmp_path / "mod.py").write_text(
