@@ -84,8 +84,8 @@ def deploy_lemfleet() -> None:
     transaction.adopt_last_good(name="Adopt the serving state as the last good one", layout=layout)
     apt_proxy.configure_apt_proxy()
     # The service user joins the GPU groups in the server step, where it is created. The GPU SDK and
-    # -dev packages go only where llama-server is compiled (roles/build_ops.py).
-    install_drivers(drivers, compiles=None if distro else llama_cpp.host_build_role(plan, source).compiles)
+    # -dev packages go only where llama-server is compiled (roles/build_ops.py); a distro host compiles nothing.
+    install_drivers(drivers, compiles=(lambda: False) if distro else llama_cpp.host_build_role(plan, source).compiles)
     # The distribution's packages the new state does not use (a switch to a compiled source): unheld now, purged
     # after a passing gate; a failed gate's restore holds the last good state's again (roles/distro_release.py).
     distro_installed, distro_needed = distro_release.distro_packages(), tuple(distro.versions) if distro else ()
