@@ -212,7 +212,8 @@ def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(
     assert installed(sid_host) == {}  # not in dpkg -l at all: purged, not only removed
     assert not set(known_packages()) & set(testbed.ssh(sid_host, "apt-mark showhold").split())
     previous = testbed.ssh(sid_host, "readlink -f /var/lib/lemfleet/previous/build").strip()
-    every = testbed.ssh(sid_host, "ls -d /opt/lemfleet/llama.cpp/*/debs/*.deb /var/cache/apt/archives/*.deb "
+    # find follows no link (``current`` and ``previous`` under the builds point at build directories).
+    every = testbed.ssh(sid_host, "find /opt/lemfleet/llama.cpp /var/cache/apt/archives -name '*.deb' "
                                   "2>/dev/null || true").split()  # fmt: skip
     debs = [d for d in every if d.rsplit("/", 1)[-1].split("_")[0] in known_packages()]
     assert debs and all(d.startswith(f"{previous}/debs/") for d in debs), (previous, debs)
