@@ -212,9 +212,9 @@ def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(
     assert installed(sid_host) == {}  # not in dpkg -l at all: purged, not only removed
     assert not set(known_packages()) & set(testbed.ssh(sid_host, "apt-mark showhold").split())
     previous = testbed.ssh(sid_host, "readlink -f /var/lib/lemfleet/previous/build").strip()
-    # find follows no link (``current`` and ``previous`` under the builds point at build directories).
-    every = testbed.ssh(sid_host, "find /opt/lemfleet/llama.cpp /var/cache/apt/archives -name '*.deb' "
-                                  "2>/dev/null || true").split()  # fmt: skip
+    # find follows no link (``current`` and ``previous`` under the builds point at build directories). apt's own
+    # cache (/var/cache/apt/archives) is apt's to manage (apt-get autoclean), not lemfleet's.
+    every = testbed.ssh(sid_host, "find /opt/lemfleet -name '*.deb' 2>/dev/null || true").split()
     debs = [d for d in every if d.rsplit("/", 1)[-1].split("_")[0] in known_packages()]
     assert debs and all(d.startswith(f"{previous}/debs/") for d in debs), (previous, debs)
     assert chat_answers(sid_host)
