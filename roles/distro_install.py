@@ -108,6 +108,15 @@ class DistroState:
                 "debs": f"{self.path}/debs"}  # fmt: skip
 
 
+def dpkg_query_command(packages: Iterable[str]) -> str:
+    """``dpkg-query`` printing ``package<TAB>version<TAB>Status-Abbrev`` for ``packages``.
+
+    :func:`parse_dpkg` reads its output.
+    """
+    names = " ".join(quote(p) for p in packages)
+    return f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} 2>/dev/null"
+
+
 class DpkgVersions(FactBase):
     """Installed version and hold of each package. Sample output (``dpkg-query``'s Status-Abbrev)::
 
@@ -116,8 +125,7 @@ class DpkgVersions(FactBase):
     """
 
     def command(self, packages: tuple[str, ...]) -> str:
-        names = " ".join(quote(p) for p in packages)
-        return f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true"
+        return f"{dpkg_query_command(packages)} || true"
 
     def process(self, output: Iterable[str]) -> dict[str, tuple[str, bool]]:
         return parse_dpkg(output)

@@ -36,7 +36,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 
 from lemfleet.roles.distro_builds import known_packages
-from lemfleet.roles.distro_install import DEBCONF, parse_dpkg
+from lemfleet.roles.distro_install import DEBCONF, dpkg_query_command, parse_dpkg
 from lemfleet.roles.facts.host import MARK, split_sections
 from lemfleet.roles.llama_cpp import BUILDS
 
@@ -44,10 +44,9 @@ from lemfleet.roles.llama_cpp import BUILDS
 def reinstall_script(build_link: str) -> str:
     """Shell: when ``build_link`` leads to a distro build, install its kept .debs where the installed version
     differs, hold them and check each; nothing for a compiled build. Runs in a subshell; fails the caller."""
-    check = (
-        'case "$(dpkg-query -W -f=\'${db:Status-Abbrev}|${Version}\' "$p" 2>/dev/null)" in ?i?"|$v") ;; '
-        '*) echo "lemfleet: $p $v from $f is not installed after the reinstall" >&2; exit 1 ;; esac'
-    )
+    # Whether package $p is installed at version $v; then ";; *)" and what to do when it is not.
+    installed = 'case "$(dpkg-query -W -f=\'${db:Status-Abbrev}|${Version}\' "$p" 2>/dev/null)" in ?i?"|$v") ;; '
+    check = installed + '*) echo "lemfleet: $p $v from $f is not installed after the reinstall" >&2; exit 1 ;; esac'
     return "\n".join(
         [
             "(",
@@ -59,8 +58,7 @@ def reinstall_script(build_link: str) -> str:
             'names=""; set --',
             'for f in "$b"/debs/*.deb; do p=$(dpkg-deb -f "$f" Package); v=$(dpkg-deb -f "$f" Version); '
             'names="$names $p"',
-            'case "$(dpkg-query -W -f=\'${db:Status-Abbrev}|${Version}\' "$p" 2>/dev/null)" in ?i?"|$v") ;; '
-            '*) set -- "$@" "$f" ;; esac; done',
+            installed + '*) set -- "$@" "$f" ;; esac; done',
             'if [ "$#" -gt 0 ]; then',
             "apt-mark unhold $names >/dev/null",
             f"echo {quote(DEBCONF)} | debconf-set-selections",
@@ -88,12 +86,11 @@ class DistroPackages(FactBase):
     """
 
     def command(self) -> str:
-        names = " ".join(quote(p) for p in known_packages())
         return (
             f'for f in {BUILDS}/distro-*/build.json; do [ -f "$f" ] || continue; '
             f'echo "{MARK}build $f"; cat "$f"; echo; done; '
             f"ls {BUILDS}/distro-*/build.json >/dev/null 2>&1 && {{ echo {MARK}dpkg; "
-            f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {names} 2>/dev/null; }}; true"
+            f"{dpkg_query_command(known_packages())}; }}; true"
         )
 
     def process(self, output: Iterable[str]) -> dict[str, tuple[str, bool]]:

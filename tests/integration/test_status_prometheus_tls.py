@@ -10,13 +10,10 @@ config ``lemfleet prometheus`` writes.
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from lemfleet.api.status import KEY_FILE, host_status, status_command
 from lemfleet.prometheus_tls import tls_job
 from lemfleet.roles.server_tls import TlsFiles, generate
 from lemfleet.sshtunnel import InventoryTarget, free_local_port
+from tests.integration.tls_standin import serve_https
 
 SCRAPE = "prometheus-tls-scrape-key-0123"
 METRICS = (
@@ -58,39 +56,15 @@ def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
     context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(f"{self.path} {self.headers.get('Authorization')}")
-            if self.path == "/health":
-                code, body = 200, b'{"status":"ok"}'
-            elif self.headers.get("Authorization") == f"Bearer {SCRAPE}":
-                code, body = 200, METRICS.encode()
-            else:
-                code, body = 401, b'{"error":"Invalid API Key"}'
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str, authorization: str | None) -> tuple[int, bytes]:
+        if path == "/health":
+            return 200, b'{"status":"ok"}'
+        if authorization == f"Bearer {SCRAPE}":
+            return 200, METRICS.encode()
+        return 401, b'{"error":"Invalid API Key"}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        def get_request(self) -> tuple[socket.socket, Any]:
-            sock, address = super().get_request()
-            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass  # a client that refused the handshake
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield TlsServer(server.server_address[1], files, seen)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_https(context, answer, seen) as port:
+        yield TlsServer(port, files, seen)
 
 
 def record(port: int, pinned: TlsFiles, host: str = "127.0.0.1") -> dict[str, Any]:

@@ -8,20 +8,17 @@ the handshake of the request itself; the operator's CA path checks the host name
 
 from __future__ import annotations
 
-import http.server
-import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from lemfleet.roles.server_tls import TlsFiles, generate
 from lemfleet.tls_client import PinMismatch, ca_context, client_verify, pinned_context
+from tests.integration.tls_standin import serve_https
 
 
 @dataclass
@@ -50,34 +47,11 @@ def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
     _load(context, files, tmp_path)
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(f"{self.path} {self.headers.get('Authorization')}")
-            body = b'{"status":"ok"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str, authorization: str | None) -> tuple[int, bytes]:
+        return 200, b'{"status":"ok"}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        def get_request(self) -> tuple[socket.socket, Any]:
-            sock, address = super().get_request()
-            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass  # a client that refused the handshake
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield TlsServer(f"https://127.0.0.1:{server.server_address[1]}", files, context, seen)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_https(context, answer, seen) as port:
+        yield TlsServer(f"https://127.0.0.1:{port}", files, context, seen)
 
 
 def test_a_client_pinned_to_the_recorded_fingerprint_is_answered(tls_server: TlsServer) -> None:

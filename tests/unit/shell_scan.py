@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-QUOTING = {"q", "quote", "shlex.quote", "_owned", "place_verified", "int", "len", "probe_command"}
+QUOTING = {"q", "quote", "shlex.quote", "_owned", "place_verified", "int", "len", "probe_command", "dpkg_query_command"}
 BUILDER_WORDS = ("script", "command")
 
 

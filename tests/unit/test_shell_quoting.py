@@ -29,10 +29,15 @@ KNOWN: Counter[tuple[str, str]] = Counter(
 )
 
 
-def test_command_builders_quote_every_interpolation():
-    findings = scan(ROLES, ROLES, "lemfleet.roles")
+def unquoted_beyond(root: Path, package: str, known: Counter[tuple[str, str]]) -> list[str]:
+    """The scan's findings under ``root`` beyond the ``known`` counts."""
+    findings = scan(root, root, package)
     found = Counter((f.path, f.expression) for f in findings)
-    new = [str(f) for f in findings if found[(f.path, f.expression)] > KNOWN[(f.path, f.expression)]]
+    return [str(f) for f in findings if found[(f.path, f.expression)] > known[(f.path, f.expression)]]
+
+
+def test_command_builders_quote_every_interpolation():
+    new = unquoted_beyond(ROLES, "lemfleet.roles", KNOWN)
     assert not new, "unquoted values in shell commands (wrap them in quote(...)):\n" + "\n".join(new)
 
 
@@ -51,9 +56,7 @@ KNOWN_CONTROLLER: Counter[tuple[str, str]] = Counter(
 
 def test_controller_command_builders_quote_every_interpolation():
     """The same rule for the commands the controller builds (status, Prometheus, the test bed), not only the steps."""
-    findings = scan(LEMFLEET, LEMFLEET, "lemfleet")
-    found = Counter((f.path, f.expression) for f in findings)
-    new = [str(f) for f in findings if found[(f.path, f.expression)] > KNOWN_CONTROLLER[(f.path, f.expression)]]
+    new = unquoted_beyond(LEMFLEET, "lemfleet", KNOWN_CONTROLLER)
     assert not new, "unquoted values in shell commands (wrap them in quote(...)):\n" + "\n".join(new)
 
 
