@@ -16,9 +16,14 @@ serves is the packages dpkg has installed. So a state change that moves the
   compiled source, a backend the new state does not need): the packages
   lemfleet's distro builds name that the new state does not use are unheld
   with the switch and purged once the new state passed the gate
-  (:func:`release_distro_packages`), with the dependencies only they kept
+  (:func:`release_after_gate`), with the dependencies only they kept
   installed. A failed gate puts the last good state back, and the hook above
   holds its packages again.
+- **A failed switch to the distro source, or to more packages**: the failed
+  gate's restore purges, last, the packages the failed state's build
+  installed that the last good state does not name
+  (:func:`release_failed_script`), so a compiled host that failed its
+  switch is left with no distribution package, held or not.
 
 The .debs stay in the distro build's directory while that state is the last
 good or the previous one (a ``lemfleet rollback`` reinstalls them from
@@ -117,7 +122,46 @@ def parse_distro_packages(lines: Iterable[str]) -> dict[str, tuple[str, bool]]:
 def purge_script(names: Iterable[str]) -> str:
     """Shell: unhold and purge ``names``, then purge the packages that only they kept installed (those
     ``apt-get autoremove`` would remove now and would not before; anything else autoremovable is left)."""
-    words = " ".join(quote(n) for n in names)
+    return _purge_lines(" ".join(quote(n) for n in names))
+
+
+def remember_failed_script(current_link: str) -> str:
+    """Shell, before a failed gate's restore moves ``current_link``: note the build it leads to, the failed
+    state's, for :func:`release_failed_script` (same shell)."""
+    return f"lemfleet_failed_build=$(readlink -f {quote(current_link)} 2>/dev/null || true)"
+
+
+def release_failed_script(kept_link: str) -> str:
+    """Shell, after a failed gate put the kept state back: the packages the failed state's distro build
+    installed (its ``debs/``; the build :func:`remember_failed_script` noted) that the kept state's build
+    does not name are unheld and purged, as a passing switch would have purged them.
+
+    Best effort: the kept state serves from its own files, so a purge that fails is reported and the
+    restore goes on (the next passing deploy purges what is left: :func:`release_after_gate`).
+    """
+    names = 'for d in "$1"/debs/*.deb; do [ -f "$d" ] && dpkg-deb -f "$d" Package; done | sort -u'
+    distro = 'grep -qs \'"source": "distro"\' "$1/build.json"'
+    listing = f"names() {{ if {distro}; then {names}; fi; }}"
+    purge = _purge_lines('"$@"')
+    return "\n".join(
+        [
+            "(",
+            f"{listing}",
+            f'k=$(readlink -f {quote(kept_link)} 2>/dev/null || true); f="$lemfleet_failed_build"',
+            'if [ -n "$f" ] && [ "$f" != "$k" ]; then',
+            "kept=\" $(names \"$k\" | tr '\\n' ' ') \"",
+            'extra=$(names "$f" | while read -r p; do case $kept in *" $p "*) ;; *) echo "$p" ;; esac; done)',
+            'if [ -n "$extra" ]; then',
+            f"sh -c {quote(purge)} lemfleet-release $extra || echo \"lemfleet: the failed state's packages "
+            'could not all be purged ($extra): the next passing deploy purges them" >&2',
+            "fi",
+            "fi",
+            ")",
+        ]
+    )
+
+
+def _purge_lines(words: str) -> str:
     removable = "apt-get -s -q autoremove 2>/dev/null | sed -n 's/^Remv \\([^ ]*\\) .*/\\1/p' | sort"
     return "\n".join(
         [

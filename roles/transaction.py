@@ -43,7 +43,7 @@ from pyinfra.api.operation import OperationMeta
 
 from lemfleet.paths import LAST_GOOD_DIR, PREVIOUS_DIR
 from lemfleet.roles import server_tls
-from lemfleet.roles.distro_release import reinstall_script
+from lemfleet.roles.distro_release import reinstall_script, release_failed_script, remember_failed_script
 from lemfleet.roles.hoststate import path_state
 from lemfleet.roles.llama_cpp import CURRENT, LAST_GOOD_BUILD, PREVIOUS_BUILD
 from lemfleet.roles.model_delivery import LAST_GOOD_MODEL, PREVIOUS_MODEL
@@ -176,14 +176,19 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
     ``layout.previous`` for a rollback. Each file is copied beside its live
     path and renamed over it; a file the kept state did not have (an API key
     added since) is removed. A kept distro build's packages go back first:
-    its kept .debs are reinstalled and held (roles/distro_release.py).
+    its kept .debs are reinstalled and held (roles/distro_release.py). After
+    a failed gate (the last good state), the distribution packages the failed
+    state installed and the kept one does not name are purged last.
     """
     good = kept or layout.last_good
     what = "last good" if good == layout.last_good else "previous"
     missing = quote(f"lemfleet: no {what} state in {good}")
+    automatic = good == layout.last_good
     lines = [
         "set -e",
         f"if [ ! -e {quote(good + '/digest')} ]; then echo {missing} >&2; exit 1; fi",
+        # The build the failed gate saw, before its link moves: its distribution packages go at the end.
+        *([remember_failed_script(layout.current)] if automatic else []),
         # A distro build's packages first (roles/distro_release.py): a reinstall that fails changes nothing else.
         reinstall_script(good + "/build"),
         f"if [ -L {quote(good + '/build')} ]; then "
@@ -199,6 +204,8 @@ def restore_script(layout: Layout, kept: str | None = None) -> str:
             f"{quote(live)}.lemfleet-new && mv -f {quote(live)}.lemfleet-new {quote(live)}; "
             f"else rm -f {quote(live)}{f'; rmdir {folder} 2>/dev/null || true' if folder else ''}; fi"
         )
+    if automatic:  # a manual rollback purges the serving state's packages only after its gate (roles/rollback.py)
+        lines.append(release_failed_script(good + "/build"))
     return "\n".join(lines)
 
 

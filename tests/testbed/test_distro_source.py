@@ -225,3 +225,12 @@ def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(
     assert installed(sid_host) == held_at(distro_versions) and chat_answers(sid_host)
     assert rollback(sid_host, tmp_path) == 0  # forward to the compiled state: the packages go again
     assert installed(sid_host) == {} and chat_answers(sid_host)
+
+    # A switch back to the distro source that fails the gate: the compiled state serves again, and the packages
+    # the failed state installed are purged by the restore, held or not (roles/distro_release.py).
+    failed = distro_deploy(sid_host, tiny_model, None, 'server_extra_args=["--no-such-llama-flag"]')
+    assert failed.returncode != 0 and "rolled back: " in failed.output, failed.output[-4000:]
+    assert installed(sid_host) == {}, failed.output[-3000:]
+    assert not set(known_packages()) & set(testbed.ssh(sid_host, "apt-mark showhold").split())
+    assert json.loads(testbed.ssh(sid_host, "cat /etc/lemfleet/deployed.json"))["build"]["source"] != "distro"
+    assert chat_answers(sid_host)
