@@ -1,6 +1,6 @@
 """Issue bars for the model push, measured side by side on test-bed hosts.
 
-    python bench/model_push.py [push|rerun|all] [--hosts 4] [--size-mib 1024] [--rounds 5]
+    python bench/model_push.py [push|rerun|host|all] [--hosts 4] [--size-mib 1024] [--rounds 5]
 
 - push: one 1 GiB file to 4 hosts with lemfleet's controller-mode push (the model step of deploy.py,
   ``lemfleet.roles.model_delivery.install_model``: streamed to a temporary name and hashed on the host as
@@ -12,6 +12,11 @@
 - rerun: the same push with the file in place transfers nothing (no push operation changes, and the
   hosts' links carry only SSH's own bytes) and takes at most 2 s per host beyond the no-op baseline,
   ``pyinfra inventories/testbed.py exec -- true`` to the same hosts.
+
+- host: the host's side alone, here, with no SSH: the push's script (roles/push_stream.py) reading the
+  file from stdin, with Perl's tee and with coreutils' ``tee`` (perl hidden from PATH), alternating round
+  by round; prints the CPU seconds (user + system, the script and all it ran) per GiB of each. Needs no
+  test bed and no root; ``all`` does not include it.
 
 Uses the test-bed hosts that are up, and boots more (removing them afterwards) when fewer than --hosts
 are running. Needs root. Writes under /var/lib/lemfleet/bench on the hosts and removes it at the end.
@@ -28,6 +33,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +49,7 @@ from pyinfra.context import ctx_host
 from lemfleet.roles import detect
 from lemfleet.roles.hoststate import declare
 from lemfleet.roles.model_delivery import ModelArtifact, install_model, managed_paths
+from lemfleet.roles.push_stream import stream_script
 
 # The harness only: the deploy that pyinfra runs, and the bench times, imports what deploy.py's model step does.
 if __name__ == "__main__" or TYPE_CHECKING:
@@ -201,15 +208,53 @@ def bench_rerun(records: list[HostRecord], path: Path, sha256: str, rounds: int)
     )
 
 
+def host_side_cpu(path: Path, sha256: str, perl: bool, work: Path) -> tuple[float, float, float]:
+    """(user, system, wall) seconds of the push's host script writing ``path`` under ``work`` from stdin."""
+    env = dict(os.environ)
+    if not perl:
+        hidden = work / "no-perl"
+        hidden.mkdir(exist_ok=True)
+        (hidden / "perl").write_text("#!/bin/sh\nexit 127\n")
+        (hidden / "perl").chmod(0o755)
+        env["PATH"] = f"{hidden}:{env['PATH']}"
+    dest = work / "model.bin"
+    script = stream_script(str(dest) + ".partial", str(dest), sha256, "644", "the bench file")
+    before, started = os.times(), time.monotonic()
+    with path.open("rb") as source:
+        subprocess.run(["sh", "-c", script], stdin=source, env=env, check=True)
+    wall, after = time.monotonic() - started, os.times()
+    dest.unlink()
+    return after.children_user - before.children_user, after.children_system - before.children_system, wall
+
+
+def bench_host_side(path: Path, sha256: str, rounds: int) -> None:
+    gib = path.stat().st_size / 1024**3
+    figures: dict[str, list[tuple[float, float, float]]] = {"perl": [], "tee": []}
+    with tempfile.TemporaryDirectory(dir=CACHE / "bench") as folder:
+        for round_ in range(rounds):
+            for writer in ("perl", "tee") if round_ % 2 == 0 else ("tee", "perl"):
+                figures[writer].append(host_side_cpu(path, sha256, writer == "perl", Path(folder)))
+    for writer, runs in figures.items():
+        cpu = [(u + s) / gib for u, s, _ in runs]
+        print(f"{writer:4}: CPU per GiB median {median(cpu):.2f} s {[round(c, 2) for c in cpu]}; user "
+              f"{median([u / gib for u, _, _ in runs]):.2f} s, system {median([s / gib for _, s, _ in runs]):.2f} s; "
+              f"wall {median([w / gib for _, _, w in runs]):.2f} s per GiB")  # fmt: skip
+    ratio = median([(p[0] + p[1]) / (t[0] + t[1]) for p, t in zip(figures["perl"], figures["tee"], strict=True)])
+    print(f"Perl's tee over coreutils' tee, CPU: median of the paired rounds {ratio:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", choices=("push", "rerun", "all"), default="all")
+    parser.add_argument("what", nargs="?", choices=("push", "rerun", "host", "all"), default="all")
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     path, sha256 = bench_file(args.size_mib)
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # both read it from the page cache
+    if args.what == "host":
+        bench_host_side(path, sha256, args.rounds)
+        return 0
     records, added = bench_hosts(args.hosts)
     try:
         on_hosts(records, f"mkdir -p {shlex.quote(BENCH_DIR)}")

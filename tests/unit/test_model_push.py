@@ -18,7 +18,7 @@ import pytest
 
 from lemfleet.roles.hoststate import SIDECAR
 from lemfleet.roles.ops import place_verified
-from lemfleet.roles.push_stream import HASHER, remote_command, stream_script
+from lemfleet.roles.push_stream import HASHER, WRITER, remote_command, stream_script
 
 NEW = os.urandom(3 * 1024 * 1024 + 17)
 OLD = b"the model that serves now\n"
@@ -85,14 +85,38 @@ def test_an_empty_stream_is_rejected(dest: Path) -> None:
     unchanged(dest)
 
 
-def test_a_write_that_fails_is_told_apart_from_a_mismatch(dest: Path) -> None:
-    """The bytes hash right, but the file could not be written: rejected, and the message says so."""
+def no_perl(factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment where ``perl`` does not run (a minimal host without it): the host side uses ``tee``."""
+    bin_dir = factory.mktemp("bin-no-perl")
+    (bin_dir / "perl").write_text("#!/bin/sh\nexit 127\n")
+    (bin_dir / "perl").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize("writer", ["perl", "tee"])
+def test_a_write_that_fails_is_told_apart_from_a_mismatch(
+    dest: Path, tmp_path_factory: pytest.TempPathFactory, writer: str
+) -> None:
+    """The bytes hash right, but the file could not be written: rejected, and the message says so (and
+    says which writer ran: Perl's where it runs, else coreutils' tee)."""
     tmp = dest.parent / "no-such-dir" / "x.partial"
-    done = push(dest, NEW, sha(NEW), tmp=tmp)
+    env = no_perl(tmp_path_factory) if writer == "tee" else None
+    done = run(stream_script(str(tmp), str(dest), sha(NEW), "644", "it"), NEW, env=env)
     assert done.returncode == 1
     err = done.stderr.decode()
-    assert f"writing {tmp} failed" in err and "tee:" in err and "mismatch" not in err, err
+    said = "tee:" if writer == "tee" else f"lemfleet: cannot write {tmp}: No such file or directory"
+    assert f"writing {tmp} failed" in err and said in err and "mismatch" not in err, err
     unchanged(dest)
+
+
+def test_perl_and_coreutils_tee_place_the_same_bytes(dest: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Both writers place the stream whole (3 MiB and 17 bytes: Perl's 1 MiB reads end mid-buffer)."""
+    assert run(WRITER + "command -v lemfleet_tee").returncode == 0
+    for env in (None, no_perl(tmp_path_factory)):
+        dest.unlink()
+        done = run(stream_script(str(dest) + ".partial", str(dest), sha(NEW), "644", "it"), NEW, env=env)
+        assert done.returncode == 0, done.stderr
+        assert dest.read_bytes() == NEW
 
 
 def test_without_openssl_coreutils_hashes(dest: Path, tmp_path: Path) -> None:
