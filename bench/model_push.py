@@ -194,9 +194,12 @@ def bench_push(records: list[HostRecord], path: Path, sha256: str, rounds: int) 
     dest = f"{BENCH_DIR}/{sha256[:12]}-{path.name}"
     size = path.stat().st_size
     for round_ in range(rounds):
-        on_hosts(records, f"rm -f {BENCH_DIR}/*")
         measured, window = {}, {}
         for method in ("lemfleet", "scp") if round_ % 2 == 0 else ("scp", "lemfleet"):
+            # Each starts from the same state: no copy on the hosts, and no dirty page of the one before still
+            # being written back (the hosts share one kernel and disk; the second run of a round was slower).
+            on_hosts(records, f"rm -f {BENCH_DIR}/*")
+            subprocess.run(["sync"], check=True)
             with LinkWindow(records, len(records) * size) as link:
                 if method == "lemfleet":
                     seconds, sent, pushed = lemfleet_push(records, path, sha256)
@@ -204,6 +207,8 @@ def bench_push(records: list[HostRecord], path: Path, sha256: str, rounds: int) 
                 else:
                     seconds, sent = scp_push(records, path)
             measured[method], window[method] = (seconds, sent), link.seconds
+            if method == "lemfleet":  # what landed is what was sent, read back on every host
+                on_hosts(records, f"test \"$(sha256sum {dest} | cut -d' ' -f1)\" = {sha256}")
         ours.append(measured["lemfleet"][0])
         theirs.append(measured["scp"][0])
         ratios.append(ours[-1] / theirs[-1])
@@ -217,7 +222,6 @@ def bench_push(records: list[HostRecord], path: Path, sha256: str, rounds: int) 
             + f"; ratio {ratios[-1]:.2f}x, on the links {windows[-1]:.2f}x",
             flush=True,
         )
-    on_hosts(records, f"test \"$(sha256sum {dest} | cut -d' ' -f1)\" = {sha256}")
     print(f"{len(records)} hosts, {size / MIB:.0f} MiB each, {rounds} rounds")
     print(f"lemfleet push: median {median(ours):.1f} s  {[round(s, 1) for s in ours]}  "
           f"({len(records) * size / MIB / median(ours):.0f} MiB/s in all)")  # fmt: skip
