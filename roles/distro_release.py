@@ -215,6 +215,41 @@ def distro_packages() -> dict[str, tuple[str, bool]]:
     return host.get_fact(DistroPackages) or {}
 
 
+class AutoInstalled(FactBase):
+    """Which of ``packages`` apt counts as pulled in by others (``apt-mark showauto``): those an autoremove
+    may take once the packages that pulled them in go. Sample output::
+
+    libgomp1
+    """
+
+    def command(self, packages: tuple[str, ...]) -> str:
+        return f"apt-mark showauto {' '.join(quote(p) for p in packages)} 2>/dev/null || true"
+
+    def process(self, output: Iterable[str]) -> list[str]:
+        return sorted({line.strip() for line in output if line.strip()})
+
+
+@operation()
+def keep_marked_manual(auto: list[str]):
+    """Mark ``auto`` (runtime packages of the new state) as installed on purpose."""
+    if not auto:
+        host.noop("the new state's runtime packages are installed on purpose already")
+        return
+    yield f"apt-mark manual {' '.join(quote(n) for n in auto)}"
+
+
+def protect_runtime(installed: dict[str, tuple[str, bool]], runtime: Iterable[str]) -> None:
+    """Before the distribution's packages can be purged (a host with a distro build): the new state's runtime
+    packages that apt counts as pulled in by them (libgomp1 by libggml0, ROCm's libraries by the HIP backend)
+    are marked manual, so no purge's autoremove step, and no ``apt autoremove`` of the operator's, takes
+    what a compiled llama-server loads at its next start. Nothing on a host without a distro build."""
+    packages = tuple(sorted(set(runtime)))
+    if not installed or not packages:  # apt-mark showauto with no name lists every package
+        return
+    auto = host.get_fact(AutoInstalled, packages=packages)
+    keep_marked_manual(name="Keep the new state's runtime packages installed on purpose", auto=auto)
+
+
 def release_on_switch(installed: dict[str, tuple[str, bool]], needed: Iterable[str]) -> None:
     """With the switch: unhold the distro packages the new state does not use (none: no change)."""
     unhold_unused(name="Unhold the distribution's packages the new state does not use", installed=installed,

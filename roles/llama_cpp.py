@@ -182,6 +182,11 @@ def _tls_check(plan: HostPlan, binary: str, bid: str, as_user: str) -> list[str]
     ]
 
 
+def runtime_packages(plan: HostPlan) -> list[str]:
+    """The packages a compiled build of this plan needs to run (the GPU runtime comes from roles/drivers)."""
+    return _packages(plan, RUNTIME_PACKAGES, server_tls.RUNTIME_PACKAGES)
+
+
 def _packages(plan: HostPlan, packages: list[str], tls: list[str]) -> list[str]:
     """``packages``, and ``tls`` for a build with OpenSSL (roles/server_tls.py); others stay as they were."""
     return packages + (tls if server_tls.OPENSSL_ON in plan.cmake_flags else [])
@@ -271,8 +276,7 @@ def install_llama_cpp(plan: HostPlan, source: Source) -> OperationMeta:
         if role.kind != "receive":
             _compile(bid, src, plan, source, int(data.get("llama_cpp_build_jobs") or plan.cpu_logical_cores), compiles)
         # A host that receives the build needs only what runs it (roles/drivers installs the GPU runtime).
-        runtime = _packages(plan, RUNTIME_PACKAGES, server_tls.RUNTIME_PACKAGES)
-        apt.packages(name="Install runtime dependencies", packages=runtime, update=True, cache_time=3600,
+        apt.packages(name="Install runtime dependencies", packages=runtime_packages(plan), update=True, cache_time=3600,
                      no_recommends=True)  # fmt: skip
         if role.kind == "shared":
             publish_build(name=f"Keep build {bid} on the controller, with its sha256", role=role, _if=compiles)

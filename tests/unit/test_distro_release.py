@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lemfleet.roles.distro_release import (
+    AutoInstalled,
     packages_of_record,
     parse_distro_packages,
     purge_script,
@@ -169,3 +170,9 @@ def test_a_manual_rollback_purges_nothing_before_its_gate(tmp_path: Path):
     layout = Layout(unit="u", env="e", last_good=str(tmp_path / "last-good"), current="c", api_key="k", record="r")
     assert "apt-get purge" in restore_script(layout)
     assert "apt-get purge" not in restore_script(layout, layout.previous)
+
+
+def test_the_runtime_packages_apt_counts_as_pulled_in_are_read_by_name():
+    fact = AutoInstalled()
+    assert fact.command(("libgomp1", "libssl3")) == "apt-mark showauto libgomp1 libssl3 2>/dev/null || true"
+    assert fact.process(["libgomp1", "", "libgomp1 "]) == ["libgomp1"]
