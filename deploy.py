@@ -40,7 +40,7 @@ from lemfleet.roles.distro_index import host_index
 from lemfleet.roles.distro_install import DistroState, install_distro
 from lemfleet.roles.drivers import install_drivers, plan_for_host
 from lemfleet.roles.gate import Target, gate, passed_on
-from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id, install_llama_cpp, prune_builds
+from lemfleet.roles.llama_cpp import BINARY, BUILDS, build_id, install_llama_cpp, prune_builds, runtime_packages
 from lemfleet.roles.model_delivery import install_model, prune_models
 from lemfleet.roles.plan import ModelInfo, plan_host
 from lemfleet.roles.record import deploy_record
@@ -90,6 +90,10 @@ def deploy_lemfleet() -> None:
     # after a passing gate; a failed gate's restore holds the last good state's again (roles/distro_release.py).
     distro_installed, distro_needed = distro_release.distro_packages(), tuple(distro.versions) if distro else ()
     build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
+    # What the new state loads at its next start stays, whatever a purge of the distribution's packages takes.
+    distro_release.protect_runtime(
+        distro_installed, [*drivers.runtime_packages, *([] if distro else runtime_packages(plan))]
+    )
     distro_release.release_on_switch(distro_installed, distro_needed)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
     tls = server.host_tls(host.data)

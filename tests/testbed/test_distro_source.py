@@ -139,6 +139,13 @@ def chat_answers(rec: testbed.HostRecord) -> bool:
     return bool(out) and bool(json.loads(out)["choices"][0]["message"]["content"])
 
 
+def restarted_and_answers(rec: testbed.HostRecord) -> bool:
+    """The service starts again (what it loads at a start is there) and answers a chat."""
+    testbed.ssh(rec, "systemctl restart lemfleet-llama.service; for i in $(seq 100); do "
+                     "curl -sf http://127.0.0.1:8080/health >/dev/null && break; sleep 0.2; done")  # fmt: skip
+    return chat_answers(rec)
+
+
 def recorded_packages(rec: testbed.HostRecord) -> dict[str, str]:
     return json.loads(testbed.ssh(rec, "cat /etc/lemfleet/deployed.json"))["build"].get("packages") or {}
 
@@ -218,6 +225,7 @@ def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(
     debs = [d for d in every if d.rsplit("/", 1)[-1].split("_")[0] in known_packages()]
     assert debs and all(d.startswith(f"{previous}/debs/") for d in debs), (previous, debs)
     assert chat_answers(sid_host)
+    assert restarted_and_answers(sid_host)  # what it loads at a start survived the purge (libgomp1)
     rerun = deploy(sid_host.name, "model_source=local", f"model_path={tiny_model}")
     assert rerun.returncode == 0 and changed(rerun) == 0, rerun.output[-3000:]
 
@@ -234,3 +242,4 @@ def test_a_switch_to_a_compiled_source_and_back_leaves_no_distro_package_behind(
     assert not set(known_packages()) & set(testbed.ssh(sid_host, "apt-mark showhold").split())
     assert json.loads(testbed.ssh(sid_host, "cat /etc/lemfleet/deployed.json"))["build"]["source"] != "distro"
     assert chat_answers(sid_host)
+    assert restarted_and_answers(sid_host)
