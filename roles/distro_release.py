@@ -238,13 +238,14 @@ def keep_marked_manual(auto: list[str]):
     yield f"apt-mark manual {' '.join(quote(n) for n in auto)}"
 
 
-def protect_runtime(installed: dict[str, tuple[str, bool]], runtime: Iterable[str]) -> None:
-    """Before the distribution's packages can be purged (a host with a distro build): the new state's runtime
-    packages that apt counts as pulled in by them (libgomp1 by libggml0, ROCm's libraries by the HIP backend)
-    are marked manual, so no purge's autoremove step, and no ``apt autoremove`` of the operator's, takes
-    what a compiled llama-server loads at its next start. Nothing on a host without a distro build."""
+def protect_runtime(runtime: Iterable[str]) -> None:
+    """The new state's runtime packages that apt counts as pulled in by others (libgomp1 by libggml0 or by
+    gcc, ROCm's libraries by the HIP backend) are marked manual, as apt marks what it installs by name. Then
+    no purge's autoremove step (a switch away from the distro source, a failed switch to it, a rollback),
+    and no ``apt autoremove`` of the operator's, takes what a compiled llama-server loads at its next start:
+    the running server keeps a removed library mapped, so nothing shows until it restarts."""
     packages = tuple(sorted(set(runtime)))
-    if not installed or not packages:  # apt-mark showauto with no name lists every package
+    if not packages:  # apt-mark showauto with no name lists every package
         return
     auto = host.get_fact(AutoInstalled, packages=packages)
     keep_marked_manual(name="Keep the new state's runtime packages installed on purpose", auto=auto)
