@@ -91,9 +91,7 @@ def deploy_lemfleet() -> None:
     distro_installed, distro_needed = distro_release.distro_packages(), tuple(distro.versions) if distro else ()
     build_switched = install_distro(distro) if distro else install_llama_cpp(plan, source)
     # What the new state loads at its next start stays, whatever a purge of the distribution's packages takes.
-    distro_release.protect_runtime(
-        distro_installed, [*drivers.runtime_packages, *([] if distro else runtime_packages(plan))]
-    )
+    distro_release.protect_runtime([*drivers.runtime_packages, *([] if distro else runtime_packages(plan))])
     distro_release.release_on_switch(distro_installed, distro_needed)
     model_path, model_placed = install_model(model, facts.disk_free_bytes)
     tls = server.host_tls(host.data)

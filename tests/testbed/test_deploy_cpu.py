@@ -105,6 +105,20 @@ def test_second_run_changes_nothing(deployed, tiny_model):
     assert changed(run) == 0, [o for o in run.json["results"]["operations"] if o["success"]]
 
 
+def test_the_runtime_packages_stay_installed_on_purpose(deployed, tinfra, tiny_model):
+    """libgomp1 counted as pulled in by another package (as gcc or libggml0 pull it in) is marked manual again,
+    and nothing else changes: no autoremove can take what llama-server loads at its next start."""
+    rec, _ = deployed
+    assert tinfra.run("apt-mark showauto libgomp1").stdout.strip() == ""
+    tinfra.run_expect([0], "apt-mark auto libgomp1")
+    run = deploy(rec.name, "model_source=local", f"model_path={tiny_model}")
+    assert run.returncode == 0, run.output[-3000:]
+    names = [o["name"] for o in run.json["results"]["operations"] if o["success"]]
+    assert len(names) == 1 and names[0].endswith("Keep the new state's runtime packages installed on purpose"), names
+    assert tinfra.run("apt-mark showauto libgomp1").stdout.strip() == ""
+    assert tinfra.package("libgomp1").is_installed
+
+
 def test_a_flag_change_restarts_without_rebuilding(deployed, tinfra, tiny_model):
     rec, _ = deployed
     before = service(tinfra)
