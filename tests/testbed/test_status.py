@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -42,7 +43,10 @@ def test_each_row_says_what_the_host_is_doing(three, tmp_path, capsys):
         argv = ["status", str(PROJECT / "inventories" / "testbed.py"), "--json", str(out)]
         assert main([*argv, *(a for n in names for a in ("--limit", n)), "--markdown", str(tmp_path / "s.md")]) == 1
         printed = capsys.readouterr().out
-        assert f"{cut.name}" in printed and "unreachable" in printed and "inactive" in printed
+        rows = {row["host"]: row for row in json.loads(out.read_text())["hosts"]}
+        # Each row on its own, with what the command saw of it, so a failure says which host and why.
+        assert re.search(rf"^{cut.name}\s+unreachable\s", printed, re.M), (rows.get(cut.name), printed)
+        assert re.search(rf"^{stopped.name}\s+inactive\s", printed, re.M), (rows.get(stopped.name), printed)
         assert json.loads(out.read_text())["ok"] is False
         print(printed)  # the closing note quotes a sample
     finally:
